@@ -1,0 +1,308 @@
+"""
+redis_server: edit ``redis.conf`` in place and talk to Redis over its own protocol.
+
+Phase 1 of the runbook. The config is edited directive by directive (Debian's defaults and
+comments stay); the server is checked with a real ``PING`` over a socket, so no password
+ever lands in a process's argv. Standard library and salt only.
+"""
+
+import logging
+import os
+import socket
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "redis_server"
+
+SECRET_DIRECTIVES = ("requirepass", "masterauth")
+MASK = "<secret>"
+MANAGED_MARK = "# serverfix: managed below (see the formula's pillar.example)"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _split(line):
+    """``key``, ``args`` of an active directive line, or ``None`` for comments and blanks."""
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    parts = stripped.split()
+    return parts[0].lower(), parts[1:]
+
+
+def _read_lines(path):
+    with open(path, "rb") as handle:
+        return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+
+
+def config_get(path="/etc/redis/redis.conf", mask=True):
+    """
+    Return the active directives of a redis.conf as ``{directive: value}`` (the last one wins,
+    as in Redis). Values of ``requirepass``/``masterauth`` are masked unless ``mask=False``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.config_get /etc/redis/redis.conf
+    """
+    result = {}
+    for line in _read_lines(path):
+        parsed = _split(line)
+        if parsed:
+            key, args = parsed
+            value = " ".join(args)
+            result[key] = MASK if mask and key in SECRET_DIRECTIVES and value else value
+    return result
+
+
+def _same(key, current_args, wanted):
+    if current_args is None:
+        return wanted is None
+    if wanted is None:
+        return False
+    current = " ".join(current_args)
+    if key == "bind":
+        return current_args == wanted.split()
+    if key in SECRET_DIRECTIVES:
+        return current == wanted
+    return current.lower() == wanted.lower()
+
+
+def config_plan(path, settings):
+    """
+    Plan an in-place edit of ``path`` so its active directives match ``settings``.
+
+    ``settings`` maps a directive to its value (a string); ``None`` removes the directive
+    (its active lines are commented out). Returns ``{"content": new text, "changes":
+    {directive: {"old": ..., "new": ...}}}``; secrets are masked in ``changes``.
+    Nothing is written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.config_plan /etc/redis/redis.conf '{"maxmemory-policy": "noeviction"}'
+    """
+    lines = _read_lines(path)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    active = {}
+    for index, line in enumerate(lines):
+        parsed = _split(line)
+        if parsed:
+            active.setdefault(parsed[0], []).append((index, parsed[1]))
+    changes = {}
+    appended = []
+    for key, wanted in settings.items():
+        key = key.lower()
+        wanted = None if wanted is None else str(wanted)
+        found = active.get(key, [])
+        current_args = found[-1][1] if found else None
+        if _same(key, current_args, wanted) and len(found) <= 1:
+            continue
+        old = " ".join(current_args) if current_args is not None else None
+        if key in SECRET_DIRECTIVES:
+            old, new = (MASK if old else old), (MASK if wanted else wanted)
+        else:
+            new = wanted
+        changes[key] = {"old": old, "new": new}
+        # the first active line takes the new value; later duplicates are commented out
+        for position, (index, _) in enumerate(found):
+            ending = newline if lines[index].endswith(("\n", "\r")) else ""
+            if position == 0 and wanted is not None:
+                lines[index] = f"{key} {wanted}{ending}"
+            else:
+                lines[index] = f"# {lines[index].rstrip(chr(13) + chr(10))}  {MANAGED_MARK[2:]}{ending}"
+        if not found and wanted is not None:
+            appended.append(f"{key} {wanted}{newline}")
+    if appended:
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += newline
+        if MANAGED_MARK + newline not in lines:
+            lines.append(newline)
+            lines.append(MANAGED_MARK + newline)
+        lines.extend(appended)
+    return {"content": "".join(lines), "changes": changes}
+
+
+def config_set(path, settings, backup_keep=5):
+    """
+    Edit ``path`` in place so its active directives match ``settings`` (see ``config_plan``).
+
+    Writes atomically with the file's mode and owner, after a 0600 backup. Returns the
+    (masked) changes; an empty dict when nothing had to change.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.config_set /etc/redis/redis.conf '{"appendonly": "yes"}'
+    """
+    plan = config_plan(path, settings)
+    if plan["changes"]:
+        __utils__["serverfix_files.backup"](path, keep=backup_keep)  # pylint: disable=undefined-variable
+        __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
+            path, plan["content"].encode("utf-8", "surrogateescape")
+        )
+    return plan["changes"]
+
+
+def _encode(*args):
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _read_reply(stream):
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed by Redis")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        return RedisError(rest.decode(errors="replace"))
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None
+        data = stream.read(size + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        count = int(rest)
+        return None if count < 0 else [_read_reply(stream) for _ in range(count)]
+    raise ConnectionError(f"unexpected reply from Redis: {line[:40]!r}")
+
+
+class RedisError(str):
+    """An error reply (``-ERR ...``) from Redis."""
+
+
+def command(*args, host="127.0.0.1", port=6379, password=None, timeout=2.0):
+    """
+    Send one command to Redis (after ``AUTH`` when ``password`` is set) and return its reply.
+
+    Speaks the Redis protocol over a TCP socket: no client binary, no password in any argv.
+    Raises ``ConnectionError``/``OSError`` when Redis cannot be reached; an error reply is
+    returned as a string starting with its code (e.g. ``NOAUTH ...``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.command CONFIG GET maxmemory-policy
+    """
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        stream = sock.makefile("rb")
+        if password:
+            sock.sendall(_encode("AUTH", password))
+            reply = _read_reply(stream)
+            if isinstance(reply, RedisError):
+                return reply
+        sock.sendall(_encode(*args))
+        return _read_reply(stream)
+
+
+def _pillar_password():
+    return __salt__["pillar.get"]("serverfix:redis:password", "")  # pylint: disable=undefined-variable
+
+
+def ping(host="127.0.0.1", port=6379, password=None, timeout=2.0):
+    """
+    Ask Redis ``PING``; returns ``{"ok": bool, "reply": ..., "error": ...}``.
+
+    ``ok`` is true only for the reply ``PONG``. The password defaults to the pillar's
+    ``serverfix:redis:password`` and is sent inside the socket, never in argv or the result.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.ping
+        salt '*' redis_server.ping host=::1 port=6379
+    """
+    if password is None:
+        password = _pillar_password()
+    try:
+        reply = command("PING", host=host, port=port, password=password, timeout=timeout)
+    except (OSError, ConnectionError) as exc:
+        return {"ok": False, "reply": None, "error": f"{host}:{port}: {exc.strerror or exc}"}
+    if isinstance(reply, RedisError):
+        return {"ok": False, "reply": None, "error": f"{host}:{port}: Redis answered {reply.split()[0]}"}
+    return {"ok": reply == "PONG", "reply": reply, "error": "" if reply == "PONG" else f"unexpected reply {reply!r}"}
+
+
+def wait_pong(host="127.0.0.1", port=6379, password=None, timeout=10.0):
+    """
+    Retry ``PING`` until ``PONG`` or ``timeout`` seconds pass (a restarted Redis needs a moment
+    to load its data). Returns the last ``ping`` result.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.wait_pong timeout=5
+    """
+    import time  # pylint: disable=import-outside-toplevel
+
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        result = ping(host=host, port=port, password=password)
+        if result["ok"] or time.monotonic() >= deadline or "NOAUTH" in result["error"] \
+                or "WRONGPASS" in result["error"]:
+            return result
+        time.sleep(0.2)
+
+
+def listening_addresses(port=6379):
+    """
+    Return the local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6}).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.listening_addresses 6379
+    """
+    found = set()
+    for name, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            with open(name, encoding="ascii") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    address, hex_port = fields[1].split(":")
+                    if fields[3] == "0A" and int(hex_port, 16) == int(port):
+                        found.add(_hex_to_ip(address, width))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def _hex_to_ip(address, width):
+    raw = bytes.fromhex(address)
+    if width == 8:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # /proc stores IPv6 as four host-order 32-bit words
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return socket.inet_ntop(socket.AF_INET6, words)
+
+
+def installed():
+    """
+    True when a ``redis-server`` binary is on this host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.installed
+    """
+    return any(os.access(os.path.join(d, "redis-server"), os.X_OK)
+               for d in os.environ.get("PATH", "/usr/bin").split(":") + ["/usr/bin", "/usr/sbin"])

@@ -1,0 +1,115 @@
+"""
+redis_server states: Phase 1's in-place ``redis.conf`` edit and the real ``PING`` check.
+
+Thin over the ``redis_server`` execution module. Passwords never appear in changes or comments.
+"""
+
+__virtualname__ = "redis_server"
+
+
+def __virtual__():
+    if "redis_server.config_plan" in __salt__:  # pylint: disable=undefined-variable
+        return __virtualname__
+    return (False, "the redis_server execution module is not loaded: run saltutil.sync_all, "
+                   "or state.apply serverfix sync_mods=all")
+
+
+def _yes_no(flag):
+    return "yes" if flag else "no"
+
+
+def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_policy="noeviction",
+               appendonly=True, appendfsync="everysec", backup_keep=5):
+    """
+    Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
+    port, eviction policy, AOF persistence and ``requirepass`` (only when a password is set;
+    an empty password comments out an old one). Debian's other defaults and comments stay.
+
+    IPv6 addresses in ``bind`` are dropped on a host without IPv6 loopback, where Redis would
+    otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone.
+
+    .. code-block:: yaml
+
+        /etc/redis/redis.conf:
+          redis_server.configured:
+            - bind: [127.0.0.1, -::1]
+            - port: 6379
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    settings = {
+        "bind": " ".join(__salt__["serverfix.redis_bind_addresses"](bind)),  # pylint: disable=undefined-variable
+        "protected-mode": "yes",
+        "port": str(port),
+        "supervised": "auto",
+        "maxmemory-policy": maxmemory_policy,
+        "appendonly": _yes_no(appendonly),
+        "appendfsync": appendfsync,
+        "requirepass": password or None,
+    }
+    if maxmemory not in ("", None):
+        settings["maxmemory"] = str(maxmemory)
+    try:
+        plan = __salt__["redis_server.config_plan"](name, settings)  # pylint: disable=undefined-variable
+    except FileNotFoundError:
+        if __opts__["test"]:  # pylint: disable=undefined-variable
+            ret["result"] = None
+            ret["comment"] = f"{name} does not exist yet; it would be edited once the package has installed it."
+            ret["changes"] = {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
+                              for key, value in settings.items() if value is not None}
+            return ret
+        ret["result"] = False
+        ret["comment"] = f"{name}: no such file; is the Redis package (serverfix:redis:pkg) installed?"
+        return ret
+    except OSError as exc:
+        ret["result"] = False
+        ret["comment"] = f"{name}: cannot read it ({exc.strerror})"
+        return ret
+    if not plan["changes"]:
+        ret["comment"] = f"{name} already has the wanted settings."
+        return ret
+    ret["changes"] = plan["changes"]
+    if __opts__["test"]:  # pylint: disable=undefined-variable
+        ret["result"] = None
+        ret["comment"] = f"{name}: would set {', '.join(plan['changes'])}."
+        return ret
+    try:
+        __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)  # pylint: disable=undefined-variable
+    except OSError as exc:
+        ret["changes"] = {}
+        ret["result"] = False
+        ret["comment"] = f"{name}: cannot write it ({exc.strerror}); the file is unchanged."
+        return ret
+    ret["comment"] = f"{name}: set {', '.join(plan['changes'])} (backup made)."
+    return ret
+
+
+def pong(name, port=6379, password="", timeout=15):
+    """
+    Fail unless Redis at host ``name`` answers ``PING`` with ``PONG`` (AUTH first when a
+    password is set, over the socket). Retries up to ``timeout`` seconds after a restart.
+    In test mode a Redis that is not there yet is reported as ``None`` (checked on the real run).
+
+    .. code-block:: yaml
+
+        redis-answers-ping:
+          redis_server.pong:
+            - name: 127.0.0.1
+            - port: 6379
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    test = __opts__["test"]  # pylint: disable=undefined-variable
+    result = __salt__["redis_server.wait_pong"](  # pylint: disable=undefined-variable
+        host=name, port=port, password=password, timeout=0 if test else timeout
+    )
+    if result["ok"]:
+        ret["comment"] = f"Redis at {name}:{port} answered PING with PONG."
+        return ret
+    if test:
+        ret["result"] = None
+        ret["comment"] = (f"Redis does not answer yet ({result['error']}); "
+                          "the real run checks PING -> PONG after installing and configuring it.")
+        return ret
+    ret["result"] = False
+    ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {result['error']}. "
+                      "Check `journalctl -u redis-server -n 50` and the bind/port in serverfix:redis.")
+    return ret

@@ -1,0 +1,52 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+# Phase 1: Redis installed, bound to loopback, persistent, queue-safe, running, answering PING.
+---
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- set redis = serverfix.redis %}
+
+include:
+  - {{ tplroot }}.preflight
+
+{%- if redis.enabled %}
+
+serverfix-redis-package-installed:
+  pkg.installed:
+    - name: {{ redis.pkg }}
+    - require:
+      - serverfix: serverfix-preflight
+
+serverfix-redis-config-edited:
+  redis_server.configured:
+    - name: {{ redis.config }}
+    - bind: {{ redis.bind | json }}
+    - port: {{ redis.port }}
+    - password: {{ redis.password | json }}
+    - maxmemory: {{ redis.maxmemory | json }}
+    - maxmemory_policy: {{ redis.maxmemory_policy }}
+    - appendonly: {{ redis.appendonly }}
+    - appendfsync: {{ redis.appendfsync }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    - require:
+      - pkg: serverfix-redis-package-installed
+
+# restarted (not only reloaded) when the config changed: bind/port need a restart
+serverfix-redis-service-running:
+  service.running:
+    - name: {{ redis.service }}
+    - enable: true
+    - watch:
+      - redis_server: serverfix-redis-config-edited
+    - require:
+      - pkg: serverfix-redis-package-installed
+
+# the service manager can say "running" while Redis refuses connections: ask Redis itself
+serverfix-redis-answers-ping:
+  redis_server.pong:
+    - name: {{ redis.host }}
+    - port: {{ redis.port }}
+    - password: {{ redis.password | json }}
+    - require:
+      - service: serverfix-redis-service-running
+{%- endif %}
