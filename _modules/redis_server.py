@@ -6,9 +6,13 @@ comments stay); the server is checked with a real ``PING`` over a socket, so no 
 ever lands in a process's argv. Standard library and salt only.
 """
 
+import glob
 import logging
 import os
 import socket
+import subprocess
+import tarfile
+import tempfile
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,38 @@ def config_set(path, settings, backup_keep=5):
             path, plan["content"].encode("utf-8", "surrogateescape")
         )
     return plan["changes"]
+
+
+def package_default_plan(pkg, path, settings):
+    """
+    Plan the edit against the config file that package ``pkg`` would install at ``path``, for a
+    test-mode preview on a host where the package is not installed yet. The ``.deb`` is
+    downloaded into a temp directory and read there; nothing on the system changes.
+    Returns ``config_plan``'s result, or ``None`` when the package file cannot be had.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf '{"appendonly": "yes"}'
+    """
+    with tempfile.TemporaryDirectory(prefix="serverfix-deb-") as tmp:
+        download = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, check=False)
+        debs = glob.glob(os.path.join(tmp, "*.deb"))
+        if download.returncode != 0 or not debs:
+            log.debug("apt-get download %s failed: %s", pkg, download.stderr[-500:])
+            return None
+        tar_path = os.path.join(tmp, "data.tar")
+        with open(tar_path, "wb") as handle:
+            if subprocess.run(["dpkg-deb", "--fsys-tarfile", debs[0]], stdout=handle, check=False).returncode:
+                return None
+        conf = os.path.join(tmp, "default.conf")
+        with tarfile.open(tar_path) as archive, open(conf, "wb") as handle:
+            try:
+                handle.write(archive.extractfile("." + path).read())
+            except KeyError:
+                return None
+        return config_plan(conf, settings)
 
 
 def _encode(*args):

@@ -19,11 +19,15 @@ def _yes_no(flag):
 
 
 def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_policy="noeviction",
-               appendonly=True, appendfsync="everysec", backup_keep=5):
+               appendonly=True, appendfsync="everysec", backup_keep=5, pkg="redis-server"):
     """
     Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
     port, eviction policy, AOF persistence and ``requirepass`` (only when a password is set;
     an empty password comments out an old one). Debian's other defaults and comments stay.
+
+    In test mode on a host without the package yet, the edit is planned against the config
+    file inside package ``pkg`` (downloaded to a temp dir), so the preview names exactly what
+    the real run will change.
 
     IPv6 addresses in ``bind`` are dropped on a host without IPv6 loopback, where Redis would
     otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone.
@@ -52,10 +56,15 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
         plan = __salt__["redis_server.config_plan"](name, settings)  # pylint: disable=undefined-variable
     except FileNotFoundError:
         if __opts__["test"]:  # pylint: disable=undefined-variable
+            plan = __salt__["redis_server.package_default_plan"](pkg, name, settings)  # pylint: disable=undefined-variable
             ret["result"] = None
-            ret["comment"] = f"{name} does not exist yet; it would be edited once the package has installed it."
-            ret["changes"] = {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
-                              for key, value in settings.items() if value is not None}
+            ret["comment"] = f"{name} does not exist yet; after {pkg} installs it, would set "
+            if plan is None:  # package file unavailable: every managed directive is a candidate
+                ret["comment"] += "(package defaults unknown) "
+                plan = {"changes": {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
+                                    for key, value in settings.items() if value is not None}}
+            ret["comment"] += ", ".join(plan["changes"]) + "."
+            ret["changes"] = plan["changes"]
             return ret
         ret["result"] = False
         ret["comment"] = f"{name}: no such file; is the Redis package (serverfix:redis:pkg) installed?"

@@ -15,7 +15,7 @@ serverfix-redis-package-installed:
   pkg.installed:
     - name: {{ redis.pkg }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight  # any module: an unsynced minion gets a test.fail state here
 
 serverfix-redis-config-edited:
   redis_server.configured:
@@ -28,6 +28,7 @@ serverfix-redis-config-edited:
     - appendonly: {{ redis.appendonly }}
     - appendfsync: {{ redis.appendfsync }}
     - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    - pkg: {{ redis.pkg }}
     - require:
       - pkg: serverfix-redis-package-installed
 

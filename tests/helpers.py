@@ -1,0 +1,57 @@
+"""Helpers for reading Salt state returns and host snapshots in tests."""
+
+import hashlib
+import os
+import subprocess
+
+
+def by_id(state_return):
+    """``{state id: state result dict}`` from a state.apply return (highstate shape)."""
+    assert isinstance(state_return, dict), f"not a state return: {state_return!r}"
+    return {key.split("_|-")[1]: value for key, value in state_return.items()}
+
+
+def changed_ids(state_return):
+    return sorted(sid for sid, res in by_id(state_return).items() if res.get("changes"))
+
+
+def failed_ids(state_return):
+    return sorted(sid for sid, res in by_id(state_return).items() if res.get("result") is False)
+
+
+def sha256(path):
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def dpkg_installed(package):
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
+    return out.returncode == 0 and "ok installed" in out.stdout
+
+
+def listening_on(port):
+    """Local addresses with a TCP listener on ``port`` (from /proc/net/tcp{,6})."""
+    found = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name, encoding="ascii") as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                    found.append((name[-4:], fields[1].split(":")[0]))
+    return found
+
+
+def pids_of(exe_name):
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+                if handle.read().strip() == exe_name:
+                    pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
