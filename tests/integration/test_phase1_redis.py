@@ -146,3 +146,14 @@ def test_salt_ssh_preview_and_apply_are_noops(salt_ssh_cli):
         ret = salt_ssh_cli.run("state.apply", "serverfix", *extra)
         assert ret.returncode == 0, ret
         assert changed_ids(ret.data) == [] and not failed_ids(ret.data)
+
+
+def test_config_change_restarts_redis(salt_cli, salt_minion):
+    old_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
+    ret = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
+                       minion_tgt=salt_minion.id)
+    assert ret.returncode == 0, ret
+    assert changed_ids(ret.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
+    assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {"maxmemory": {"old": None, "new": "64mb"}}
+    new_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert new_pids and new_pids != old_pids  # restarted, not just "running"

@@ -1,0 +1,89 @@
+"""
+Quality gates the suite runs: salt-lint and yamllint clean, a ``CLI Example:`` in every public
+function docstring of ``_modules``, stdlib + salt only in the custom modules, and pillar.example /
+FORMULA complete.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import DEFAULTS, REPO
+
+CUSTOM_DIRS = ("_modules", "_states", "_utils", "_output")
+BIN = Path(sys.executable).parent
+
+
+def _python_files(*dirs):
+    return sorted(p for d in dirs for p in (REPO / d).glob("*.py"))
+
+
+def test_yamllint_clean():
+    files = [str(p) for p in (REPO / "formula").rglob("*.yaml")] + [str(REPO / "pillar.example"),
+                                                                     str(REPO / "FORMULA")]
+    out = subprocess.run([str(BIN / "yamllint"), "-s", "-c", str(REPO / ".yamllint"), *files],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_salt_lint_clean():
+    files = [str(p) for p in sorted((REPO / "formula" / "serverfix").glob("*.sls"))]
+    out = subprocess.run([str(BIN / "salt-lint"), "-c", str(REPO / ".salt-lint"), *files],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", _python_files("_modules"), ids=lambda p: p.name)
+def test_public_functions_have_cli_example(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    missing = [node.name for node in tree.body
+               if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+               and "CLI Example:" not in (ast.get_docstring(node) or "")]
+    assert not missing, f"{path.name}: public functions without a 'CLI Example:' docstring: {missing}"
+
+
+@pytest.mark.parametrize("path", _python_files(*CUSTOM_DIRS), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_custom_modules_import_stdlib_and_salt_only(path):
+    allowed = set(sys.stdlib_module_names) | {"salt", "__future__"}
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        bad += [f"line {node.lineno}: {name}" for name in names if name.split(".")[0] not in allowed]
+    assert not bad, f"{path.name} imports what the minion's Python may not have: {bad}"
+
+
+def _key_paths(data, prefix=()):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _key_paths(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def test_pillar_example_documents_every_default():
+    example = yaml.safe_load((REPO / "pillar.example").read_text(encoding="utf-8"))["serverfix"]
+    assert sorted(_key_paths(example)) == sorted(_key_paths(DEFAULTS))
+    assert example == DEFAULTS, "pillar.example shows each key with its default"
+
+
+def test_formula_metadata_has_spm_fields():
+    meta = yaml.safe_load((REPO / "FORMULA").read_text(encoding="utf-8"))
+    for field in ("name", "os", "os_family", "version", "release", "minimum_version", "summary",
+                  "description", "top_level_dir"):
+        assert meta.get(field), field
+    assert (REPO / "formula" / meta["top_level_dir"] / "init.sls").exists()
+
+
+@pytest.mark.parametrize("link", ["_modules", "_states", "_utils"])
+def test_file_root_links_custom_module_dirs(link):
+    # the only file root is formula/: salt-ssh and saltutil.sync_all find the modules through these
+    path = REPO / "formula" / link
+    assert path.is_symlink() and path.resolve() == (REPO / link).resolve()
