@@ -1,0 +1,633 @@
+"""
+dotenv: read and edit ``.env`` files exactly the way npm ``dotenv`` (the backend's reader) parses them.
+
+The parser is a faithful port of npm dotenv's ``parse()`` (versions 16.6 to 18.0 behave alike):
+its line regular expression with JavaScript's meaning of ``\\s``, ``.``, ``^`` and ``$``,
+``String.trim()``, the quote stripping and the ``\\n``/``\\r`` expansion inside double quotes.
+python-dotenv disagrees with npm dotenv on many inputs and is deliberately not used.
+
+Edits change only the value text of the keys they touch: comments, blank lines, order,
+``export`` prefixes, inline comments, line endings and every other byte stay as they are.
+Every planned edit is re-parsed before anything is written; if npm dotenv would not read back
+exactly the wanted values (and every other key unchanged) the edit is refused.
+
+Values are never put into messages, logs or change reports: keys marked secret (by default any
+key whose name contains PASSWORD, SECRET, TOKEN or KEY) are shown as ``<secret>`` only.
+
+Standard library and salt only: this runs inside the minion's own Python.
+"""
+
+import bisect
+import grp
+import logging
+import os
+import pwd
+import re
+import stat
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "dotenv"
+__func_alias__ = {"set_": "set"}
+
+SECRET = "<secret>"
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+BACKUP_TAG = "serverfix"
+
+# JavaScript's \s (and String.prototype.trim): Python's \s and str.strip() differ (\x1c-\x1f, \x85, \ufeff).
+_JS_SPACE_CLASS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE_CHARS = "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+                  "\u2028\u2029\u202f\u205f\u3000\ufeff"
+# JavaScript's line terminators: where ^ and $ match with the m flag, and what . does not match.
+_JS_LINE_END = "\n\r\u2028\u2029"
+_WS = f"[{_JS_SPACE_CLASS}]"
+
+# npm dotenv's LINE regex, translated term by term:
+# /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|
+#  \s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/mg
+_LINE_RE = re.compile(
+    f"(?<![^{_JS_LINE_END}])"  # ^ (m flag)
+    f"{_WS}*(?:export{_WS}+)?"
+    r"([A-Za-z0-9_.-]+)"
+    f"(?:{_WS}*={_WS}*?|:{_WS}+?)"
+    "("
+    f"{_WS}*'(?:\\\\'|[^'])*'"
+    f"|{_WS}*\"(?:\\\\\"|[^\"])*\""
+    f"|{_WS}*`(?:\\\\`|[^`])*`"
+    "|[^#\r\n]+"
+    ")?"
+    f"{_WS}*(?:#[^{_JS_LINE_END}]*)?"
+    f"(?![^{_JS_LINE_END}])"  # $ (m flag)
+)
+# value.replace(/^(['"`])([\s\S]*)\1$/mg, '$2')
+_QUOTED_RE = re.compile(f"(?<![^{_JS_LINE_END}])(['\"`])([\\s\\S]*)\\1(?![^{_JS_LINE_END}])")
+_CRLF_RE = re.compile("\r\n?")
+_SEP_RE = re.compile(f"{_WS}*=|:{_WS}")
+KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# printable, no whitespace, no comment/quote/escape/expansion characters: written without quotes
+_PLAIN_UNSAFE = set(_JS_SPACE_CHARS) | set("#'\"`\\$")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Entry:
+    """One ``KEY=value`` as npm dotenv sees it, with spans into the original (un-normalised) text."""
+
+    __slots__ = ("key", "value", "token_start", "sep_end", "value_start", "value_end", "raw_start", "raw_end")
+
+    def __init__(self, key, value, token_start, sep_end, value_start, value_end, raw_start, raw_end):
+        self.key = key
+        self.value = value
+        self.token_start = token_start  # first character of `export` or of the key
+        self.sep_end = sep_end  # just after `=` (or `: `)
+        self.value_start = value_start  # trimmed value text (quotes included)
+        self.value_end = value_end
+        self.raw_start = raw_start  # the regex's value group, untrimmed
+        self.raw_end = raw_end
+
+
+def _npm_value(raw):
+    """The value npm dotenv derives from the matched value text."""
+    value = (raw or "").strip(_JS_SPACE_CHARS)
+    quote = value[:1]
+    value = _QUOTED_RE.sub(r"\2", value)
+    if quote == '"':
+        value = value.replace("\\n", "\n").replace("\\r", "\r")
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        # bytes that are not UTF-8 (kept by surrogateescape): node decodes them as U+FFFD
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def _entries(text):
+    """Every match of npm dotenv's line regex in ``text``, in file order (duplicates included)."""
+    normalized = _CRLF_RE.sub("\n", text)
+    # npm dotenv first turns CRLF into LF: map offsets in that text back to offsets in `text`
+    collapsed = [pos - index for index, pos in enumerate(m.start() for m in re.finditer("\r\n", text))]
+
+    def orig(offset):  # each CRLF before `offset` is one character longer in `text`
+        return offset + bisect.bisect_left(collapsed, offset)
+
+    entries = []
+    for match in _LINE_RE.finditer(normalized):
+        whole = match.group(0)
+        token = match.start() + len(whole) - len(whole.lstrip(_JS_SPACE_CHARS))
+        sep_end = _SEP_RE.match(normalized, match.end(1)).end()
+        raw = match.group(2) or ""
+        raw_start, raw_end = match.span(2) if match.group(2) is not None else (sep_end, sep_end)
+        stripped = raw.strip(_JS_SPACE_CHARS)
+        if stripped:
+            value_start = raw_start + len(raw) - len(raw.lstrip(_JS_SPACE_CHARS))
+            value_end = value_start + len(stripped)
+        else:
+            value_start = value_end = raw_end
+        entries.append(_Entry(match.group(1), _npm_value(match.group(2)), orig(token), orig(sep_end),
+                              orig(value_start), orig(value_end), orig(raw_start), orig(raw_end)))
+    return entries
+
+
+def _decode(data):
+    # surrogateescape keeps bytes that are not UTF-8 so an edit writes them back unchanged
+    return data.decode("utf-8", "surrogateescape")
+
+
+def parse(text):
+    """
+    Parse ``.env`` text exactly as npm dotenv's ``parse()`` does and return ``{key: value}``.
+
+    Duplicated keys: the last one wins. Unquoted ``#`` starts a comment; no backslash escapes
+    except ``\\n``/``\\r`` inside double quotes; ``${VAR}`` is literal.
+
+    text
+        The file's content (str or bytes).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.parse 'A="x y" # comment'
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = _decode(bytes(text))
+    result = {}
+    for entry in _entries(str(text)):
+        result[entry.key] = entry.value
+    return result
+
+
+def _read_bytes(path):
+    target = os.path.realpath(path)
+    try:
+        with open(target, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise CommandExecutionError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandExecutionError(f"{path}: is a directory, not a .env file") from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def read(path):
+    """
+    Read the ``.env`` file at ``path`` and return ``{key: value}`` exactly as npm dotenv parses it
+    (last duplicate wins). A symlink is followed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.read /var/www/intranet/backend/.env
+    """
+    return parse(_read_bytes(path))
+
+
+def get(path, key, default=None):
+    """
+    Return the value npm dotenv reads for ``key`` from the file at ``path``, or ``default``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.get /var/www/intranet/backend/.env REDIS_HOST
+    """
+    return read(path).get(key, default)
+
+
+def keys(path):
+    """
+    Return the keys of the file at ``path`` in file order (each once), without their values.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.keys /var/www/intranet/backend/.env
+    """
+    return list(read(path))
+
+
+# --------------------------------------------------------------------------- writing values
+
+
+def is_secret(key, secret_keys=()):
+    """
+    True when the value of ``key`` must never be shown: its name contains PASSWORD, SECRET,
+    TOKEN or KEY (any case), or it is listed in ``secret_keys``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.is_secret REDIS_PASSWORD
+    """
+    return key in (secret_keys or ()) or any(word in key.upper() for word in SECRET_WORDS)
+
+
+def _to_text(key, value):
+    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
+        raise SaltInvocationError(
+            f"{key}: the value must be a string or a number, not {type(value).__name__}"
+            + (" (write 'true'/'false' as a quoted string)" if isinstance(value, bool) else ""))
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SaltInvocationError(f"{key}: the value is not valid text (it cannot be written as UTF-8)") from None
+    return text
+
+
+def _candidates(value):
+    """Ways to write ``value`` that npm dotenv reads back exactly, best first (each checked again in context)."""
+    if value == "":
+        yield "''"
+        return
+    ends_with_backslash = value.endswith("\\")
+    if value.isprintable() and not set(value) & _PLAIN_UNSAFE:
+        yield value
+    if "'" not in value and "\r" not in value and not ends_with_backslash:
+        yield f"'{value}'"
+    if '"' not in value and "\\n" not in value and "\\r" not in value and not ends_with_backslash:
+        yield '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
+    if "`" not in value and "\r" not in value and not ends_with_backslash:
+        yield f"`{value}`"
+    # unquoted with quotes, `$` or a trailing backslash inside: npm dotenv keeps such text literally
+    if (value[0] not in "'\"`" and value == value.strip(_JS_SPACE_CHARS) and "#" not in value
+            and not set(value) & set(_JS_LINE_END)):
+        yield value
+
+
+def _refusal_reason(value):
+    if value.endswith("\\") and (value != value.strip(_JS_SPACE_CHARS) or "#" in value):
+        return "it ends with a backslash and also needs quotes (whitespace at an end or '#')"
+    return ("no quoting style can hold it: it needs quotes (whitespace at an end, '#', a line break "
+            "or a leading quote) but contains ', ` and either \" or a literal \\n / \\r sequence")
+
+
+def render(value, key="VALUE"):
+    """
+    Return the text to write after ``KEY=`` so that npm dotenv reads back exactly ``value``.
+
+    Unquoted when it is plain; else single quotes, double quotes (line breaks as ``\\n``) or
+    backticks, whichever holds it exactly. Raises an error naming ``key`` (never the value)
+    when no form can hold it, e.g. a value ending in a backslash that also needs quotes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.render 'p@ss word#1'
+    """
+    text = _to_text(key, value)
+    for candidate in _candidates(text):
+        if parse(f"{key}={candidate}\n").get(key) == text:
+            return candidate
+    raise SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
+                              f"{_refusal_reason(text)}; nothing was changed")
+
+
+def _line_ending(text):
+    first = re.search("\r\n|\r|\n", text)
+    return first.group(0) if first else "\n"
+
+
+def _format(candidate, newline):
+    # a raw line break inside quotes follows the file's style (npm dotenv reads any style as \n)
+    return candidate.replace("\n", newline) if newline != "\n" else candidate
+
+
+def _set_one(text, key, value, expected):
+    """``text`` with every occurrence of ``key`` set (or the key appended); checked by re-parsing."""
+    occurrences = [e for e in _entries(text) if e.key == key]
+    newline = _line_ending(text)
+    for candidate in _candidates(value):
+        written = _format(candidate, newline)
+        if occurrences:
+            new = text
+            for entry in reversed(occurrences):
+                if entry.value == value:
+                    continue  # already right: keep its quoting
+                start = entry.value_start
+                if re.search(f"[{_JS_LINE_END}]", text[entry.sep_end:entry.value_start]):
+                    start = entry.sep_end  # the value sat on a later line: bring it next to `=`
+                new = new[:start] + written + new[entry.value_end:]
+        else:
+            tail = "" if not text or text.endswith(("\n", "\r")) else newline
+            new = f"{text}{tail}{key}={written}{newline}"
+        if parse(new) == expected:
+            return new
+    if any(True for _ in _candidates(value)):
+        raise SaltInvocationError(
+            f"{key}: cannot write the value here so that npm dotenv reads every key back exactly "
+            "(the text around it, such as an unterminated quote, would change how it parses); "
+            "fix that line of the file by hand; nothing was changed")
+    raise SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
+                              f"{_refusal_reason(value)}; nothing was changed")
+
+
+def _unset_one(text, key, expected):
+    """``text`` without any line of ``key`` (an inline comment on it goes too)."""
+    new = text
+    for entry in reversed([e for e in _entries(text) if e.key == key]):
+        start = entry.token_start
+        while start > 0 and new[start - 1] in " \t":
+            start -= 1
+        if start > 0 and new[start - 1] not in _JS_LINE_END:
+            start = entry.token_start
+        end = max(entry.value_end, entry.raw_end, entry.sep_end)
+        line_end = re.compile(f"\r\n|[{_JS_LINE_END}]").search(new, end)
+        end = line_end.end() if line_end else len(new)
+        new = new[:start] + new[end:]
+    if parse(new) != expected:
+        raise SaltInvocationError(f"{key}: cannot remove it without changing how npm dotenv reads other keys "
+                                  "(an unterminated quote nearby?); fix the file by hand; nothing was changed")
+    return new
+
+
+def _check_key(key):
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise SaltInvocationError(
+            f"{key!r} is not a valid .env key: use letters, digits, '_', '.' and '-' only "
+            "(npm dotenv silently ignores other keys)")
+
+
+def edit(text, values=None, remove=(), secret_keys=()):
+    """
+    Plan an edit of ``.env`` text without touching any file.
+
+    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
+    where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
+    Keys whose parsed value already matches are left alone (no rewrite of their quoting).
+
+    text
+        The current content (str or bytes); ``''`` for a new file.
+    values
+        Mapping of keys to wanted values (strings or numbers).
+    remove
+        Keys that must not be in the file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.edit 'A=1' values='{"A": 2, "B": "x y"}'
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = _decode(bytes(text))
+    values = dict(values or {})
+    remove = list(remove or [])
+    for key in list(values) + remove:
+        _check_key(key)
+    clash = sorted(set(values) & set(remove))
+    if clash:
+        raise SaltInvocationError(f"{', '.join(clash)}: asked to both set and remove; nothing was changed")
+    wanted = {key: _to_text(key, value) for key, value in values.items()}
+    current = parse(text)
+    plan = {"added": [], "changed": [], "removed": [], "values": {}}
+    expected = dict(current)
+    for key, value in wanted.items():
+        if current.get(key) == value:
+            continue
+        expected[key] = value
+        text = _set_one(text, key, value, expected)
+        plan["changed" if key in current else "added"].append(key)
+        secret = is_secret(key, secret_keys)
+        old = current.get(key)
+        plan["values"][key] = {
+            "old": None if old is None else (SECRET if secret else old),
+            "new": SECRET if secret else value,
+        }
+    for key in remove:
+        if key not in current:
+            continue
+        del expected[key]
+        text = _unset_one(text, key, expected)
+        plan["removed"].append(key)
+    plan["text"] = text
+    return plan
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _owner_ids(path, user, group):
+    """uid/gid to apply (None = keep); errors name the argument and the fix."""
+    uid = gid = None
+    if user:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise SaltInvocationError(f"{path}: user {user!r} does not exist on this host "
+                                      "(serverfix:dotenv:user); create it or set '' to keep the owner") from None
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise SaltInvocationError(f"{path}: group {group!r} does not exist on this host "
+                                      "(serverfix:dotenv:group); create it or set '' to keep the group") from None
+    return uid, gid
+
+
+def _parse_mode(mode):
+    text = str(mode).strip()
+    if not re.match(r"^0?[0-7]{3}$", text):
+        raise SaltInvocationError(f"mode {mode!r} is not an octal file mode such as '0640' (serverfix:dotenv:mode)")
+    return int(text, 8)
+
+
+def _check_keep(keep):
+    if isinstance(keep, bool) or not str(keep).strip().isdigit() or int(keep) < 1:
+        raise SaltInvocationError(f"backup_keep {keep!r} is not a whole number of at least 1 "
+                                  "(serverfix:dotenv:backup_keep)")
+
+
+def _name(uid, gid):
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group}"
+
+
+def preflight(path, create=False):
+    """
+    Read-only checks before Phase 2 changes anything. Returns a list of problems (empty = fine),
+    each naming the path and the fix: the file (or the symlink's target) must be a readable,
+    writable regular file in a writable directory, or, when it is missing, ``create`` must be
+    true and its directory must exist and be writable.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.preflight /var/www/intranet/backend/.env
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        return [f"serverfix:dotenv:file: {path!r} is not an absolute path; set the .env file's full path"]
+    target = os.path.realpath(path)
+    shown = path if target == path else f"{path} (-> {target})"
+    directory = os.path.dirname(target)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return [f"{shown}: the symlink points to a missing file; fix the link or set "
+                    "serverfix:dotenv:file to the real .env"]
+        if not create:
+            return [f"{path}: no such file; set serverfix:dotenv:file to the backend's .env, or "
+                    "serverfix:dotenv:create: true to create it"]
+        if not os.path.isdir(directory):
+            return [f"{path}: cannot be created: directory {directory} does not exist; create it first"]
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return [f"{path}: cannot be created: directory {directory} is not writable"]
+        return []
+    except OSError as exc:
+        return [f"{shown}: cannot check it ({exc.strerror}); fix the path or its directory's permissions"]
+    errors = []
+    if not stat.S_ISREG(st.st_mode):
+        return [f"{shown}: is not a regular file; set serverfix:dotenv:file to the .env file"]
+    if not os.access(target, os.R_OK):
+        errors.append(f"{shown}: is not readable; fix its permissions")
+    if not os.access(target, os.W_OK):
+        errors.append(f"{shown}: is not writable (read-only file system or immutable: lsattr {target}); "
+                      "make it writable (chattr -i) first")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        errors.append(f"{shown}: its directory {directory} is not writable; the edit needs a temp file and a "
+                      "backup next to it (read-only file system or chattr +i on the directory?)")
+    return errors
+
+
+def backup(path, keep=5):
+    """
+    Copy the file at ``path`` to ``<file>.serverfix-<UTC time>.bak`` (mode 0600, same owner) and
+    keep only the newest ``keep`` backups. Returns the backup's path.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.backup /var/www/intranet/backend/.env keep=5
+    """
+    return __utils__["serverfix_files.backup"](path, keep=int(keep), tag=BACKUP_TAG)  # pylint: disable=undefined-variable
+
+
+def _load(path, create):
+    """(text, stat) of the file, or ('', None) when it is missing and may be created."""
+    problems = preflight(path, create=create)
+    if problems:
+        raise CommandExecutionError("; ".join(problems) + "; nothing was changed")
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        return b"", None
+    return _read_bytes(path), os.stat(target)
+
+
+def plan(path, values=None, remove=(), secret_keys=(), create=False, user="", group="", mode="0640",
+         backup_keep=5):
+    """
+    What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
+
+    Returns ``{"added", "changed", "removed", "values", "owner"?, "created"?}`` (no value of a
+    secret key ever appears). Raises an error naming the key or path for any bad input.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.plan /var/www/intranet/backend/.env values='{"REDIS_HOST": "127.0.0.1"}'
+    """
+    result, _ = _plan(path, values, remove, secret_keys, create, user, group, mode, backup_keep)
+    return result
+
+
+def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_keep):
+    _parse_mode(mode)
+    _check_keep(backup_keep)
+    data, st = _load(path, create)
+    uid, gid = _owner_ids(path, user, group)
+    edited = edit(data, values, remove, secret_keys)
+    new_data = edited.pop("text").encode("utf-8", "surrogateescape")
+    changes = dict(edited)
+    if st is None:
+        changes["created"] = True
+    elif (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
+        changes["owner"] = {"old": _name(st.st_uid, st.st_gid),
+                            "new": _name(st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)}
+    if not any(changes.get(field) for field in ("added", "changed", "removed", "owner", "created")):
+        changes = {}
+    return changes, (data, new_data, st, uid, gid)
+
+
+def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_keep):
+    changes, (data, new_data, st, uid, gid) = _plan(path, values, remove, secret_keys, create, user, group,
+                                                    mode, backup_keep)
+    if not changes:
+        return {}
+    target = os.path.realpath(path)
+    if st is None:
+        __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
+            target, new_data, mode=_parse_mode(mode), uid=uid, gid=gid)
+        log.info("dotenv: created %s with keys %s", target, ", ".join(changes["added"]))
+        return changes
+    if _read_bytes(path) != data:
+        raise CommandExecutionError(f"{path}: changed by something else while being edited; nothing was changed, "
+                                    "run again")
+    try:
+        changes["backup"] = backup(path, keep=backup_keep)
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot make the backup next to it ({exc.strerror}); "
+                                    "nothing was changed") from None
+    try:
+        __utils__["serverfix_files.atomic_write"](target, new_data, uid=uid, gid=gid)  # pylint: disable=undefined-variable
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); the file is unchanged "
+                                    f"(backup {changes['backup']})") from None
+    log.info("dotenv: %s: added %s, changed %s, removed %s (backup %s)", target,
+             changes["added"], changes["changed"], changes["removed"], changes["backup"])
+    return changes
+
+
+def set_(path, values, secret_keys=(), create=False, user="", group="", mode="0640", backup_keep=5):
+    """
+    Set keys in the ``.env`` at ``path`` in place and return what changed (no secret values).
+
+    Every occurrence of a duplicated key is updated; missing keys are appended. Before the first
+    change a backup is made (mode 0600, newest ``backup_keep`` kept); the file is replaced
+    atomically with its mode and owner (or ``user``/``group`` when given). A missing file is
+    only created with ``create=True``, with ``mode``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.set /var/www/intranet/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
+    """
+    return _apply(path, values, (), secret_keys, create, user, group, mode, backup_keep)
+
+
+def unset(path, keys, backup_keep=5):
+    """
+    Remove keys (every occurrence, with an inline comment on the same line) from the ``.env`` at
+    ``path``; returns what changed. A backup is made first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.unset /var/www/intranet/backend/.env '["OLD_KEY"]'
+    """
+    if isinstance(keys, str):
+        keys = [keys]
+    return _apply(path, {}, list(keys), (), False, "", "", "0640", backup_keep)

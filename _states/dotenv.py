@@ -1,0 +1,126 @@
+"""
+dotenv states: keys of a ``.env`` file (read by npm dotenv) present with given values, or absent.
+
+Thin over the ``dotenv`` execution module, which edits in place (every unrelated byte kept),
+writes atomically with the file's mode and owner, backs up first, and re-parses every edit the
+way npm dotenv does before writing it. Values of secret keys (names containing PASSWORD, SECRET,
+TOKEN or KEY, plus ``secret_keys``) never appear in changes, comments or logs.
+"""
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "dotenv"
+
+
+def __virtual__():
+    if "dotenv.plan" in __salt__:  # pylint: disable=undefined-variable
+        return __virtualname__
+    return (False, "the dotenv execution module is not loaded: run saltutil.sync_all, "
+                   "or state.apply serverfix sync_mods=all")
+
+
+_VERBS = (("created", "create the file", "created the file"), ("added", "add", "added"),
+          ("changed", "change", "changed"), ("removed", "remove", "removed"))
+
+
+def _describe(changes, test):
+    """Key names only: never a value."""
+    parts = []
+    for field, future, past in _VERBS:
+        if changes.get(field):
+            names = "" if field == "created" else " " + ", ".join(changes[field])
+            parts.append(f"{future if test else past}{names}")
+    if "owner" in changes:
+        parts.append(f"{'set owner' if test else 'owner set to'} {changes['owner']['new']}")
+    return ("would " if test else "") + "; ".join(parts)
+
+
+def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
+    salt = __salt__  # pylint: disable=undefined-variable
+    try:
+        changes = salt["dotenv.plan"](name, **plan_kwargs)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    if not changes:
+        ret["comment"] = f"{name} already has the wanted keys and values."
+        return ret
+    if __opts__["test"]:  # pylint: disable=undefined-variable
+        ret["result"] = None
+        ret["changes"] = changes
+        backup_note = "" if changes.get("created") else " (after a backup)"
+        ret["comment"] = f"{name}: {_describe(changes, True)}{backup_note}."
+        return ret
+    try:
+        changes = salt[apply_func](name, **apply_kwargs)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    ret["changes"] = changes
+    backup_note = f" (backup: {changes['backup']})" if changes.get("backup") else ""
+    ret["comment"] = f"{name}: {_describe(changes, False)}{backup_note}."
+    return ret
+
+
+def present(name, values, secret_keys=None, create=False, user="", group="", mode="0640", backup_keep=5):
+    """
+    Ensure the ``.env`` file ``name`` has each key of ``values`` with exactly that value as npm
+    dotenv reads it (numbers are written as their text). Only the value text of keys that differ
+    is rewritten (every occurrence of a duplicated key); missing keys are appended; comments,
+    order, ``export``, inline comments and line endings stay. A symlink's target is edited.
+
+    values
+        Mapping of keys to strings or numbers.
+    secret_keys
+        More keys whose values must never be shown (besides names containing PASSWORD, SECRET,
+        TOKEN or KEY).
+    create
+        Create the file when it is missing (with ``mode``, ``user``, ``group``); otherwise a
+        missing file is an error.
+    user, group
+        Owner to give the file; ``''`` keeps the current one (root for a new file).
+    mode
+        Mode of a newly created file; an existing file keeps its mode.
+    backup_keep
+        How many timestamped backups (``<file>.serverfix-<time>.bak``, mode 0600) to keep.
+
+    .. code-block:: yaml
+
+        /var/www/intranet/backend/.env:
+          dotenv.present:
+            - values:
+                REDIS_HOST: 127.0.0.1
+                REDIS_PORT: 6379
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    if not isinstance(values, dict):
+        ret["result"] = False
+        ret["comment"] = f"{name}: values must be a mapping of keys to strings or numbers; nothing was changed"
+        return ret
+    plan_kwargs = {"values": values, "secret_keys": list(secret_keys or []), "create": create,
+                   "user": user, "group": group, "mode": mode, "backup_keep": backup_keep}
+    return _run(name, ret, plan_kwargs, "dotenv.set", plan_kwargs)
+
+
+def absent(name, keys, backup_keep=5):
+    """
+    Ensure none of ``keys`` is in the ``.env`` file ``name`` (every occurrence goes, with an
+    inline comment on its line). A missing file has no keys: nothing to do.
+
+    .. code-block:: yaml
+
+        /var/www/intranet/backend/.env:
+          dotenv.absent:
+            - keys: [OLD_QUEUE_URL]
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    if isinstance(keys, str):
+        keys = [keys]
+    salt = __salt__  # pylint: disable=undefined-variable
+    if not salt["file.file_exists"](name) and not salt["file.is_link"](name):
+        ret["comment"] = f"{name} does not exist, so none of the keys is in it."
+        return ret
+    return _run(name, ret, {"remove": list(keys), "backup_keep": backup_keep}, "dotenv.unset",
+                {"keys": list(keys), "backup_keep": backup_keep})
