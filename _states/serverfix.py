@@ -39,3 +39,54 @@ def preflight(name, config):
     else:
         ret["comment"] = "Pillar, files and tools are fine."
     return ret
+
+
+def _verify_lines(report):
+    """One line per check, problems first: the state comment (the table is ``serverfix.verify``'s)."""
+    order = {"fail": 0, "warn": 1, "pass": 2, "info": 3, "skip": 4}
+    lines = []
+    for check in sorted(report["checks"], key=lambda c: order.get(c["status"], 5)):
+        fix = check["fix"]
+        where = " · ".join(x for x in (fix.get("state"), fix.get("pillar")) if x)
+        hint = f" (fix: {where})" if where and check["status"] in ("fail", "warn") else ""
+        lines.append(f"{check['status'].upper():<4} {check['id']}: {check['title']}{hint}")
+    return lines
+
+
+def verified(name, config):
+    """
+    The runbook's final checks (``serverfix.verify``) as the last state of the formula: fails
+    the run when a check fails. Changes nothing. In test mode a failing check is reported with
+    result ``None`` (it is expected to pass once the changes before it are applied).
+
+    name
+        Any id; the formula uses ``serverfix-verified``.
+    config
+        The merged settings from map.jinja.
+
+    .. code-block:: yaml
+
+        serverfix-verified:
+          serverfix.verified:
+            - config: {{ serverfix | json }}
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    try:
+        report = __salt__["serverfix.verify"](config, set_retcode=False)  # pylint: disable=undefined-variable
+    except Exception as exc:  # pylint: disable=broad-except
+        ret["result"] = False
+        ret["comment"] = f"serverfix.verify could not run: {exc}"
+        return ret
+    counts = report["counts"]
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    lines = _verify_lines(report)
+    if report["ok"]:
+        ret["comment"] = f"All checks passed ({summary}; {report['duration_ms']} ms):\n" + "\n".join(lines)
+    elif __opts__["test"]:  # pylint: disable=undefined-variable
+        ret["result"] = None
+        ret["comment"] = (f"Would verify after the changes above; checked now ({summary}), these do not pass "
+                          "yet:\n" + "\n".join(lines))
+    else:
+        ret["result"] = False
+        ret["comment"] = f"Verification failed ({summary}):\n" + "\n".join(lines)
+    return ret
