@@ -1,8 +1,30 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# Placeholder: filled in by its own issue.
+# Phase 4: a swap file of the pillar's size (active, 0600 root, one fstab line) and the memory
+# tuning, applied now and persisted in a sysctl.d file that sorts after 99-sysctl.conf.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- set swap = serverfix.swap %}
 
 include:
   - {{ tplroot }}.preflight
+
+{%- if swap.enabled %}
+
+serverfix-swap-file-present:
+  swapfile.present:
+    - name: {{ swap.file | json }}
+    - size: {{ swap.size | json }}
+    - require:
+      - serverfix: serverfix-preflight
+
+serverfix-swap-sysctl-persisted:
+  sysctl_persist.present:
+    - name: {{ swap.sysctl_file | json }}
+    - values:
+        vm.swappiness: {{ swap.swappiness | json }}
+        vm.vfs_cache_pressure: {{ swap.vfs_cache_pressure | json }}
+    - require:
+      - serverfix: serverfix-preflight
+{%- endif %}
