@@ -260,16 +260,23 @@ def _candidates(value):
     if "`" not in value and "\r" not in value and not ends_with_backslash:
         yield f"`{value}`"
     # unquoted with quotes, `$` or a trailing backslash inside: npm dotenv keeps such text literally
-    if (value[0] not in "'\"`" and value == value.strip(_JS_SPACE_CHARS) and "#" not in value
-            and not set(value) & set(_JS_LINE_END)):
+    one_line = "#" not in value and not set(value) & set(_JS_LINE_END)
+    if one_line and value[0] not in "'\"`" and value == value.strip(_JS_SPACE_CHARS):
         yield value
+    # quotes that also occur inside: the quoted pattern fails, the whole unquoted text is taken
+    # and npm dotenv still strips the outer pair (and expands \n, \r after a double quote)
+    if "#" not in value and "\\n" not in value and "\\r" not in value and not set(value) & set("\u2028\u2029"):
+        yield '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
+    if one_line:
+        yield f"'{value}'"
+        yield f"`{value}`"
 
 
 def _refusal_reason(value):
-    if value.endswith("\\") and (value != value.strip(_JS_SPACE_CHARS) or "#" in value):
-        return "it ends with a backslash and also needs quotes (whitespace at an end or '#')"
-    return ("no quoting style can hold it: it needs quotes (whitespace at an end, '#', a line break "
-            "or a leading quote) but contains ', ` and either \" or a literal \\n / \\r sequence")
+    if "\r" in value:
+        return ("it contains a carriage return, which only a double-quoted \\r can hold, together with a literal "
+                "\\n or \\r sequence or with both '#' and '\"'")
+    return ("no quoting style holds this mix of quotes (' \" `), '#', line breaks and a trailing backslash")
 
 
 def render(value, key="VALUE"):
@@ -278,7 +285,7 @@ def render(value, key="VALUE"):
 
     Unquoted when it is plain; else single quotes, double quotes (line breaks as ``\\n``) or
     backticks, whichever holds it exactly. Raises an error naming ``key`` (never the value)
-    when no form can hold it, e.g. a value ending in a backslash that also needs quotes.
+    when no form can hold it, e.g. a carriage return together with a literal ``\\n``.
 
     CLI Example:
 
@@ -426,13 +433,13 @@ def _owner_ids(path, user, group):
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
             raise SaltInvocationError(f"{path}: user {user!r} does not exist on this host "
-                                      "(serverfix:dotenv:user); create it or set '' to keep the owner") from None
+                                      "(serverfix:dotenv:user); create it first, or set '' for root") from None
     if group:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
             raise SaltInvocationError(f"{path}: group {group!r} does not exist on this host "
-                                      "(serverfix:dotenv:group); create it or set '' to keep the group") from None
+                                      "(serverfix:dotenv:group); create it first, or set '' for root") from None
     return uid, gid
 
 
@@ -447,18 +454,6 @@ def _check_keep(keep):
     if isinstance(keep, bool) or not str(keep).strip().isdigit() or int(keep) < 1:
         raise SaltInvocationError(f"backup_keep {keep!r} is not a whole number of at least 1 "
                                   "(serverfix:dotenv:backup_keep)")
-
-
-def _name(uid, gid):
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    try:
-        group = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = str(gid)
-    return f"{user}:{group}"
 
 
 def preflight(path, create=False):
@@ -539,7 +534,7 @@ def plan(path, values=None, remove=(), secret_keys=(), create=False, user="", gr
     """
     What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
 
-    Returns ``{"added", "changed", "removed", "values", "owner"?, "created"?}`` (no value of a
+    Returns ``{"added", "changed", "removed", "values", "created"?}`` (no value of a
     secret key ever appears). Raises an error naming the key or path for any bad input.
 
     CLI Example:
@@ -556,16 +551,14 @@ def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_k
     _parse_mode(mode)
     _check_keep(backup_keep)
     data, st = _load(path, create)
-    uid, gid = _owner_ids(path, user, group)
+    # owner and mode are only for a new file: an existing .env keeps its own
+    uid, gid = _owner_ids(path, user, group) if st is None else (None, None)
     edited = edit(data, values, remove, secret_keys)
     new_data = edited.pop("text").encode("utf-8", "surrogateescape")
     changes = dict(edited)
     if st is None:
         changes["created"] = True
-    elif (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
-        changes["owner"] = {"old": _name(st.st_uid, st.st_gid),
-                            "new": _name(st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)}
-    if not any(changes.get(field) for field in ("added", "changed", "removed", "owner", "created")):
+    if not any(changes.get(field) for field in ("added", "changed", "removed", "created")):
         changes = {}
     return changes, (data, new_data, st, uid, gid)
 
@@ -590,7 +583,7 @@ def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_
         raise CommandExecutionError(f"{path}: cannot make the backup next to it ({exc.strerror}); "
                                     "nothing was changed") from None
     try:
-        __utils__["serverfix_files.atomic_write"](target, new_data, uid=uid, gid=gid)  # pylint: disable=undefined-variable
+        __utils__["serverfix_files.atomic_write"](target, new_data)  # pylint: disable=undefined-variable
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); the file is unchanged "
                                     f"(backup {changes['backup']})") from None
@@ -605,8 +598,8 @@ def set_(path, values, secret_keys=(), create=False, user="", group="", mode="06
 
     Every occurrence of a duplicated key is updated; missing keys are appended. Before the first
     change a backup is made (mode 0600, newest ``backup_keep`` kept); the file is replaced
-    atomically with its mode and owner (or ``user``/``group`` when given). A missing file is
-    only created with ``create=True``, with ``mode``.
+    atomically with its own mode and owner. A missing file is only created with ``create=True``,
+    with ``mode`` and ``user``/``group`` (``''``: root).
 
     CLI Example:
 
