@@ -12,7 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 if [ "$(id -u)" != 0 ]; then echo "scripts/test.sh: run as root (the suite installs packages, swapon, sysctl)" >&2; exit 2; fi
 
 apt_packages=(python3-venv openssh-server openssh-client openssh-sftp-server debootstrap systemd-container
-              zstd e2fsprogs nftables iproute2 procps util-linux nodejs npm btrfs-progs xfsprogs)
+              zstd e2fsprogs nftables iproute2 procps util-linux nodejs npm btrfs-progs xfsprogs
+              redis-tools)  # redis-tools: the redis binary for tests' own Redis processes (no service)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 # a machine whose node/npm come from elsewhere (nodesource, nvm) keeps them
