@@ -137,7 +137,7 @@ def mount_of(path, mountinfo_text):
 
 
 def _same_path(spec, path):
-    return spec == path or os.path.realpath(spec) == os.path.realpath(path)
+    return spec == path or (spec.startswith("/") and os.path.realpath(spec) == os.path.realpath(path))
 
 
 def fstab_entries(text, path):

@@ -4,9 +4,11 @@ machine's kernel. 64M files on ext4 (and small loop-mounted ext2/xfs/btrfs/ext4 
 tests make), a temporary fstab each: the real /etc/fstab is never touched here.
 """
 
+import json
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -288,3 +290,28 @@ def test_bad_paths_are_named(modules, swap_dir):
     if os.path.ismount("/dev/shm"):
         errors = modules.swapfile.preflight("/dev/shm/serverfix-swap-test", SIZE)
         assert any("tmpfs" in e and "ext4" in e for e in errors), errors
+
+
+def _salt_call_without_sys_admin(minion_opts, *args):
+    """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM for real,
+    as in a container without it (or under systemd-nspawn's seccomp filter)."""
+    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    argv = ["setpriv", "--bounding-set=-sys_admin", salt_call, "-c", os.path.dirname(minion_opts["conf_file"]),
+            "--local", "--out=json", "--log-level=quiet", *args]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert out.stdout, out.stderr
+    return json.loads(out.stdout)["local"]
+
+
+def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
+    path = os.path.join(swap_dir, "swap-eperm")
+    before = snapshot(swap_dir, fstab)
+    errors = _salt_call_without_sys_admin(minion_opts, "swapfile.preflight", path, SIZE)
+    assert any("not permitted" in e and "EPERM" in e and "serverfix:swap:enabled" in e for e in errors), errors
+    for test, says in ((True, "The real run would fail"), (False, "Nothing was changed")):
+        ret = _salt_call_without_sys_admin(minion_opts, "state.single", "swapfile.present", path, f"size={SIZE}",
+                                           f"fstab={fstab}", f"test={test}")
+        (result,) = ret.values()
+        assert result["result"] is False and "not permitted here (EPERM)" in result["comment"], result
+        assert says in result["comment"] and result["changes"] == {}
+    assert snapshot(swap_dir, fstab) == before
