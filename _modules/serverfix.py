@@ -699,18 +699,21 @@ class _Facts:
         return None if error else bool(version)
 
     @functools.cached_property
-    def service(self):
-        name = self.cfg["redis"]["service"]
-        running, error_running = _call("service.status", name)
-        enabled, error_enabled = _call("service.enabled", name)
-        return {"name": name, "running": bool(running) if error_running is None else None,
-                "enabled": bool(enabled) if error_enabled is None else None,
-                "error": error_running or error_enabled}
+    def service_running(self):
+        """``(True/False/None, error)`` from the service manager (systemctl is-active, ...)."""
+        running, error = _call("service.status", self.cfg["redis"]["service"])
+        return (None if error else bool(running)), error
+
+    @functools.cached_property
+    def service_enabled(self):
+        enabled, error = _call("service.enabled", self.cfg["redis"]["service"])
+        return (None if error else bool(enabled)), error
 
     @functools.cached_property
     def pm2(self):
         """``(processes, error)``: the one cached ``pm2 jlist`` of this run."""
-        return _call("pm2.list", pm2_bin=self.cfg["pm2"]["bin"], **self.pm2_args)
+        # refresh: a cached list from an earlier call in this process would be stale
+        return _call("pm2.list", pm2_bin=self.cfg["pm2"]["bin"], refresh=True, **self.pm2_args)
 
     @functools.cached_property
     def saved(self):
@@ -863,7 +866,7 @@ def _redis_evidence(facts):
         "host": target["host"], "port": target["port"], "from": target["source"],
         "password_set": bool(target["password"]),
         "package_installed": facts.package_installed,
-        "service": facts.service["name"], "service_running": facts.service["running"],
+        "service": facts.cfg["redis"]["service"], "service_running": facts.service_running[0],
         "listening": listening, "ping": "PONG" if facts.ping["ok"] else facts.ping["error"],
     }
 
@@ -1143,14 +1146,15 @@ def _verify_redis(facts):
     if not cfg["enabled"]:
         return [_check(cid, "skip", "serverfix:redis:enabled is false", {})
                 for cid in ("redis-service", "redis-ping", "redis-loopback-only", "redis-eviction-policy")]
-    target, service = facts.redis_target, facts.service
+    target, service = facts.redis_target, cfg["service"]
+    (running, error_running), (enabled, error_enabled) = facts.service_running, facts.service_enabled
     fix = _fix("serverfix.redis", "serverfix:redis")
     checks = [_check(
-        "redis-service", "pass" if service["running"] and service["enabled"] else "fail",
-        f"service {service['name']}: {'running' if service['running'] else 'not running'}, "
-        f"{'enabled' if service['enabled'] else 'not enabled'} at boot",
-        {"service": service["name"], "running": service["running"], "enabled": service["enabled"],
-         "package_installed": facts.package_installed, "error": service["error"]}, fix)]
+        "redis-service", "pass" if running and enabled else "fail",
+        f"service {service}: {'running' if running else 'not running'}, "
+        f"{'enabled' if enabled else 'not enabled'} at boot",
+        {"service": service, "running": running, "enabled": enabled,
+         "package_installed": facts.package_installed, "error": error_running or error_enabled}, fix)]
     ping = facts.ping
     where = f"{target['host']}:{target['port']}"
     auth = " with AUTH" if target["password"] else ""
