@@ -315,6 +315,7 @@ def _set_one(text, key, value, expected):
     """``text`` with every occurrence of ``key`` set (or the key appended); checked by re-parsing."""
     occurrences = [e for e in _entries(text) if e.key == key]
     newline = _line_ending(text)
+    disturbed = None  # keys a rejected form would have changed (names only)
     for candidate in _candidates(value):
         written = _format(candidate, newline)
         if occurrences:
@@ -329,13 +330,15 @@ def _set_one(text, key, value, expected):
         else:
             tail = "" if not text or text.endswith(("\n", "\r")) else newline
             new = f"{text}{tail}{key}={written}{newline}"
-        if parse(new) == expected:
+        got = parse(new)
+        if got == expected:
             return new
-    if any(True for _ in _candidates(value)):
+        disturbed = disturbed or sorted(k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k))
+    if disturbed is not None:
         raise SaltInvocationError(
-            f"{key}: cannot write the value here so that npm dotenv reads every key back exactly "
-            "(the text around it, such as an unterminated quote, would change how it parses); "
-            "fix that line of the file by hand; nothing was changed")
+            f"{key}: cannot write the value here without changing how npm dotenv reads "
+            f"{', '.join(disturbed) or key} (an unterminated quote in the file?); fix the quoting there by hand; "
+            "nothing was changed")
     raise SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
                               f"{_refusal_reason(value)}; nothing was changed")
 
@@ -493,14 +496,16 @@ def preflight(path, create=False):
     errors = []
     if not stat.S_ISREG(st.st_mode):
         return [f"{shown}: is not a regular file; set serverfix:dotenv:file to the .env file"]
+    # root is refused writing only by a read-only file system or the immutable attribute
+    why = ("read-only file system or immutable: check `lsattr`, `chattr -i`" if os.geteuid() == 0
+           else f"permission denied for uid {os.geteuid()}: run as root")
     if not os.access(target, os.R_OK):
         errors.append(f"{shown}: is not readable; fix its permissions")
     if not os.access(target, os.W_OK):
-        errors.append(f"{shown}: is not writable (read-only file system or immutable: lsattr {target}); "
-                      "make it writable (chattr -i) first")
+        errors.append(f"{shown}: is not writable ({why}); make it writable first")
     if not os.access(directory, os.W_OK | os.X_OK):
-        errors.append(f"{shown}: its directory {directory} is not writable; the edit needs a temp file and a "
-                      "backup next to it (read-only file system or chattr +i on the directory?)")
+        errors.append(f"{shown}: its directory {directory} is not writable ({why}); the edit needs a temp "
+                      "file and a backup next to the file")
     return errors
 
 
