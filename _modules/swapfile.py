@@ -62,7 +62,7 @@ def __virtual__():
 
 # ---------------------------------------------------------------- pure parsing (unit-tested)
 
-def unescape_octal(field):
+def _unescape_octal(field):
     r"""Undo the ``\040``-style escapes the kernel and fstab use for spaces in paths."""
     out, i = [], 0
     while i < len(field):
@@ -75,12 +75,12 @@ def unescape_octal(field):
     return "".join(out)
 
 
-def escape_fstab(path):
+def _escape_fstab(path):
     """``path`` written the way fstab expects (spaces as ``\\040``)."""
     return "".join(_FSTAB_ESCAPES.get(char, char) for char in path)
 
 
-def parse_proc_swaps(text):
+def _parse_proc_swaps(text):
     """
     ``/proc/swaps`` as a list of ``{filename, type, size_bytes, used_bytes, priority, deleted}``.
     The kernel reports sizes in KiB, and the size without the header page.
@@ -90,7 +90,7 @@ def parse_proc_swaps(text):
         fields = line.split()
         if len(fields) < 5:
             continue
-        name = unescape_octal(" ".join(fields[:-4]))
+        name = _unescape_octal(" ".join(fields[:-4]))
         deleted = name.endswith(" (deleted)")
         if deleted:
             name = name[: -len(" (deleted)")]
@@ -105,7 +105,7 @@ def parse_proc_swaps(text):
     return entries
 
 
-def parse_meminfo(text):
+def _parse_meminfo(text):
     """``/proc/meminfo`` as ``{field: bytes}``."""
     result = {}
     for line in text.splitlines():
@@ -116,7 +116,7 @@ def parse_meminfo(text):
     return result
 
 
-def mount_of(path, mountinfo_text):
+def _mount_of(path, mountinfo_text):
     """
     The mount holding ``path`` (already resolved): ``{mount_point, fs_type, source, options}``
     from ``/proc/self/mountinfo`` text. The longest matching mount point wins; of stacked mounts
@@ -128,10 +128,10 @@ def mount_of(path, mountinfo_text):
         if not sep:
             continue
         fields, tail = left.split(), right.split()
-        point = unescape_octal(fields[4])
+        point = _unescape_octal(fields[4])
         inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= len(best["mount_point"])):
-            best = {"mount_point": point, "fs_type": tail[0], "source": unescape_octal(tail[1]),
+            best = {"mount_point": point, "fs_type": tail[0], "source": _unescape_octal(tail[1]),
                     "options": fields[5].split(",")}
     return best
 
@@ -140,41 +140,41 @@ def _same_path(spec, path):
     return spec == path or (spec.startswith("/") and os.path.realpath(spec) == os.path.realpath(path))
 
 
-def fstab_entries(text, path):
+def _fstab_entries(text, path):
     """The lines of fstab ``text`` whose device field is ``path``: list of ``(index, line, fields)``."""
     found = []
     for index, line in enumerate(text.splitlines()):
         fields = line.split()
-        if fields and not fields[0].startswith("#") and _same_path(unescape_octal(fields[0]), path):
+        if fields and not fields[0].startswith("#") and _same_path(_unescape_octal(fields[0]), path):
             found.append((index, line, fields))
     return found
 
 
-def fstab_line(path):
+def _fstab_line(path):
     """The one fstab line the formula writes for swap file ``path``."""
-    return f"{escape_fstab(path)} none swap sw 0 0"
+    return f"{_escape_fstab(path)} none swap sw 0 0"
 
 
-def fstab_with_swap(text, path):
+def _fstab_with_swap(text, path):
     """
     ``text`` with exactly one swap line for ``path``: kept as is when there is exactly one
     (the admin's options such as ``pri=`` stay), else the first becomes the formula's line and
     the others go. Returns the new text, or ``None`` when nothing needs to change.
     """
-    entries = fstab_entries(text, path)
+    entries = _fstab_entries(text, path)
     if len(entries) == 1 and len(entries[0][2]) >= 3 and entries[0][2][2] == "swap":
         return None
     lines = text.splitlines()
     if not entries:
-        return text + ("" if not text or text.endswith("\n") else "\n") + fstab_line(path) + "\n"
+        return text + ("" if not text or text.endswith("\n") else "\n") + _fstab_line(path) + "\n"
     drop = {index for index, _, _ in entries[1:]}
-    lines[entries[0][0]] = fstab_line(path)
+    lines[entries[0][0]] = _fstab_line(path)
     return "\n".join(line for i, line in enumerate(lines) if i not in drop) + "\n"
 
 
-def fstab_without(text, path):
+def _fstab_without(text, path):
     """``text`` with every line for ``path`` removed, or ``None`` when there is none."""
-    entries = fstab_entries(text, path)
+    entries = _fstab_entries(text, path)
     if not entries:
         return None
     drop = {index for index, _, _ in entries}
@@ -182,7 +182,7 @@ def fstab_without(text, path):
     return "\n".join(kept) + ("\n" if kept else "")
 
 
-def human(size):
+def _human(size):
     """``2147483648`` -> ``'2G'`` (exact units only, else bytes)."""
     for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
         if size and size % (1 << shift) == 0:
@@ -190,7 +190,7 @@ def human(size):
     return f"{size} bytes"
 
 
-def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
+def _decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
     """
     What it takes to get from ``st`` (see :func:`status`) to an active swap file of ``wanted``
     bytes: ``{"action", "changes", "errors", "reason"}``. Pure: the test-mode prediction and
@@ -214,7 +214,7 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
         result["action"], result["reason"] = "create", "no such file"
     elif st["size_bytes"] != wanted:
         result["action"] = "resize" if st["active"] else "rebuild"
-        result["reason"] = f"size {human(st['size_bytes'])} -> {human(wanted)}"
+        result["reason"] = f"size {_human(st['size_bytes'])} -> {_human(wanted)}"
     elif not st["active"]:
         problems = []
         if st["holes"]:
@@ -231,16 +231,16 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
     changes = result["changes"]
     action = result["action"]
     if action in ("create", "resize", "rebuild"):
-        old = human(st["size_bytes"]) if st["exists"] else None
+        old = _human(st["size_bytes"]) if st["exists"] else None
         if action == "rebuild" and st["size_bytes"] == wanted:
             old += f" ({result['reason']})"
-        changes["file"] = {"old": old, "new": human(wanted)}
+        changes["file"] = {"old": old, "new": _human(wanted)}
         # the old file (inactive, or swapped off first) is removed before the new one is written
         have = free_bytes + (st["allocated_bytes"] if st["exists"] else 0)
         if have < wanted + reserve:
-            errors.append(f"{PILLAR_SIZE}: not enough disk space for {human(wanted)} at {path}: "
-                          f"{human_mib(have)} free on {st['mount_point']}, {human_mib(wanted + reserve)} needed "
-                          f"(the file plus {human_mib(reserve)} kept free); free some space or choose a "
+            errors.append(f"{PILLAR_SIZE}: not enough disk space for {_human(wanted)} at {path}: "
+                          f"{_human_mib(have)} free on {st['mount_point']}, {_human_mib(wanted + reserve)} needed "
+                          f"(the file plus {_human_mib(reserve)} kept free); free some space or choose a "
                           "smaller size or another file system. Nothing was created.")
     elif st["exists"] and (st["mode"] != 0o600 or st["uid"] != 0 or st["gid"] != 0):
         changes["mode"] = {"old": f"{st['mode']:04o} {st['uid']}:{st['gid']}", "new": "0600 0:0"}
@@ -249,14 +249,14 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
     if action == "resize":
         need = st["used_bytes"] + MEMORY_HEADROOM
         if mem_available < need:
-            errors.append(f"{PILLAR_SIZE}: cannot resize {path} now: {human_mib(st['used_bytes'])} of it is in use "
-                          f"and only {human_mib(mem_available)} of memory is available "
-                          f"({human_mib(need)} needed to swap it off safely); retry when less is swapped out "
+            errors.append(f"{PILLAR_SIZE}: cannot resize {path} now: {_human_mib(st['used_bytes'])} of it is in use "
+                          f"and only {_human_mib(mem_available)} of memory is available "
+                          f"({_human_mib(need)} needed to swap it off safely); retry when less is swapped out "
                           "(or stop a memory-heavy service first). Nothing was changed.")
     return result
 
 
-def human_mib(size):
+def _human_mib(size):
     """Bytes as MiB with one decimal (for messages about space)."""
     return f"{size / (1 << 20):.1f} MiB"
 
@@ -314,7 +314,7 @@ def active_swaps():
 
         salt '*' swapfile.active_swaps
     """
-    return parse_proc_swaps(_read(PROC_SWAPS))
+    return _parse_proc_swaps(_read(PROC_SWAPS))
 
 
 def _header(handle, page):
@@ -375,7 +375,7 @@ def status(path, fstab=FSTAB):
                 st["is_swap"], last_page = _header(handle, page)
             st["header_ok"] = st["is_swap"] and last_page == info.st_size // page - 1
             st["nocow"] = _nocow(path)
-    mount = mount_of(os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)) or {}
+    mount = _mount_of(os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)) or {}
     st["fs_type"] = mount.get("fs_type")
     st["mount_point"] = mount.get("mount_point")
     st["read_only"] = "ro" in mount.get("options", [])
@@ -384,7 +384,7 @@ def status(path, fstab=FSTAB):
             st.update(active=True, active_size_bytes=entry["size_bytes"], used_bytes=entry["used_bytes"],
                       priority=entry["priority"])
     try:
-        st["fstab_lines"] = [line for _, line, _ in fstab_entries(_read(fstab), path)]
+        st["fstab_lines"] = [line for _, line, _ in _fstab_entries(_read(fstab), path)]
     except FileNotFoundError:
         st["fstab_lines"] = []
     return st
@@ -396,7 +396,7 @@ def _free_bytes(directory):
 
 
 def _mem_available():
-    return parse_meminfo(_read(PROC_MEMINFO)).get("MemAvailable", 0)
+    return _parse_meminfo(_read(PROC_MEMINFO)).get("MemAvailable", 0)
 
 
 def _size_bytes(size):
@@ -441,14 +441,14 @@ def plan(path, size, fstab=FSTAB, reserve=DISK_RESERVE):
         errors.append(f"{PILLAR_FILE}: {st['mount_point']} is mounted read-only; {path} cannot be written")
     if errors:
         return {"action": "none", "reason": "", "changes": {}, "errors": errors, "status": st}
-    result = decide(st, wanted, _free_bytes(parent), _mem_available(), _size_bytes(reserve))
+    result = _decide(st, wanted, _free_bytes(parent), _mem_available(), _size_bytes(reserve))
     if not result["errors"]:
         try:
             text = _read(fstab)
         except FileNotFoundError:
             text = ""
-        if fstab_with_swap(text, path) is not None:
-            result["changes"]["fstab"] = {"old": st["fstab_lines"], "new": [fstab_line(path)]}
+        if _fstab_with_swap(text, path) is not None:
+            result["changes"]["fstab"] = {"old": st["fstab_lines"], "new": [_fstab_line(path)]}
     result["status"] = st
     return result
 
@@ -652,7 +652,7 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=DISK_RESERVE):
             # the kernel saw something the header and block count did not show: write it anew
             log.info("swapfile: swapon %s: EINVAL; writing it anew", path)
             action, result["reason"] = "rebuild", "swapon rejected it (EINVAL)"
-            changes["file"] = {"old": f"{human(wanted)} ({result['reason']})", "new": human(wanted)}
+            changes["file"] = {"old": f"{_human(wanted)} ({result['reason']})", "new": _human(wanted)}
         elif code == errno.EPERM:
             raise _not_permitted(path)
         elif code:
@@ -668,9 +668,9 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=DISK_RESERVE):
             text = _read(fstab)
         except FileNotFoundError:
             text = ""
-        _write_fstab(fstab, fstab_with_swap(text, path))
-    comment = {"none": f"{path} is an active {human(wanted)} swap file",
-               "create": f"created {path} ({human(wanted)}, {used}) and swapped it on",
+        _write_fstab(fstab, _fstab_with_swap(text, path))
+    comment = {"none": f"{path} is an active {_human(wanted)} swap file",
+               "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
                "resize": f"resized {path}: {result['reason']} ({used}); swapped off, rewritten, swapped on",
                "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
                "activate": f"swapped {path} on"}[action]
@@ -697,7 +697,7 @@ def remove(path, fstab=FSTAB):
     if "active" in changes:
         _swapoff(path)
     if "fstab" in changes:
-        _write_fstab(fstab, fstab_without(_read(fstab), path))
+        _write_fstab(fstab, _fstab_without(_read(fstab), path))
     if "file" in changes:
         os.unlink(path)
     return changes
@@ -725,13 +725,13 @@ def plan_remove(path, fstab=FSTAB):
     if st["active"]:
         need = st["used_bytes"] + MEMORY_HEADROOM
         if _mem_available() < need:
-            errors.append(f"cannot swap off {path}: {human_mib(st['used_bytes'])} of it is in use and only "
-                          f"{human_mib(_mem_available())} of memory is available; retry when less is swapped out")
+            errors.append(f"cannot swap off {path}: {_human_mib(st['used_bytes'])} of it is in use and only "
+                          f"{_human_mib(_mem_available())} of memory is available; retry when less is swapped out")
         changes["active"] = {"old": True, "new": False}
     if st["fstab_lines"]:
         changes["fstab"] = {"old": st["fstab_lines"], "new": []}
     if st["exists"]:
-        changes["file"] = {"old": human(st["size_bytes"]) if st["is_file"] else "present", "new": None}
+        changes["file"] = {"old": _human(st["size_bytes"]) if st["is_file"] else "present", "new": None}
     if errors:
         changes["errors"] = errors
     return changes

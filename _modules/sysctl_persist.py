@@ -36,17 +36,17 @@ def __virtual__():
     return __virtualname__
 
 
-def normalize_key(key):
+def _normalize_key(key):
     """``vm/swappiness`` and ``vm.swappiness`` are the same key (sysctl.d allows both)."""
     return str(key).strip().lstrip("-").replace("/", ".")
 
 
-def normalize_value(value):
+def _normalize_value(value):
     """Values compare by their words: ``'4096\\t87380'`` equals ``'4096 87380'``."""
     return " ".join(str(value).split())
 
 
-def parse_conf(text):
+def _parse_conf(text):
     """A sysctl.d file's settings as ``{key: value}`` (the last one wins, as when applied)."""
     settings = {}
     for line in text.splitlines():
@@ -54,17 +54,17 @@ def parse_conf(text):
         if not line or line[0] in "#;" or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        settings[normalize_key(key)] = normalize_value(value)
+        settings[_normalize_key(key)] = _normalize_value(value)
     return settings
 
 
-def render(values):
+def _render(values):
     """The managed file's content for ``values`` (sorted, one ``key = value`` a line)."""
-    body = "".join(f"{normalize_key(k)} = {normalize_value(v)}\n" for k, v in sorted(values.items()))
+    body = "".join(f"{_normalize_key(k)} = {_normalize_value(v)}\n" for k, v in sorted(values.items()))
     return HEADER + body
 
 
-def boot_order(names_by_dir):
+def _boot_order(names_by_dir):
     """
     The files systemd-sysctl applies, in order, from ``[(directory, [file names]), ...]`` given
     in precedence order: the first directory holding a name wins it; names sort bytewise.
@@ -98,12 +98,12 @@ def config_files(dirs=CONF_DIRS):
             listing.append((directory, os.listdir(directory)))
         except (FileNotFoundError, NotADirectoryError):
             continue
-    return boot_order(listing)
+    return _boot_order(listing)
 
 
 def _settings_of(path):
     try:
-        return parse_conf(_read(path))
+        return _parse_conf(_read(path))
     except (FileNotFoundError, IsADirectoryError):
         return {}
 
@@ -120,7 +120,7 @@ def overrides(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.overrides /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
-    wanted = {normalize_key(k): normalize_value(v) for k, v in values.items()}
+    wanted = {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
     order = config_files(dirs)
     real = os.path.realpath(path)
     position = next((i for i, f in enumerate(order) if os.path.realpath(f) == real), None)
@@ -147,7 +147,7 @@ def overrides(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
 
 def _proc_path(key):
-    return os.path.join(PROC_SYS, *normalize_key(key).split("."))
+    return os.path.join(PROC_SYS, *_normalize_key(key).split("."))
 
 
 def runtime(keys):
@@ -163,9 +163,9 @@ def runtime(keys):
     result = {}
     for key in keys:
         try:
-            result[normalize_key(key)] = normalize_value(_read(_proc_path(key)))
+            result[_normalize_key(key)] = _normalize_value(_read(_proc_path(key)))
         except FileNotFoundError:
-            result[normalize_key(key)] = None
+            result[_normalize_key(key)] = None
     return result
 
 
@@ -191,7 +191,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         elif not _single_line(value):
             errors.append(f"{key}: {value!r} is not a single-line value")
         else:
-            wanted[normalize_key(key)] = normalize_value(value)
+            wanted[_normalize_key(key)] = _normalize_value(value)
     if not os.path.isdir(os.path.dirname(path)):
         errors.append(f"{os.path.dirname(path)} does not exist: cannot write {path}")
     current = runtime(wanted)
@@ -209,8 +209,8 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         old_text = _read(path)
     except FileNotFoundError:
         old_text = None
-    if old_text != render(wanted):
-        changes[path] = {"old": None if old_text is None else parse_conf(old_text), "new": wanted}
+    if old_text != _render(wanted):
+        changes[path] = {"old": None if old_text is None else _parse_conf(old_text), "new": wanted}
     return {"changes": changes, "warnings": overrides(path, wanted, dirs, sysctl_conf), "errors": []}
 
 
@@ -235,12 +235,12 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     result = plan(path, values, dirs, sysctl_conf)
     if result["errors"]:
         raise CommandExecutionError("Nothing was changed: " + "; ".join(result["errors"]))
-    wanted = {normalize_key(k): normalize_value(v) for k, v in values.items()}
+    wanted = {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
     if path in result["changes"]:
         if os.path.exists(path):
             __utils__["serverfix_files.backup"](path)  # pylint: disable=undefined-variable
         __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
-            path, render(wanted).encode(), mode=0o644, uid=0, gid=0)
+            path, _render(wanted).encode(), mode=0o644, uid=0, gid=0)
     for key, change in result["changes"].items():
         if key == path:
             continue

@@ -23,16 +23,16 @@ PROC_SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 
 
 def test_proc_swaps_parsed_with_escapes_and_deleted_files():
-    entries = swapfile.parse_proc_swaps(PROC_SWAPS)
+    entries = swapfile._parse_proc_swaps(PROC_SWAPS)
     assert [e["filename"] for e in entries] == ["/swapfile", "/var/tmp/my swap", "/old", "/dev/vdb2"]
     assert entries[0] == {"filename": "/swapfile", "type": "file", "size_bytes": 2097148 * 1024,
                           "used_bytes": 1024 * 1024, "priority": -2, "deleted": False}
     assert entries[2]["deleted"] and entries[3]["type"] == "partition"
-    assert swapfile.parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
+    assert swapfile._parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
 
 
 def test_meminfo_parsed_in_bytes():
-    info = swapfile.parse_meminfo("MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n")
+    info = swapfile._parse_meminfo("MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n")
     assert info == {"MemTotal": 3800000 * 1024, "MemAvailable": 1200000 * 1024, "HugePages_Total": 0}
 
 
@@ -52,30 +52,30 @@ MOUNTINFO = """22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
     ("/mnt/swap", "ext2", "/mnt"),            # stacked mounts: the last one is the visible one
 ])
 def test_mount_of_finds_the_visible_mount(path, fs_type, point):
-    mount = swapfile.mount_of(path, MOUNTINFO)
+    mount = swapfile._mount_of(path, MOUNTINFO)
     assert (mount["fs_type"], mount["mount_point"]) == (fs_type, point)
 
 
 def test_fstab_gets_exactly_one_line():
     base = "# comment /swapfile\nUUID=1 / ext4 defaults 0 1\n"
-    added = swapfile.fstab_with_swap(base, "/swapfile")
+    added = swapfile._fstab_with_swap(base, "/swapfile")
     assert added == base + "/swapfile none swap sw 0 0\n"
-    assert swapfile.fstab_with_swap(added, "/swapfile") is None
-    assert swapfile.fstab_with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile") == \
+    assert swapfile._fstab_with_swap(added, "/swapfile") is None
+    assert swapfile._fstab_with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile") == \
         "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"       # no newline at the end before
     dup = base + "/swapfile none swap sw 0 0\n/swapfile swap swap defaults 0 0\n"
-    assert swapfile.fstab_with_swap(dup, "/swapfile") == added
+    assert swapfile._fstab_with_swap(dup, "/swapfile") == added
     wrong_type = base + "/swapfile /mnt ext4 defaults 0 0\n"
-    assert swapfile.fstab_with_swap(wrong_type, "/swapfile") == added
+    assert swapfile._fstab_with_swap(wrong_type, "/swapfile") == added
     own = base + "/swapfile none swap sw,pri=5 0 0\n"
-    assert swapfile.fstab_with_swap(own, "/swapfile") is None          # the admin's options stay
-    assert swapfile.fstab_with_swap("", "/my swap") == "/my\\040swap none swap sw 0 0\n"
+    assert swapfile._fstab_with_swap(own, "/swapfile") is None          # the admin's options stay
+    assert swapfile._fstab_with_swap("", "/my swap") == "/my\\040swap none swap sw 0 0\n"
 
 
 def test_fstab_without_removes_every_line_for_the_file_only():
     text = "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n/swapfile2 none swap sw 0 0\n"
-    assert swapfile.fstab_without(text, "/swapfile") == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
-    assert swapfile.fstab_without(text, "/nothere") is None
+    assert swapfile._fstab_without(text, "/swapfile") == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
+    assert swapfile._fstab_without(text, "/nothere") is None
 
 
 LINE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e"
@@ -86,17 +86,17 @@ SWAP_PATH = st.from_regex(r"\A/[a-z0-9 _.-]{1,12}\Z")
 @given(st.lists(LINE, max_size=8), SWAP_PATH)
 def test_fstab_property_one_line_others_kept_idempotent(lines, path):
     text = "".join(line + "\n" for line in lines)
-    new = swapfile.fstab_with_swap(text, path)
+    new = swapfile._fstab_with_swap(text, path)
     final = text if new is None else new
-    assert len(swapfile.fstab_entries(final, path)) == 1
-    assert swapfile.fstab_with_swap(final, path) is None
-    others = [line for line in text.splitlines() if not swapfile.fstab_entries(line + "\n", path)]
-    assert [line for line in final.splitlines() if not swapfile.fstab_entries(line + "\n", path)] == others
+    assert len(swapfile._fstab_entries(final, path)) == 1
+    assert swapfile._fstab_with_swap(final, path) is None
+    others = [line for line in text.splitlines() if not swapfile._fstab_entries(line + "\n", path)]
+    assert [line for line in final.splitlines() if not swapfile._fstab_entries(line + "\n", path)] == others
 
 
 @given(SWAP_PATH)
 def test_fstab_escape_round_trips(path):
-    assert swapfile.unescape_octal(swapfile.escape_fstab(path)) == path
+    assert swapfile._unescape_octal(swapfile._escape_fstab(path)) == path
 
 
 def _st(**kw):
@@ -126,33 +126,33 @@ PLENTY = 100 << 30
     (_st(active=False, header_ok=False), 64 * M, "rebuild", {"file", "active"}),
 ])
 def test_decision_table(status, wanted, action, keys):
-    result = swapfile.decide(status, wanted, PLENTY, PLENTY)
+    result = swapfile._decide(status, wanted, PLENTY, PLENTY)
     assert (result["action"], set(result["changes"]), result["errors"]) == (action, keys, [])
 
 
 def test_refusals_name_the_key_and_the_fix():
-    not_swap = swapfile.decide(_st(is_swap=False, active=False), 64 * M, PLENTY, PLENTY)["errors"]
+    not_swap = swapfile._decide(_st(is_swap=False, active=False), 64 * M, PLENTY, PLENTY)["errors"]
     assert "serverfix:swap:file" in not_swap[0] and "not a swap area" in not_swap[0]
-    directory = swapfile.decide(_st(is_file=False), 64 * M, PLENTY, PLENTY)["errors"]
+    directory = swapfile._decide(_st(is_file=False), 64 * M, PLENTY, PLENTY)["errors"]
     assert "not a regular file" in directory[0]
     # 64M + 256M reserve does not fit in 300M free
-    disk = swapfile.decide(_st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY)["errors"]
+    disk = swapfile._decide(_st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY)["errors"]
     assert "serverfix:swap:size: not enough disk space for 64M" in disk[0] and "320.0 MiB needed" in disk[0]
     # growing 1G -> 2G with 1.2G free: the old file's blocks count as free (it goes first)
-    grow = swapfile.decide(_st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY)
+    grow = swapfile._decide(_st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY)
     assert grow["errors"] == []
-    memory = swapfile.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1000 * M)["errors"]
+    memory = swapfile._decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1000 * M)["errors"]
     assert "cannot resize /swapfile now: 900.0 MiB of it is in use" in memory[0]
-    assert swapfile.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1100 * M)["errors"] == []
+    assert swapfile._decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1100 * M)["errors"] == []
 
 
 @pytest.mark.parametrize("size, text", [(2 << 30, "2G"), (512 * M, "512M"), (1536 * M, "1536M"), (4097, "4097 bytes")])
 def test_human_sizes(size, text):
-    assert swapfile.human(size) == text
+    assert swapfile._human(size) == text
 
 
 def test_sysctl_boot_order_first_directory_wins_then_names_sort():
-    order = sysctl_persist.boot_order([
+    order = sysctl_persist._boot_order([
         ("/etc/sysctl.d", ["99-sysctl.conf", "99-zz-serverfix.conf", "50-pid-max.conf", "README.sysctl"]),
         ("/run/sysctl.d", []),
         ("/usr/lib/sysctl.d", ["50-pid-max.conf", "99-salt.conf", "99-zzz-late.conf", "10-a.conf"]),
@@ -167,7 +167,7 @@ def test_sysctl_boot_order_first_directory_wins_then_names_sort():
 def test_sysctl_conf_parsing_like_the_tools():
     text = ("# comment\n; also a comment\nvm.swappiness=60\n vm/vfs_cache_pressure = 100 \n"
             "-net.ipv4.tcp_rmem = 4096\t87380  6291456\nvm.swappiness = 5\nnot a setting\n")
-    assert sysctl_persist.parse_conf(text) == {"vm.swappiness": "5", "vm.vfs_cache_pressure": "100",
+    assert sysctl_persist._parse_conf(text) == {"vm.swappiness": "5", "vm.vfs_cache_pressure": "100",
                                                "net.ipv4.tcp_rmem": "4096 87380 6291456"}
-    assert sysctl_persist.render({"vm.vfs_cache_pressure": 50, "vm.swappiness": 10}).endswith(
+    assert sysctl_persist._render({"vm.vfs_cache_pressure": 50, "vm.swappiness": 10}).endswith(
         "vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n")
