@@ -427,7 +427,7 @@ VERIFY_CHECKS = ("redis-service", "redis-ping", "redis-loopback-only", "redis-ev
 MEMORY_LOW_PERCENT = 10       # MemAvailable below this share of RAM is a warning
 REDIS_TIMEOUT = 1.0           # seconds per Redis connection: loopback answers in milliseconds
 LOG_LINES = 200
-PROBE_BUDGET = 1.5            # seconds for the whole HTTP probe, so verify stays under 2 s
+PROBE_BUDGET = 1.0            # seconds for the whole HTTP probe, so verify stays under 2 s
 SYSCTL_KEYS = {"vm.swappiness": "swappiness", "vm.vfs_cache_pressure": "vfs_cache_pressure"}
 QUEUE_KEY = "QUEUE_ENABLED"
 
@@ -1296,26 +1296,25 @@ def _verify_backend_ready(facts):
 
 
 def _probe(url, count, limit_ms):
-    """Time up to ``count`` GETs of ``url`` within PROBE_BUDGET seconds; proxies are bypassed (local URL)."""
+    """Time up to ``count`` GETs of ``url`` within PROBE_BUDGET seconds (stops early once the median
+    is decided or the next request would overrun); proxies are bypassed: the URL is local."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    timeout = min(PROBE_BUDGET, max(0.2, 5 * limit_ms / 1000))
-    times, errors, over = [], [], 0
+    times, errors = [], []
     begin = time.perf_counter()
     for _ in range(count):
-        if time.perf_counter() - begin > PROBE_BUDGET or over > count // 2:
-            break  # the median is decided (or time is up): stay well under 2 s
+        spent = time.perf_counter() - begin
+        if spent + max(times, default=0) / 1000 > PROBE_BUDGET or sum(t > limit_ms for t in times) > count // 2:
+            break
         start = time.perf_counter()
         try:
-            with opener.open(url, timeout=timeout) as response:
+            with opener.open(url, timeout=max(0.05, min(5 * limit_ms / 1000, PROBE_BUDGET - spent))) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             errors.append(f"HTTP {exc.code}")
         except (OSError, ValueError) as exc:
             errors.append(str(getattr(exc, "reason", exc)))
             break
-        elapsed = (time.perf_counter() - start) * 1000
-        times.append(round(elapsed, 1))
-        over += elapsed > limit_ms
+        times.append(round((time.perf_counter() - start) * 1000, 1))
     return times, errors
 
 
