@@ -27,7 +27,8 @@ include:
 serverfix-env-keys-present:
   dotenv.present:
     - name: {{ dotenv.file | json }}
-    - values: {{ values | json }}
+    # sort_keys=False: missing keys are appended in the runbook's order
+    - values: {{ values | json(sort_keys=False) }}
     - secret_keys: {{ (['REDIS_PASSWORD'] + dotenv.secret_keys) | json }}
     - create: {{ dotenv.create | json }}
     - user: {{ dotenv.user | json }}
