@@ -241,7 +241,7 @@ def _decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
             errors.append(f"{PILLAR_SIZE}: not enough disk space for {_human(wanted)} at {path}: "
                           f"{_human_mib(have)} free on {st['mount_point']}, {_human_mib(wanted + reserve)} needed "
                           f"(the file plus {_human_mib(reserve)} kept free); free some space or choose a "
-                          "smaller size or another file system. Nothing was created.")
+                          "smaller size or another file system")
     elif st["exists"] and (st["mode"] != 0o600 or st["uid"] != 0 or st["gid"] != 0):
         changes["mode"] = {"old": f"{st['mode']:04o} {st['uid']}:{st['gid']}", "new": "0600 0:0"}
     if action in ("create", "rebuild", "activate"):
@@ -252,7 +252,7 @@ def _decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
             errors.append(f"{PILLAR_SIZE}: cannot resize {path} now: {_human_mib(st['used_bytes'])} of it is in use "
                           f"and only {_human_mib(mem_available)} of memory is available "
                           f"({_human_mib(need)} needed to swap it off safely); retry when less is swapped out "
-                          "(or stop a memory-heavy service first). Nothing was changed.")
+                          "(or stop a memory-heavy service first)")
     return result
 
 
