@@ -1,8 +1,48 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# Placeholder: filled in by its own issue.
+# Phase 5: restart intranet-backend ONLY with the operator's consent (serverfix:backend:restart,
+# default false) and only when a restart is pending; then wait for the runbook's ready lines.
+# Without consent the run reports "RESTART PENDING" and how to allow it, and changes nothing.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- set backend = serverfix.backend %}
+{%- set pm2 = serverfix.pm2 %}
+{#- the keys Phase 2 writes: if pm2's saved start-time env has one, dotenv will not override it #}
+{%- set managed_keys = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_PASSWORD', 'REDIS_DB', 'QUEUE_ENABLED', 'QUEUE_CONCURRENCY']
+                       + (serverfix.dotenv.extra | list) %}
 
 include:
   - {{ tplroot }}.preflight
+  - {{ tplroot }}.redis
+  - {{ tplroot }}.env
+  - {{ tplroot }}.prisma_studio
+  - {{ tplroot }}.swap
+
+serverfix-backend-restarted:
+  pm2.restarted_ready:
+    - name: {{ backend.name | json }}
+    - user: {{ pm2.user | json }}
+    - pm2_home: {{ pm2.home | json }}
+    - pm2_bin: {{ pm2.bin | json }}
+    - allowed: {{ backend.restart | json }}
+    - force: {{ backend.force_restart | json }}
+    - ready_patterns: {{ backend.ready_patterns | json }}
+    - ready_timeout: {{ backend.ready_timeout }}
+    - rollback: {{ backend.rollback | json }}
+    - env_file: {{ serverfix.dotenv.file | json }}
+    - shadowed_env: {{ backend.shadowed_env | json }}
+    - managed_keys: {{ managed_keys | json }}
+    - redis_host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
+    - redis_port: {{ serverfix.redis.port }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    - require:
+      - serverfix: serverfix-preflight
+      # `[x]` globs match exactly that SLS but, unlike a plain name, tolerate one without
+      # states (a phase switched off, e.g. serverfix:swap:enabled false)
+      - sls: '{{ tplroot }}.prisma_studi[o]'
+      - sls: '{{ tplroot }}.swa[p]'
+    # a change in Phase 1 (Redis) or Phase 2 (.env) makes the restart pending (mod_watch)
+    - watch:
+      - sls: '{{ tplroot }}.redi[s]'
+      - sls: '{{ tplroot }}.en[v]'
