@@ -549,6 +549,27 @@ def _read_text(path):
         return None
 
 
+def _meminfo(path="/proc/meminfo"):
+    """``{field: bytes}`` from /proc/meminfo."""
+    info = {}
+    for line in (_read_text(path) or "").splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            info[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return info
+
+
+def _active_swaps(text):
+    """``[{"filename", "size_bytes"}]`` of the active swap areas in /proc/swaps' text."""
+    swaps = []
+    for line in text.splitlines()[1:]:
+        fields = line.rsplit(None, 4)  # the file name may contain (escaped) spaces
+        if len(fields) == 5 and fields[2].isdigit() and not fields[0].endswith(" (deleted)"):
+            swaps.append({"filename": fields[0].replace("\\040", " "), "size_bytes": int(fields[2]) * 1024})
+    return swaps
+
+
 def _tail_lines(path, lines):
     """The last ``lines`` lines of a log file (reads only its end: pm2 logs grow without bound)."""
     try:
@@ -782,9 +803,9 @@ class _Facts:
 
     @functools.cached_property
     def memory(self):
-        info, _ = _call("swapfile.parse_meminfo", _read_text("/proc/meminfo") or "")
-        total = (info or {}).get("MemTotal", 0)
-        available = (info or {}).get("MemAvailable", 0)
+        info = _meminfo()
+        total = info.get("MemTotal", 0)
+        available = info.get("MemAvailable", 0)
         processes = {}
         for proc in self.pm2[0] or []:
             processes[proc["name"]] = {
@@ -806,8 +827,7 @@ class _Facts:
         text = _read_text(self.proc_swaps)
         if text is None:
             return [], f"{self.proc_swaps} cannot be read"
-        swaps, error = _call("swapfile.parse_proc_swaps", text)
-        return [s for s in swaps or [] if not s.get("deleted")], error
+        return _active_swaps(text), None
 
     @functools.cached_property
     def swapfile(self):
