@@ -257,7 +257,9 @@ def _decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
 
 
 def _human_mib(size):
-    """Bytes as MiB with one decimal (for messages about space)."""
+    """Bytes as MiB with one decimal for messages about space (GiB from 10 GiB on)."""
+    if size >= 10 << 30:
+        return f"{size / (1 << 30):.1f} GiB"
     return f"{size / (1 << 20):.1f} MiB"
 
 
