@@ -37,7 +37,7 @@ serverfix-backend-restarted:
     - redis_port: {{ serverfix.redis.port }}
     - backup_keep: {{ serverfix.dotenv.backup_keep }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
       # `[x]` globs match exactly that SLS but, unlike a plain name, tolerate one without
       # states (a phase switched off, e.g. serverfix:swap:enabled false)
       - sls: '{{ tplroot }}.prisma_studi[o]'

@@ -36,7 +36,7 @@ serverfix-env-keys-present:
     - mode: {{ dotenv.mode | json }}
     - backup_keep: {{ dotenv.backup_keep | json }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
 {%- if serverfix.redis.enabled %}
       # Phase 2 follows Phase 1: the keys point at a Redis that answers
       - sls: {{ tplroot }}.redis

@@ -20,5 +20,5 @@ serverfix-pm2-{{ process }}-absent:
     - pm2_bin: {{ pm2.bin | json }}
     - backup_keep: {{ serverfix.dotenv.backup_keep }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
 {%- endfor %}

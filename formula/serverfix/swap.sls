@@ -17,7 +17,7 @@ serverfix-swap-file-present:
     - name: {{ swap.file | json }}
     - size: {{ swap.size | json }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
 
 serverfix-swap-sysctl-persisted:
   sysctl_persist.present:
@@ -26,5 +26,5 @@ serverfix-swap-sysctl-persisted:
         vm.swappiness: {{ swap.swappiness | json }}
         vm.vfs_cache_pressure: {{ swap.vfs_cache_pressure | json }}
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
 {%- endif %}

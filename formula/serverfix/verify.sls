@@ -25,7 +25,7 @@ serverfix-verified:
     # `order: last` keeps it after every phase; an `sls` requisite on a phase that renders no
     # state (disabled in the pillar) would be a compile error, hence the conditions
     - require:
-      - serverfix: serverfix-preflight
+      - serverfix-preflight
 {%- if serverfix.redis.enabled %}
       - sls: {{ tplroot }}.redis
 {%- endif %}
