@@ -124,7 +124,7 @@ class Pm2Sandbox:
     def remember_pids(self):
         pid = self.daemon_pid()
         if pid:
-            self.app_pids |= {p["pid"] for p in self.jlist(as_user=_owner_name(pid)) if p["pid"]}
+            self.app_pids |= {p["pid"] for p in self.jlist(as_user=owner_name(pid)) if p["pid"]}
 
     def wait_online(self, name, timeout=10):
         deadline = time.monotonic() + timeout
@@ -156,13 +156,13 @@ class Pm2Sandbox:
             try:
                 self.remember_pids()
             finally:
-                self.pm2("kill", check=False, as_user=_owner_name(pid))
+                self.pm2("kill", check=False, as_user=owner_name(pid))
         for leftover in ({pid} if pid else set()) | self.app_pids:
             if leftover and alive(leftover):
                 os.kill(leftover, signal.SIGKILL)
 
 
-def _owner_name(pid):
+def owner_name(pid):
     with open(f"/proc/{pid}/status", encoding="ascii") as handle:
         uid = next(int(line.split()[1]) for line in handle if line.startswith("Uid:"))
     return pwd.getpwuid(uid).pw_name
