@@ -1,0 +1,44 @@
+"""
+The compiled formula (defaults only, nothing applied): every state depends on the preflight, so
+bad input stops the run before anything changes; the phases run in runbook order.
+"""
+
+PHASES = ["preflight", "redis", "env", "prisma_studio", "swap", "backend", "verify"]
+
+
+def _requisite_ids(chunk):
+    ids = set()
+    for kind in ("require", "watch", "onchanges", "prereq"):
+        for req in chunk.get(kind, []):
+            if isinstance(req, dict):
+                ids.update(str(v) for v in req.values())
+            else:
+                ids.add(str(req))
+    return ids
+
+
+def test_every_state_depends_on_preflight(modules):
+    low = modules.state.show_low_sls("serverfix")
+    assert isinstance(low, list), low
+    by_id = {chunk["__id__"]: chunk for chunk in low}
+    by_name = {chunk["name"]: chunk["__id__"] for chunk in low}
+
+    def reaches_preflight(sid, seen=()):
+        if sid == "serverfix-preflight":
+            return True
+        reqs = {by_name.get(r, r) for r in _requisite_ids(by_id[sid])}
+        return any(reaches_preflight(r, seen + (sid,)) for r in reqs if r in by_id and r not in seen)
+
+    orphans = [sid for sid in by_id if not reaches_preflight(sid)]
+    assert not orphans, f"states that could run before the preflight: {orphans}"
+    assert by_id["serverfix-preflight"].get("failhard") is True
+
+
+def test_phases_in_runbook_order(modules):
+    low = modules.state.show_low_sls("serverfix")
+    order = []
+    for chunk in sorted(low, key=lambda c: c.get("order", 0)):
+        phase = chunk["__sls__"].split(".", 1)[-1]
+        if not order or order[-1] != phase:
+            order.append(phase)
+    assert [p for p in PHASES if p in order] == order, order
