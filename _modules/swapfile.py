@@ -471,7 +471,7 @@ def preflight(path, size):
     """
     result = plan(path, size)
     errors = list(result["errors"])
-    if result["action"] != "none" or result["changes"].get("mode"):
+    if result["action"] != "none":  # chmod and fstab need no swap permission
         ok, reason = swap_permitted()
         if not ok:
             errors.append(f"{PILLAR_FILE}: {reason}")
