@@ -13,11 +13,14 @@ something in this run (``watch`` -> ``mod_watch``), or ``force``.
 
 import datetime
 import inspect
+import logging
 import os
 import re
 import time
 
 from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "pm2"
 
@@ -39,6 +42,12 @@ def _ret(name):
 
 def _when(epoch):
     return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _log_calls():
+    # the cost the runbook cares about: a no-op run of Phases 3 + 5 is one `pm2 jlist`
+    made = __salt__["pm2.calls"]()  # pylint: disable=undefined-variable
+    log.info("pm2: %d CLI call(s) so far in this run: %s", made["total"], " ".join(made["commands"]) or "-")
 
 
 def _where(user, pm2_home):
@@ -113,6 +122,8 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
                           "it stays gone after a reboot or pm2 resurrect")
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
+    finally:
+        _log_calls()
     return ret
 
 
@@ -377,6 +388,8 @@ def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowe
         ret.update(result=False, comment="\n".join(comment))
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
+    finally:
+        _log_calls()
     return ret
 
 
