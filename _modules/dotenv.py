@@ -65,6 +65,7 @@ _LINE_RE = re.compile(
 _QUOTED_RE = re.compile(f"(?<![^{_JS_LINE_END}])(['\"`])([\\s\\S]*)\\1(?![^{_JS_LINE_END}])")
 _CRLF_RE = re.compile("\r\n?")
 _SEP_RE = re.compile(f"{_WS}*=|:{_WS}")
+_LINE_BREAK_RE = re.compile(f"\r\n|[{_JS_LINE_END}]")
 KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # printable, no whitespace, no comment/quote/escape/expansion characters: written without quotes
 _PLAIN_UNSAFE = set(_JS_SPACE_CHARS) | set("#'\"`\\$")
@@ -80,17 +81,16 @@ def __virtual__():
 class _Entry:
     """One ``KEY=value`` as npm dotenv sees it, with spans into the original (un-normalised) text."""
 
-    __slots__ = ("key", "value", "token_start", "sep_end", "value_start", "value_end", "raw_start", "raw_end")
+    __slots__ = ("key", "value", "token_start", "sep_end", "value_start", "value_end", "raw_end")
 
-    def __init__(self, key, value, token_start, sep_end, value_start, value_end, raw_start, raw_end):
+    def __init__(self, key, value, token_start, sep_end, value_start, value_end, raw_end):
         self.key = key
         self.value = value
         self.token_start = token_start  # first character of `export` or of the key
         self.sep_end = sep_end  # just after `=` (or `: `)
         self.value_start = value_start  # trimmed value text (quotes included)
         self.value_end = value_end
-        self.raw_start = raw_start  # the regex's value group, untrimmed
-        self.raw_end = raw_end
+        self.raw_end = raw_end  # end of the regex's value group (untrimmed)
 
 
 def _npm_value(raw):
@@ -129,7 +129,7 @@ def _entries(text):
         else:
             value_start = value_end = raw_end
         entries.append(_Entry(match.group(1), _npm_value(match.group(2)), orig(token), orig(sep_end),
-                              orig(value_start), orig(value_end), orig(raw_start), orig(raw_end)))
+                              orig(value_start), orig(value_end), orig(raw_end)))
     return entries
 
 
@@ -248,35 +248,39 @@ def _to_text(key, value):
 def _candidates(value):
     """Ways to write ``value`` that npm dotenv reads back exactly, best first (each checked again in context)."""
     if value == "":
-        yield "''"
-        return
+        return ["''"]
+    forms = []
     ends_with_backslash = value.endswith("\\")
+    double_quoted = '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
     if value.isprintable() and not set(value) & _PLAIN_UNSAFE:
-        yield value
+        forms.append(value)
     if "'" not in value and "\r" not in value and not ends_with_backslash:
-        yield f"'{value}'"
+        forms.append(f"'{value}'")
     if '"' not in value and "\\n" not in value and "\\r" not in value and not ends_with_backslash:
-        yield '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
+        forms.append(double_quoted)
     if "`" not in value and "\r" not in value and not ends_with_backslash:
-        yield f"`{value}`"
+        forms.append(f"`{value}`")
     # unquoted with quotes, `$` or a trailing backslash inside: npm dotenv keeps such text literally
     one_line = "#" not in value and not set(value) & set(_JS_LINE_END)
     if one_line and value[0] not in "'\"`" and value == value.strip(_JS_SPACE_CHARS):
-        yield value
+        forms.append(value)
     # quotes that also occur inside: the quoted pattern fails, the whole unquoted text is taken
     # and npm dotenv still strips the outer pair (and expands \n, \r after a double quote)
     if "#" not in value and "\\n" not in value and "\\r" not in value and not set(value) & set("\u2028\u2029"):
-        yield '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
+        forms.append(double_quoted)
     if one_line:
-        yield f"'{value}'"
-        yield f"`{value}`"
+        forms += [f"'{value}'", f"`{value}`"]
+    return list(dict.fromkeys(forms))
 
 
-def _refusal_reason(value):
+def _no_encoding_error(key, value):
     if "\r" in value:
-        return ("it contains a carriage return, which only a double-quoted \\r can hold, together with a literal "
-                "\\n or \\r sequence or with both '#' and '\"'")
-    return ("no quoting style holds this mix of quotes (' \" `), '#', line breaks and a trailing backslash")
+        reason = ("it contains a carriage return, which only a double-quoted \\r can hold, together with a literal "
+                  "\\n or \\r sequence or with both '#' and '\"'")
+    else:
+        reason = "no quoting style holds this mix of quotes (' \" `), '#', line breaks and a trailing backslash"
+    return SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
+                               f"{reason}; nothing was changed")
 
 
 def render(value, key="VALUE"):
@@ -297,8 +301,7 @@ def render(value, key="VALUE"):
     for candidate in _candidates(text):
         if parse(f"{key}={candidate}\n").get(key) == text:
             return candidate
-    raise SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
-                              f"{_refusal_reason(text)}; nothing was changed")
+    raise _no_encoding_error(key, text)
 
 
 def _line_ending(text):
@@ -333,14 +336,14 @@ def _set_one(text, key, value, expected):
         got = parse(new)
         if got == expected:
             return new
-        disturbed = disturbed or sorted(k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k))
+        if disturbed is None:
+            disturbed = sorted(k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k))
     if disturbed is not None:
         raise SaltInvocationError(
             f"{key}: cannot write the value here without changing how npm dotenv reads "
             f"{', '.join(disturbed) or key} (an unterminated quote in the file?); fix the quoting there by hand; "
             "nothing was changed")
-    raise SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
-                              f"{_refusal_reason(value)}; nothing was changed")
+    raise _no_encoding_error(key, value)
 
 
 def _unset_one(text, key, expected):
@@ -353,7 +356,7 @@ def _unset_one(text, key, expected):
         if start > 0 and new[start - 1] not in _JS_LINE_END:
             start = entry.token_start
         end = max(entry.value_end, entry.raw_end, entry.sep_end)
-        line_end = re.compile(f"\r\n|[{_JS_LINE_END}]").search(new, end)
+        line_end = _LINE_BREAK_RE.search(new, end)
         end = line_end.end() if line_end else len(new)
         new = new[:start] + new[end:]
     if parse(new) != expected:
@@ -520,7 +523,8 @@ def backup(path, keep=5):
 
         salt '*' dotenv.backup /var/www/intranet/backend/.env keep=5
     """
-    return __utils__["serverfix_files.backup"](path, keep=int(keep), tag=BACKUP_TAG)  # pylint: disable=undefined-variable
+    make_backup = __utils__["serverfix_files.backup"]  # pylint: disable=undefined-variable
+    return make_backup(path, keep=int(keep), tag=BACKUP_TAG)
 
 
 def _load(path, create):
