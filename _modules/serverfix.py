@@ -474,7 +474,7 @@ def _merge_settings(defaults, given):
 def _defaults():
     """defaults.yaml from the file server (cached per run); ``None`` when it cannot be fetched."""
     if "serverfix.defaults" not in __context__:  # pylint: disable=undefined-variable
-        text = __salt__["cp.get_file_str"](DEFAULTS_SOURCE)  # pylint: disable=undefined-variable
+        text, _ = _call("cp.get_file_str", DEFAULTS_SOURCE)
         data = salt.utils.yaml.safe_load(text) if text else None
         __context__["serverfix.defaults"] = (data or {}).get(PILLAR_KEY)  # pylint: disable=undefined-variable
     return __context__["serverfix.defaults"]  # pylint: disable=undefined-variable
@@ -521,6 +521,8 @@ def _call(function, *args, **kwargs):
                       "(it ships with this formula: run saltutil.sync_modules)")
     try:
         return __salt__[function](*args, **kwargs), None  # pylint: disable=undefined-variable
+    except OSError as exc:  # "Connection refused", not "[Errno 111] Connection refused"
+        return None, f"{function}: {exc.strerror or exc}"
     except Exception as exc:  # pylint: disable=broad-except
         return None, f"{function}: {exc}"
 
@@ -674,7 +676,7 @@ class _Facts:
             "host": env.get("REDIS_HOST") or str(redis["host"]),
             "port": int(port) if str(port).isdigit() and 0 < int(port) < 65536 else int(redis["port"]),
             "password": env["REDIS_PASSWORD"] if "REDIS_PASSWORD" in env else str(redis["password"] or ""),
-            "source": "the .env" if "REDIS_HOST" in env or "REDIS_PORT" in env else "the pillar",
+            "source": ".env" if "REDIS_HOST" in env or "REDIS_PORT" in env else "pillar",
         }
 
     @functools.cached_property
@@ -898,8 +900,10 @@ def _diagnose_redis(facts):
     listening, listen_error = facts.listening
     evidence = _redis_evidence(facts)
     where = f"{target['host']}:{target['port']}"
-    if listen_error:
+    if listen_error and not facts.ping["ok"]:
         evidence["error"] = listen_error
+        return [_finding("redis-unchecked", "warning", f"Redis cannot be checked: {listen_error}", evidence,
+                         _fix("serverfix.redis", "serverfix:redis"))]
     if not listening and not facts.ping["ok"]:
         state = "not installed" if facts.package_installed is False else "not running"
         findings.append(_finding(
@@ -1002,7 +1006,10 @@ def _diagnose_pm2(facts):
         back = memory["processes"].get(backend)
         if back:
             title += f"; {backend} uses {back['memory_mb']} MB ({back['percent']} % of RAM)"
-        evidence = {"running_mb": running, "in_saved_dump": in_dump, "memory": memory}
+        evidence = {"running_mb": running, "in_saved_dump": in_dump, "ram_total_mb": memory["total_mb"],
+                    "ram_used_percent": memory["used_percent"]}
+        if back:
+            evidence.update(backend_mb=back["memory_mb"], backend_percent=back["percent"])
         if saved_error:
             evidence["dump_error"] = saved_error
         findings.append(_finding("pm2-unwanted-processes", "warning", title, evidence,
@@ -1180,7 +1187,7 @@ def _verify_redis(facts):
     auth = " with AUTH" if target["password"] else ""
     checks.append(_check(
         "redis-ping", "pass" if ping["ok"] else "fail",
-        f"PING {where}{auth} ({target['source']}) -> " + ("PONG" if ping["ok"] else str(ping["error"])),
+        f"PING {where}{auth} (from the {target['source']}) -> " + ("PONG" if ping["ok"] else str(ping["error"])),
         {"host": target["host"], "port": target["port"], "from": target["source"],
          "auth": bool(target["password"]), "reply": ping["reply"], "error": ping["error"], "ms": ping["ms"]}, fix))
     listening, error = facts.listening
