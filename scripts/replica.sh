@@ -184,9 +184,12 @@ guest_sysctl_keys() {  # keys the guest's own sysctl.d files set at boot (net.* 
   cat "$R"/usr/lib/sysctl.d/*.conf "$R"/etc/sysctl.d/*.conf "$R"/etc/sysctl.conf 2>/dev/null |
     sed -E 's/[#;].*//; s/^-//; s/=.*//; s/[[:space:]]//g' | grep -v -e '^$' -e '^net\.' -e '\*' | sort -u
 }
-swapoff_guest() {  # swap outlives the container: drop swaps whose file lies in this rootfs
+swapoff_guest() {
+  # Swap outlives the container. /proc/swaps names the guest's file as the guest sees it (/swapfile):
+  # its mount is not in the host's tree. The same inode is reachable here under $R, and swapoff
+  # matches the file, not the name.
   awk 'NR > 1 && $2 == "file" { print $1 }' /proc/swaps | while read -r f; do
-    case $f in "$R"/*) swapoff "$f" && say "swapoff $f" ;; esac
+    [ -f "$R$f" ] && swapoff "$R$f" 2>/dev/null && say "swapoff $f (guest)"
   done
   true
 }
@@ -272,7 +275,10 @@ down() {
   [ -f "$RUN/host-sysctl.orig" ] && sysctl -q -p "$RUN/host-sysctl.orig" >/dev/null   # the guest's sysctls hit the host kernel
   nft delete table ip "$NFT_TABLE" 2>/dev/null
   drop_cgroup "$NAME"
-  if mountpoint -q "$R"; then umount "$R" || umount -l "$R"; fi   # the loop device goes with the last umount
+  if mountpoint -q "$R" && ! umount "$R"; then   # the loop device goes with the last umount
+    swapoff_guest; umount "$R" || die "cannot unmount $R (busy: $(grep -c . /proc/swaps) swap lines; see /proc/swaps)"
+  fi
+  rmdir /run/systemd/nspawn/propagate/"$NAME" 2>/dev/null
   rm -rf "$RUN" "$LOCK.owner"
   say "down: $NAME removed"
 }

@@ -21,7 +21,7 @@ const IORedis = require('ioredis');
 const QUEUE_NAME = 'reservations';
 const WORK_MIN_MS = 2000;
 const WORK_MAX_MS = 6000;
-const REDIS_CONNECT_TIMEOUT_MS = 5000;
+const REDIS_CONNECT_TIMEOUT_MS = 10000;
 
 const config = {
   port: Number(process.env.PORT || 3000),
@@ -70,11 +70,15 @@ async function startQueue() {
     if (err.message !== lastError) log(`[Queue Service] Redis-Verbindungsfehler: ${err.message}`);
     lastError = err.message;
   });
+  // wait for 'ready' rather than connect()'s promise, which gives up at the first refusal: at boot
+  // pm2 may start the app a moment before redis-server listens
+  const ready = new Promise((resolve) => connection.once('ready', resolve));
+  connection.connect().catch(() => {}); // failures arrive as 'error' events; ioredis retries
   try {
-    await withTimeout(connection.connect(), REDIS_CONNECT_TIMEOUT_MS, 'Redis connect');
+    await withTimeout(ready, REDIS_CONNECT_TIMEOUT_MS, 'Redis connect');
     await withTimeout(connection.ping(), REDIS_CONNECT_TIMEOUT_MS, 'Redis PING');
   } catch (err) {
-    if (err.message !== lastError) log(`[Queue Service] Redis-Verbindungsfehler: ${err.message}`);
+    if (!lastError) log(`[Queue Service] Redis-Verbindungsfehler: ${err.message}`); // not logged by 'error' yet
     log('[Queue] ⚠️ Redis nicht verfügbar - Workers werden nicht gestartet');
     connection.disconnect();
     connection = null;
@@ -166,10 +170,10 @@ process.on('SIGTERM', () => shutdown('SIGTERM'));
 
 (async () => {
   log('[Server] Intranet-Backend (Replica-Stand-in) startet');
-  await startQueue();
-  server.listen(config.port, '0.0.0.0', () => {
-    log(`[Server] Läuft auf Port ${config.port} (Modus: ${state.mode === 'queue' ? 'Queue' : 'synchroner Fallback'})`);
-  });
+  await new Promise((resolve) => server.listen(config.port, '0.0.0.0', resolve));
+  log(`[Server] Läuft auf Port ${config.port}`);
+  await startQueue(); // requests meanwhile take the fallback path
+  log(`[Server] Modus: ${state.mode === 'queue' ? 'Queue' : 'synchroner Fallback'}`);
 })().catch((err) => {
   log(`[Server] Start fehlgeschlagen: ${err.stack || err.message}`);
   process.exit(1);

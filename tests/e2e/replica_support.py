@@ -1,0 +1,281 @@
+"""
+Host-side helpers for the replica host (scripts/replica.sh): boot it, talk to it over ssh,
+drive the formula with salt-ssh exactly as the operator does (roster entry ``hetzner``), take
+read-only snapshots of what the formula touches, and time ``POST /reservations``.
+
+Everything here runs on the host with the standard library (plus PyYAML, which Salt brings).
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import DEFAULTS, FORMULA_ROOT, REPO, deep_merge
+
+REPLICA_SH = REPO / "scripts" / "replica.sh"
+ROSTER_ID = "hetzner"
+APP_PORT = 3000
+HEALTH_URL_IN_GUEST = f"http://127.0.0.1:{APP_PORT}/health"
+VENV_BIN = Path(os.environ.get("SERVERFIX_VENV", "/var/cache/serverfix/venv")) / "bin"
+PLACEHOLDER = "Placeholder: filled in by its own issue."
+
+# what the formula may touch on the server; step 2 checksums all of it before and after test=True
+TOUCHED_FILES = [
+    "/var/www/intranet/backend/.env",
+    "/etc/fstab",
+    "/etc/sysctl.conf",
+    "/etc/sysctl.d/99-zz-serverfix.conf",
+    "/etc/redis/redis.conf",
+    "/root/.pm2/dump.pm2",
+    "/swapfile",
+]
+TOUCHED_DIRS = ["/var/www/intranet/backend", "/etc/sysctl.d", "/etc/redis", "/root/.pm2"]
+
+
+def landed(part):
+    """Has this part of the formula landed (module and a non-placeholder SLS)? Steps adapt to it."""
+    sls, modules = {
+        "redis": ("redis", ["redis_server"]),
+        "env": ("env", ["dotenv"]),
+        "prisma_studio": ("prisma_studio", ["pm2"]),
+        "swap": ("swap", ["swapfile"]),
+        "backend": ("backend", ["pm2"]),
+        "verify": ("verify", []),
+    }[part]
+    text = (FORMULA_ROOT / "serverfix" / f"{sls}.sls").read_text(encoding="utf-8")
+    return PLACEHOLDER not in text and all((REPO / "_modules" / f"{m}.py").exists() for m in modules)
+
+
+def module_function_landed(name):
+    """``serverfix.diagnose`` / ``serverfix.verify``: is the function in the module yet?"""
+    module, func = name.split(".")
+    path = REPO / "_modules" / f"{module}.py"
+    return path.exists() and f"\ndef {func}(" in path.read_text(encoding="utf-8")
+
+
+def run_command(argv, timeout, check=True, **kwargs):
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, argv))} -> rc {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+class Replica:
+    """One replica host, driven through scripts/replica.sh."""
+
+    def __init__(self):
+        self.facts = {}
+
+    def script(self, *args, timeout=900, check=True):
+        return run_command(["bash", str(REPLICA_SH), *args], timeout=timeout, check=check)
+
+    def up(self):
+        started = time.monotonic()
+        self.script("up")
+        self.facts = dict(line.split("=", 1) for line in self.script("env").stdout.split())
+        return time.monotonic() - started
+
+    def down(self):
+        self.script("down", timeout=300)
+
+    @property
+    def ip(self):
+        return self.facts["REPLICA_IP"]
+
+    def ssh(self, command, timeout=300, check=True, stdin=None):
+        return run_command(["bash", str(REPLICA_SH), "ssh", command], timeout=timeout, check=check, input=stdin)
+
+    def reboot(self):
+        started = time.monotonic()
+        self.script("reboot", timeout=180)
+        return time.monotonic() - started
+
+    def snapshot(self, swap_file="/swapfile"):
+        """Read-only facts about everything the formula may change (runs guest_probe.py in the guest)."""
+        probe = (Path(__file__).parent / "guest_probe.py").read_text(encoding="utf-8")
+        args = json.dumps({"files": TOUCHED_FILES, "dirs": TOUCHED_DIRS, "swap_file": swap_file,
+                           "health_url": HEALTH_URL_IN_GUEST})
+        proc = self.ssh(f"python3 - '{args}'", stdin=probe, timeout=60)
+        return json.loads(proc.stdout)
+
+    def backend_log(self, lines=400):
+        return self.ssh(f"tail -n {lines} /root/.pm2/logs/intranet-backend-out.log", timeout=30).stdout.splitlines()
+
+    # --- the app, from the host over the veth -------------------------------------------------------
+    def url(self, path):
+        return f"http://{self.ip}:{APP_PORT}{path}"
+
+    def get_json(self, path, timeout=10):
+        with _OPENER.open(self.url(path), timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def post_reservation(self, number, timeout=30):
+        body = json.dumps({"room": f"Raum {number % 7 + 1}", "by": "serverfix-e2e"}).encode()
+        request = urllib.request.Request(self.url("/reservations"), data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        started = time.perf_counter()
+        with _OPENER.open(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+        return (time.perf_counter() - started) * 1000, response.status, payload
+
+    def latency(self, requests, concurrency=5):
+        """``requests`` POST /reservations, ``concurrency`` at a time: per-request ms, p50, p95."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = list(pool.map(self.post_reservation, range(requests)))
+        times = sorted(ms for ms, _, _ in results)
+        return {
+            "requests": requests,
+            "concurrency": concurrency,
+            "p50_ms": round(percentile(times, 50), 1),
+            "p95_ms": round(percentile(times, 95), 1),
+            "min_ms": round(times[0], 1),
+            "max_ms": round(times[-1], 1),
+            "statuses": sorted({status for _, status, _ in results}),
+            "modes": sorted({payload.get("mode") for _, _, payload in results}),
+        }
+
+
+# requests go straight to the replica (a proxy from the environment must not see them)
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def percentile(sorted_values, pct):
+    """Nearest-rank percentile of an ascending list (p95 of 10 values is the 10th)."""
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+class SaltSsh:
+    """
+    salt-ssh from the host venv against the replica, with its own config dir:
+    roster entry ``hetzner``, file_roots = <repo>/formula only, pinned host keys, thin dir on the guest.
+    """
+
+    def __init__(self, workdir, replica, pillar):
+        self.dir = Path(workdir)
+        self.replica = replica
+        self.pillar = pillar
+        (self.dir / "pillar").mkdir(parents=True, exist_ok=True)
+        (self.dir / "pillar" / "top.sls").write_text("base:\n  '*':\n    - serverfix\n", encoding="utf-8")
+        (self.dir / "pillar" / "serverfix.sls").write_text(
+            yaml.safe_dump({"serverfix": pillar}, allow_unicode=True), encoding="utf-8")
+        facts = replica.facts
+        (self.dir / "roster").write_text(yaml.safe_dump({ROSTER_ID: {
+            "host": facts["REPLICA_IP"],
+            "user": "root",
+            "priv": facts["REPLICA_KEY"],
+            "thin_dir": "/var/tmp/serverfix-salt",
+        }}), encoding="utf-8")
+        (self.dir / "master").write_text(yaml.safe_dump({
+            "root_dir": str(self.dir / "root"),
+            "cachedir": str(self.dir / "cache"),
+            "pki_dir": str(self.dir / "pki"),
+            "file_roots": {"base": [str(FORMULA_ROOT)]},
+            "pillar_roots": {"base": [str(self.dir / "pillar")]},
+            "roster_file": str(self.dir / "roster"),
+            "known_hosts_file": facts["REPLICA_KNOWN_HOSTS"],
+            "log_file": str(self.dir / "master.log"),
+            "ssh_log_file": str(self.dir / "ssh.log"),
+        }), encoding="utf-8")
+
+    def settings(self, **override):
+        """The merged settings (defaults.yaml + pillar) for module calls: salt-ssh module calls have
+        no file server on the target, so ``serverfix.diagnose``/``verify`` get them as ``config``."""
+        return deep_merge(deep_merge(DEFAULTS, self.pillar), override)
+
+    def argv(self, *args):
+        return [str(VENV_BIN / "salt-ssh"), "-c", str(self.dir), "--out=json", "--static", "--no-color",
+                ROSTER_ID, *args]
+
+    def run(self, *args, timeout=600):
+        """Run salt-ssh; returns (returncode, the target's data, seconds)."""
+        started = time.monotonic()
+        proc = run_command(self.argv(*args), timeout=timeout, check=False)
+        elapsed = time.monotonic() - started
+        try:
+            data = json.loads(proc.stdout)[ROSTER_ID]
+        except (ValueError, KeyError) as exc:
+            raise AssertionError(f"salt-ssh {' '.join(args)}: no JSON for {ROSTER_ID} (rc {proc.returncode}): "
+                                 f"{exc}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}") from exc
+        return proc.returncode, data, elapsed
+
+    def call(self, function, config=None, timeout=300):
+        args = [function]
+        if config is not None:
+            args.append("config=" + json.dumps(config))
+        return self.run(*args, timeout=timeout)
+
+    def apply(self, *args, timeout=900):
+        rc, data, elapsed = self.run("state.apply", "serverfix", *args, timeout=timeout)
+        return rc, StateRun(data), elapsed
+
+
+class StateRun:
+    """The states of one ``state.apply`` return, in run order."""
+
+    def __init__(self, data):
+        if not isinstance(data, dict):
+            raise AssertionError(f"state.apply did not return states: {data!r}")
+        self.raw = data
+        self.states = sorted(data.values(), key=lambda s: s.get("__run_num__", 0))
+
+    def by_id(self, state_id):
+        for state in self.states:
+            if state.get("__id__") == state_id:
+                return state
+        raise KeyError(f"no state {state_id!r}; states: {[s.get('__id__') for s in self.states]}")
+
+    def ids(self):
+        return [s.get("__id__") for s in self.states]
+
+    @property
+    def failed(self):
+        return [s for s in self.states if s.get("result") is False]
+
+    @property
+    def changed(self):
+        return [s for s in self.states if s.get("changes")]
+
+    @property
+    def pending(self):
+        return [s for s in self.states if s.get("result") is None]
+
+    def describe(self, states=None):
+        return "\n".join(f"  {s.get('__id__')}: result={s.get('result')} changes={sorted(s.get('changes') or {})} "
+                         f"comment={str(s.get('comment'))[:300]!r}" for s in (self.states if states is None else states))
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def salt_pin():
+    """The salt requirement line of requirements-test.txt (one pin for host and guest)."""
+    for line in (REPO / "requirements-test.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip().lower().startswith("salt=="):
+            return line.strip()
+    raise AssertionError("requirements-test.txt pins no salt== version")
+
+
+def venv_tool(name):
+    path = VENV_BIN / name
+    if not path.exists():
+        found = shutil.which(name)
+        if not found:
+            raise AssertionError(f"{path} missing: run ./scripts/test.sh or ./scripts/run-replica.sh (they set up the venv)")
+        return Path(found)
+    return path
