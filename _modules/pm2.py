@@ -49,6 +49,7 @@ SECRET_ASSIGN_RE = re.compile(r"((?:password|passwd|pwd|secret|token|api[_-]?key
                               re.IGNORECASE)
 URL_CREDENTIALS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)@", re.IGNORECASE)
 MUTATING = ("stop", "delete", "restart", "save")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def __virtual__():
@@ -137,8 +138,15 @@ def mask(text, secrets=(), user=None, pm2_home="/root/.pm2"):
 
 
 def _env_secrets(env):
-    """Values of secret-looking keys of an app's environment (kept in memory only, for masking)."""
-    return {str(v) for k, v in (env or {}).items() if SECRET_NAME_RE.search(str(k)) and isinstance(v, (str, int))}
+    """Values of secret-looking keys of an app's environment (kept in memory only, for masking);
+    pm2 nests the ecosystem file's ``env`` block under the app's name, so nested blocks count too."""
+    found = set()
+    for key, value in (env or {}).items():
+        if isinstance(value, dict):
+            found |= _env_secrets(value)
+        elif SECRET_NAME_RE.search(str(key)) and isinstance(value, (str, int)) and not isinstance(value, bool):
+            found.add(str(value))
+    return found
 
 
 def _known_secrets(user, pm2_home):
@@ -361,14 +369,20 @@ def _run(args, user, pm2_home, pm2_bin, timeout=120):
     log.debug("pm2 %s as %s (%s): rc %s in %.2fs", args[0], user, pm2_home, ret["retcode"],
               time.monotonic() - started)
     if args[0] in MUTATING:
-        __context__.get(CACHE_KEY, {}).pop((user, pm2_home), None)  # pylint: disable=undefined-variable
+        _forget(user, pm2_home)
     return ret
+
+
+def _forget(user, pm2_home):
+    """Drop the cached list after a change: the next read asks pm2 again."""
+    __context__.get(CACHE_KEY, {}).pop((user, pm2_home), None)  # pylint: disable=undefined-variable
 
 
 def _fail(what, ret, user, pm2_home):
     # pm2 prints names and messages here, never env values; masked all the same
-    output = " ".join(line.strip() for line in (ret["stderr"] + "\n" + ret["stdout"]).splitlines()
-                      if "Process or Namespace" in line or "rror" in line)
+    lines = ANSI_RE.sub("", ret["stderr"] + "\n" + ret["stdout"]).splitlines()
+    output = " ".join(line.strip() for line in lines
+                      if any(word in line.lower() for word in ("error", "not found", "denied")))
     raise CommandExecutionError(mask(f"pm2 {what} failed (rc {ret['retcode']}): {output or 'no error message'}",
                                      user=user, pm2_home=pm2_home))
 
@@ -464,10 +478,11 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
             _fail("jlist", ret, user, pm2_home)
         raws, source = _parse_jlist(ret["stdout"]), "jlist"
     secrets = set()
+    raws = [raw for raw in raws if isinstance(raw, dict)]
     for raw in raws:
         secrets |= _env_secrets((raw.get("pm2_env") or raw).get("env"))
     __context__.setdefault(SECRETS_KEY, {})[key] = secrets  # pylint: disable=undefined-variable
-    cache[key] = [_summary(raw, source) for raw in raws if isinstance(raw, dict)]
+    cache[key] = [_summary(raw, source) for raw in raws]
     __context__.setdefault(NAMES_KEY, {})[key] = (  # pylint: disable=undefined-variable
         {p["name"] for p in cache[key]}, {p["namespace"] for p in cache[key]})
     return [dict(p) for p in cache[key]]
@@ -666,6 +681,7 @@ def unsave(name, user="root", pm2_home="/root/.pm2", backup_keep=5):
     data = json.dumps(kept, indent=2, ensure_ascii=False).encode("utf-8")
     __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
         dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid)
+    _forget(user, pm2_home)
     return removed
 
 

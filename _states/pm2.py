@@ -86,7 +86,8 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
         saved = __salt__["pm2.saved_names"](user, pm2_home)  # pylint: disable=undefined-variable
         in_dump = name in saved
         if not live and not in_dump:
-            ret["comment"] = f"{name} is already absent: not in the {_where(user, pm2_home)} list nor in its dump.pm2"
+            ret["comment"] = (f"{name} is already absent from the {_where(user, pm2_home)}: neither running nor "
+                              "in its saved list (dump.pm2)")
             return ret
         if live:
             ret["changes"]["process"] = {"old": ", ".join(p["status"] for p in live), "new": "deleted"}

@@ -137,3 +137,13 @@ def test_rerun_after_restart_is_a_noop_with_one_jlist(salt_call, box):
     assert calls == ["jlist"]
     # nothing of the app's environment leaks into the output
     assert "hunter2" not in json.dumps(ret.data) and "jwt-s3cr3t-value" not in json.dumps(ret.data)
+
+
+def test_pm2_missing_stops_the_run_before_anything_changes(salt_call, box):
+    before = _snapshot(box)
+    ret, states, calls = _apply(salt_call, box, 'pillar={"serverfix": {"pm2": {"bin": "/opt/missing/bin/pm2"}}}')
+    assert ret.returncode != 0
+    preflight = states["serverfix-preflight"]
+    assert preflight["result"] is False and "serverfix:pm2:bin" in preflight["comment"], preflight
+    assert "/opt/missing/bin/pm2" in preflight["comment"]
+    assert changed_ids(ret.data) == [] and calls == [] and _snapshot(box) == before
