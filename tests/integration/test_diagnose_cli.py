@@ -17,7 +17,7 @@ import time
 import pytest
 from saltfactories.utils import random_string
 
-from tests.conftest import FILE_ROOTS
+from tests.conftest import DEFAULTS, FILE_ROOTS, deep_merge
 from tests.diag_support import BACKEND_APP, IDLE_APP, Pm2, fake_proc_swaps, free_port, problems, write_env
 from tests.helpers import by_id
 
@@ -114,3 +114,15 @@ def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
     assert verified["result"] is None and verified["changes"] == {}
     assert verified["comment"].startswith("Would verify after the changes above")
     assert max(res.get("__run_num__", 0) for res in states.values()) == verified["__run_num__"]  # last
+
+
+def test_salt_ssh_with_config(salt_ssh_cli, world):
+    """salt-ssh runs modules on the target without the master's file server or pillar: the operator
+    passes the merged settings as ``config`` (as the replica tests do); without them the error says so."""
+    config = deep_merge(DEFAULTS, world["pillar"])
+    ret = salt_ssh_cli.run("serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}")
+    assert ret.returncode == 0, ret
+    assert problems(ret.data) == RUNBOOK_PROBLEMS
+    bare = salt_ssh_cli.run("serverfix.verify")
+    assert bare.returncode != 0
+    assert "pass config=" in json.dumps(bare.data) + bare.stdout + bare.stderr
