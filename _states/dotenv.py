@@ -30,9 +30,14 @@ def _describe(changes, test):
         if changes.get(field):
             names = "" if field == "created" else " " + ", ".join(changes[field])
             parts.append(f"{future if test else past}{names}")
-    if "owner" in changes:
-        parts.append(f"{'set owner' if test else 'owner set to'} {changes['owner']['new']}")
     return ("would " if test else "") + "; ".join(parts)
+
+
+def _refused(ret, exc):
+    message = str(exc)
+    ret["result"] = False
+    ret["comment"] = message if message.endswith("nothing was changed") else f"{message}; nothing was changed"
+    return ret
 
 
 def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
@@ -40,9 +45,7 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
     try:
         changes = salt["dotenv.plan"](name, **plan_kwargs)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
+        return _refused(ret, exc)
     if not changes:
         ret["comment"] = f"{name} already has the wanted keys and values."
         return ret
@@ -55,9 +58,7 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
     try:
         changes = salt[apply_func](name, **apply_kwargs)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
+        return _refused(ret, exc)
     ret["changes"] = changes
     backup_note = f" (backup: {changes['backup']})" if changes.get("backup") else ""
     ret["comment"] = f"{name}: {_describe(changes, False)}{backup_note}."
@@ -79,10 +80,9 @@ def present(name, values, secret_keys=None, create=False, user="", group="", mod
     create
         Create the file when it is missing (with ``mode``, ``user``, ``group``); otherwise a
         missing file is an error.
-    user, group
-        Owner to give the file; ``''`` keeps the current one (root for a new file).
-    mode
-        Mode of a newly created file; an existing file keeps its mode.
+    user, group, mode
+        Owner and mode of a file this state creates (``''``: root). An existing file keeps its
+        own owner, group and mode.
     backup_keep
         How many timestamped backups (``<file>.serverfix-<time>.bak``, mode 0600) to keep.
 

@@ -187,6 +187,8 @@ def test_secrets_never_in_returns_or_logs(states, modules, env_file, caplog):
 
 BAD_INPUTS = [
     ("invalid key", {"values": {"REDIS HOST": "x"}}, "'REDIS HOST' is not a valid .env key"),
+    ("non-ASCII key", {"values": {"ÄÖ": "x"}}, "'ÄÖ' is not a valid .env key"),
+    ("null value", {"values": {"A": None}}, "A: the value must be a string or a number, not NoneType"),
     ("boolean value", {"values": {"QUEUE_ENABLED": True}}, "QUEUE_ENABLED: the value must be a string or a number"),
     ("list value", {"values": {"A": [1]}}, "A: the value must be a string or a number, not list"),
     ("values not a mapping", {"values": ["A=1"]}, "values must be a mapping"),
@@ -200,7 +202,7 @@ BAD_INPUTS = [
 def test_bad_input_is_refused_file_untouched(states, env_file, testmode, kwargs, message):
     checksum = sha256(env_file)
     ret = states.dotenv.present(name=str(env_file), test=testmode, **kwargs)
-    assert ret.result is False and message in ret.comment
+    assert ret.result is False and message in ret.comment and ret.comment.endswith("; nothing was changed")
     assert ret.changes == {}
     assert sha256(env_file) == checksum
     assert "a\rb" not in ret.comment
