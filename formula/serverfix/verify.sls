@@ -22,15 +22,13 @@ serverfix-verified:
   serverfix.verified:
     - config: {{ serverfix | json }}
     - order: last
-    # `order: last` keeps it after every phase; an `sls` requisite on a phase that renders no
-    # state (disabled in the pillar) would be a compile error, hence the conditions
     - require:
-      - serverfix-preflight
-{%- if serverfix.redis.enabled %}
-      - sls: {{ tplroot }}.redis
-{%- endif %}
-      - sls: {{ tplroot }}.env
-{%- if serverfix.swap.enabled %}
-      - sls: {{ tplroot }}.swap
-{%- endif %}
+      - serverfix: serverfix-preflight
+      # `[x]` globs match exactly that SLS but, unlike a plain name, tolerate one that renders no
+      # state (a phase switched off in the pillar); see backend.sls
+      - sls: '{{ tplroot }}.redi[s]'
+      - sls: '{{ tplroot }}.en[v]'
+      - sls: '{{ tplroot }}.prisma_studi[o]'
+      - sls: '{{ tplroot }}.swa[p]'
+      - sls: '{{ tplroot }}.backen[d]'
 {%- endif %}
