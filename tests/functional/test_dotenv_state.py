@@ -118,6 +118,7 @@ def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
     assert again_preview.result is True and again_preview.changes == {}
 
 
+@pytest.mark.destructive_test  # adds (and removes) a system user
 def test_mode_owner_backups_and_pruning(states, env_file, app_user):
     os.chown(env_file, app_user.pw_uid, app_user.pw_gid)
     for round_ in range(4):
@@ -145,6 +146,7 @@ def test_symlinked_env_edits_the_target(states, tmp_path, env_file):
     assert Path(ret.changes["backup"]).parent == env_file.parent
 
 
+@pytest.mark.destructive_test  # adds (and removes) a system user
 def test_create_with_owner_and_mode(states, tmp_path, app_user):
     path = tmp_path / "new.env"
     ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=True, create=True)
@@ -259,6 +261,7 @@ def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
     assert sha256(path) == checksum and not list(shared_dir.glob("*.bak"))
 
 
+@pytest.mark.destructive_test  # adds (and removes) a system user
 def test_unreadable_file(modules, states, shared_dir, app_user):
     # the minion runs as root, which reads everything: the real fault needs a non-root uid, so the
     # module call runs with the real and effective uid of the test user (saved uid 0 brings root
