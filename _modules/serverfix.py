@@ -393,24 +393,8 @@ def preflight(config, pillar=None):
 # Redis over its own protocol (redis_server), the service manager, swapfile.status.
 # A module that is not loaded or a tool that fails becomes a finding; nothing raises.
 #
-# JSON shape (``--out=json``), stable; new keys may be added, none renamed or removed:
-#
-#   diagnose -> {"function": "diagnose", "version": 1, "ok": bool, "duration_ms": int,
-#                "counts": {"critical": int, "warning": int, "info": int},
-#                "settings": {"env_file", "backend", "pm2_home", "redis_port", "swap_file"},
-#                "findings": [FINDING, ...]}        critical first, then warning, then info
-#     FINDING = {"id": str, "severity": "critical"|"warning"|"info", "title": str,
-#                "evidence": {name: number | string | bool | list | mapping},
-#                "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null, "hint": str}}
-#     "ok" is true when there is no critical and no warning finding.
-#
-#   verify   -> {"function": "verify", "version": 1, "ok": bool, "duration_ms": int,
-#                "counts": {"fail": int, "warn": int, "pass": int, "skip": int, "info": int},
-#                "settings": {...as above},
-#                "checks": [CHECK, ...]}            in a fixed order (VERIFY_CHECKS)
-#     CHECK   = {"id": str, "status": "pass"|"fail"|"warn"|"skip"|"info", "title": str,
-#                "evidence": {...}, "fix": {...as above}}
-#     "ok" is true when no check has status "fail"; the salt return code is then 0, else 1.
+# The JSON shapes of both returns are documented in the docstrings of diagnose() and verify()
+# (`salt-call sys.doc serverfix.diagnose`).
 #
 # Secret values (REDIS_PASSWORD, serverfix:redis:password, serverfix:dotenv:secret_keys) never
 # appear: evidence says only whether a secret is set and whether it matches.
@@ -431,20 +415,18 @@ PROBE_BUDGET = 1.0            # seconds for the whole HTTP probe, so verify stay
 SYSCTL_KEYS = {"vm.swappiness": "swappiness", "vm.vfs_cache_pressure": "vfs_cache_pressure"}
 QUEUE_KEY = "QUEUE_ENABLED"
 
-# The runbook's troubleshooting symptoms, as the backend logs them, with the findings that cause them.
+# The runbook's troubleshooting symptoms as the backend logs them, the findings that cause them
+# and the runbook's fix for each.
 LOG_SYMPTOMS = (
     {"id": "econnrefused", "pattern": "connect ECONNREFUSED",
      "causes": ("redis-not-running", "redis-host-mismatch"),
-     "fix": {"state": "serverfix.redis", "pillar": "serverfix:redis",
-             "hint": "start Redis where REDIS_HOST/REDIS_PORT point, then restart the backend"}},
+     "fix": "serverfix.redis: start Redis where REDIS_HOST/REDIS_PORT point, then restart the backend"},
     {"id": "queue-disabled", "pattern": "Queue-System ist deaktiviert",
      "causes": ("env-queue-config",),
-     "fix": {"state": "serverfix.env", "pillar": "serverfix:queue:enabled",
-             "hint": "set QUEUE_ENABLED=true in the .env, then restart the backend"}},
+     "fix": "serverfix.env: QUEUE_ENABLED=true in the .env, then restart the backend"},
     {"id": "workers-not-started", "pattern": "Redis nicht verfügbar - Workers werden nicht gestartet",
      "causes": ("redis-not-running", "redis-host-mismatch", "redis-auth-failed"),
-     "fix": {"state": "serverfix.redis", "pillar": "serverfix:redis",
-             "hint": "make Redis answer PING, then restart the backend"}},
+     "fix": "serverfix.redis: make Redis answer PING, then restart the backend"},
 )
 
 
@@ -506,9 +488,9 @@ def _settings(config):
         missing = [f"{PILLAR_KEY}:{section}" for section in PILLAR_SCHEMA if section not in config]
         if missing:
             raise CommandExecutionError(
-                f"cannot read {DEFAULTS_SOURCE} (no file server here, e.g. a salt-ssh module call) and the "
-                f"settings lack {', '.join(missing)}: run it as a state (state.apply serverfix.verify) or pass "
-                "config=<the merged settings as JSON>")
+                f"cannot read {DEFAULTS_SOURCE} (no file server here: salt-ssh runs module calls on the "
+                f"target without it) and the settings lack {', '.join(missing)}: pass "
+                "config=<the merged settings (defaults.yaml + pillar) as JSON>")
         return config, errors
     return _merge_settings(defaults, config), errors
 
@@ -639,7 +621,10 @@ class _Facts:
         self.cfg = cfg
         self.proc_swaps = proc_swaps
         self.wanted = _wanted_env(cfg)
-        self.secret_keys = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
+        listed = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
+        # the dotenv module's rule (names with PASSWORD/SECRET/TOKEN/KEY too), else the listed keys
+        self.secret_keys = listed | {key for key in self.wanted
+                                     if _call("dotenv.is_secret", key, secret_keys=sorted(listed))[0]}
         pm2 = cfg["pm2"]
         self.pm2_args = {"user": pm2["user"], "pm2_home": pm2["home"]}
         self.backend_name = cfg["backend"]["name"]
@@ -663,7 +648,7 @@ class _Facts:
         """Every secret value known to this run, for the final scrub."""
         env = self.env[0] or {}
         values = [env.get(key) for key in self.secret_keys] + [self.cfg["redis"]["password"]]
-        values += [str(self.cfg["dotenv"]["extra"].get(key, "")) for key in self.secret_keys]
+        values += [self.wanted.get(key) for key in self.secret_keys]
         return {str(v) for v in values if v not in (None, "") and len(str(v)) >= 3}
 
     @functools.cached_property
@@ -1033,7 +1018,8 @@ def _diagnose_logs(facts, findings):
     for hit in facts.log_state["symptoms"]:
         symptom = hit["symptom"]
         cause = next((by_id[c] for c in symptom["causes"] if c in by_id), None)
-        record = {"symptom": symptom["pattern"], "count": hit["count"], "last_line": hit["line"]}
+        record = {"symptom": symptom["pattern"], "count": hit["count"], "last_line": hit["line"],
+                  "fix": symptom["fix"]}
         if cause is not None:
             cause["evidence"].setdefault("backend_log", []).append(record)
         else:
@@ -1135,8 +1121,19 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
     (``connect ECONNREFUSED``, ``Queue-System ist deaktiviert``, ``Redis nicht verfügbar - Workers
     werden nicht gestartet``) are attached to the finding that causes them (``backend_log``).
 
-    The JSON shape is documented at the top of this section of ``_modules/serverfix.py``; the
-    default outputter ``serverfix_report`` prints it as a table. Secrets never appear.
+    The default outputter ``serverfix_report`` prints a table; ``--out=json`` gives this shape
+    (stable: keys may be added, none renamed or removed; secret values never appear)::
+
+        {"function": "diagnose", "version": 1,
+         "ok": true when there is no critical and no warning finding,
+         "duration_ms": int,
+         "counts": {"critical": int, "warning": int, "info": int},
+         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int, "swap_file": str},
+         "findings": [                        # critical first, then warning, then info
+             {"id": str, "severity": "critical" | "warning" | "info",
+              "title": str,                   # one line for a person
+              "evidence": {name: number | string | bool | list | mapping},
+              "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null, "hint": str}}]}
 
     config
         The merged settings (as map.jinja renders them, a mapping or JSON); by default
@@ -1378,8 +1375,18 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
     runs with the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
     serverfix:verify:requests times, median against serverfix:verify:limit_ms).
 
-    The salt return code is 1 when a check fails. JSON shape: see the top of this section of
-    ``_modules/serverfix.py``; the default outputter ``serverfix_report`` prints a table.
+    The salt return code is 1 when a check fails. The default outputter ``serverfix_report``
+    prints a table; ``--out=json`` gives this shape (stable: keys may be added, none renamed or
+    removed; secret values never appear)::
+
+        {"function": "verify", "version": 1,
+         "ok": true when no check has status "fail",
+         "duration_ms": int,
+         "counts": {"fail": int, "warn": int, "pass": int, "skip": int, "info": int},
+         "settings": {...as diagnose},
+         "checks": [                          # always all of them, in the order above
+             {"id": str, "status": "pass" | "fail" | "warn" | "skip" | "info",
+              "title": str, "evidence": {...}, "fix": {"state": ..., "pillar": ..., "hint": str}}]}
 
     config
         The merged settings (map.jinja); by default defaults.yaml merged with the pillar.

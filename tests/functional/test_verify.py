@@ -216,3 +216,24 @@ def test_report_shape_is_stable(modules, workdir, pm2):
         assert list(check) == ["id", "status", "title", "evidence", "fix"]
     assert "missing.env does not exist" in report["checks"][4]["title"]
 
+
+
+def test_secret_env_values_never_shown(modules, workdir, pm2):
+    """REDIS_PASSWORD, keys in serverfix:dotenv:secret_keys and secret-looking names (dotenv's rule)."""
+    env_file = write_env(workdir / "secrets" / ".env", {"JWT_SECRET": "old-jwt-value-1", "API_SIGNING": "old-sig-22",
+                                                        "REDIS_PASSWORD": "old-redis-pw-3", "APP_MODE": "dev"})
+    config = settings(dotenv={"file": str(env_file), "secret_keys": ["API_SIGNING"],
+                              "extra": {"JWT_SECRET": "new-jwt-value-1", "API_SIGNING": "new-sig-22",
+                                        "APP_MODE": "production"}},
+                      pm2={"home": str(pm2.home), "bin": pm2.bin},
+                      redis={"port": free_port(), "password": "new-redis-pw-3"})
+    verify = modules.serverfix.verify(config=config)
+    diagnose = modules.serverfix.diagnose(config=config)
+    env_check = next(c for c in verify["checks"] if c["id"] == "env-keys")
+    assert env_check["evidence"]["different"]["APP_MODE"] == {"found": "dev", "wanted": "production"}
+    for key in ("JWT_SECRET", "API_SIGNING", "REDIS_PASSWORD"):
+        assert env_check["evidence"]["different"][key] == {"found": "<secret>", "wanted": "<secret>"}
+        assert env_check["evidence"]["wanted"][key] == "<secret>"
+    text = json.dumps([verify, diagnose])
+    for value in ("jwt-value-1", "sig-22", "redis-pw-3"):
+        assert value not in text
