@@ -528,7 +528,7 @@ def backup(path, keep=5):
 
 
 def _load(path, create):
-    """(text, stat) of the file, or ('', None) when it is missing and may be created."""
+    """(content bytes, stat) of the file, or (b'', None) when it is missing and may be created."""
     problems = preflight(path, create=create)
     if problems:
         raise CommandExecutionError("; ".join(problems) + "; nothing was changed")
