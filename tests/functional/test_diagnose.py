@@ -239,3 +239,11 @@ def test_report_shape_is_stable(modules, before, swaps):
         assert list(finding) == ["id", "severity", "title", "evidence", "fix"]
         assert list(finding["fix"]) == ["state", "pillar", "hint"]
         json.dumps(finding)  # plain data only
+
+
+def test_one_pm2_call_per_run(modules, before, swaps):
+    """pm2 costs ~0.3 s per CLI call: diagnose and verify make exactly one (``jlist``)."""
+    for function in (modules.serverfix.diagnose, modules.serverfix.verify):
+        modules.pm2.calls(reset=True)
+        function(config=before, proc_swaps=swaps["none"])
+        assert modules.pm2.calls()["commands"] == ["jlist"], function
