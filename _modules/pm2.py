@@ -33,6 +33,7 @@ CACHE_KEY = "pm2.jlist"
 SECRETS_KEY = "pm2.secrets"
 CALLS_KEY = "pm2.calls"
 NAMES_KEY = "pm2.names"
+STALE_KEY = "pm2.stale"
 SANE_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 # nvm/volta/npm-prefix installs the operator may have used; '~' is the owning user's home
 USER_BIN_GLOBS = ["~/.npm-global/bin", "~/.local/bin", "~/.volta/bin", "~/.nvm/versions/node/*/bin",
@@ -48,7 +49,6 @@ SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|AUTH|CREDENTIAL|PRIVATE|COOK
 SECRET_ASSIGN_RE = re.compile(r"((?:password|passwd|pwd|secret|token|api[_-]?key)\w*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;]+)",
                               re.IGNORECASE)
 URL_CREDENTIALS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)@", re.IGNORECASE)
-MUTATING = ("stop", "delete", "restart", "save")
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -368,14 +368,20 @@ def _run(args, user, pm2_home, pm2_bin, timeout=120):
         ignore_retcode=True, timeout=timeout)
     log.debug("pm2 %s as %s (%s): rc %s in %.2fs", args[0], user, pm2_home, ret["retcode"],
               time.monotonic() - started)
-    if args[0] in MUTATING:
-        _forget(user, pm2_home)
+    if args[0] in ("stop", "restart", "delete"):
+        # that app's pid/status/uptime changed: the next read asks pm2 again
+        __context__.setdefault(STALE_KEY, {}).setdefault((user, pm2_home), set()).add(args[1])  # pylint: disable=undefined-variable
     return ret
 
 
-def _forget(user, pm2_home):
-    """Drop the cached list after a change: the next read asks pm2 again."""
-    __context__.get(CACHE_KEY, {}).pop((user, pm2_home), None)  # pylint: disable=undefined-variable
+def _forget(user, pm2_home, name):
+    """``name`` is gone: drop it from the cached list (deleting one app changes no other; `save`
+    changes none), so the next state of the run needs no new ``jlist``."""
+    cached = __context__.get(CACHE_KEY, {}).get((user, pm2_home))  # pylint: disable=undefined-variable
+    if cached is not None:
+        cached[:] = [p for p in cached if p["name"] != name]
+    __context__.get(STALE_KEY, {}).get((user, pm2_home), set()).discard(name)  # pylint: disable=undefined-variable
+    __context__.get(NAMES_KEY, {}).get((user, pm2_home), (set(), set()))[0].discard(name)  # pylint: disable=undefined-variable
 
 
 def _fail(what, ret, user, pm2_home):
@@ -457,7 +463,8 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
     and ``source`` (``jlist``, or ``dump`` when no daemon runs: then nothing runs and the saved
     list is shown as ``stopped``, without starting a daemon).
 
-    One ``pm2 jlist`` per run: the result is cached in ``__context__`` until a mutating call.
+    One ``pm2 jlist`` per run: the result is cached in ``__context__``; a stop or restart makes
+    the next read ask pm2 again, a delete just drops that app from the cached list.
 
     CLI Example:
 
@@ -467,8 +474,10 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
     """
     cache = __context__.setdefault(CACHE_KEY, {})  # pylint: disable=undefined-variable
     key = (user, pm2_home)
-    if key in cache and not refresh:
+    stale = __context__.setdefault(STALE_KEY, {}).setdefault(key, set())  # pylint: disable=undefined-variable
+    if key in cache and not refresh and not stale:
         return [dict(p) for p in cache[key]]
+    stale.clear()
     _check_home_owner(user, pm2_home)
     if daemon_pid(user, pm2_home) is None:
         raws, source = _dump_entries(pm2_home)[1], "dump"
@@ -612,7 +621,7 @@ def delete(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
     ret = _run(["delete", name], user, pm2_home, pm2_bin)
     if ret["retcode"] != 0:
         _fail(f"delete {name}", ret, user, pm2_home)
-    __context__.get(NAMES_KEY, {}).get((user, pm2_home), (set(), set()))[0].discard(name)  # pylint: disable=undefined-variable
+    _forget(user, pm2_home, name)
     return True
 
 
@@ -681,7 +690,7 @@ def unsave(name, user="root", pm2_home="/root/.pm2", backup_keep=5):
     data = json.dumps(kept, indent=2, ensure_ascii=False).encode("utf-8")
     __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
         dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid)
-    _forget(user, pm2_home)
+    _forget(user, pm2_home, name)
     return removed
 
 
