@@ -9,6 +9,7 @@ Swap is kernel-global (other tests switch it on and off concurrently): the "no s
 """
 
 import json
+import time
 
 import pytest
 
@@ -63,7 +64,10 @@ def before(workdir, pm2):
 
 
 def test_before_server_reports_exactly_the_runbooks_four_problems(modules, before, swaps):
+    start = time.perf_counter()
     report = modules.serverfix.diagnose(config=before, proc_swaps=swaps["none"])
+    wall = time.perf_counter() - start
+    print(f"\nbefore: diagnose {wall:.3f} s:", [(f["id"], f["severity"]) for f in report["findings"]])
     assert problems(report) == {
         "redis-not-running": "critical",
         "env-queue-config": "critical",

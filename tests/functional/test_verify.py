@@ -92,6 +92,7 @@ def test_before_server_fails(modules, workdir, pm2):
         start = time.perf_counter()
         report = modules.serverfix.verify(config=config)
         wall = time.perf_counter() - start
+        print(f"\nbefore: verify {wall:.3f} s: {statuses(report)}")
     finally:
         pm2.delete("prisma-studio")
         pm2.delete("before-backend")
@@ -161,7 +162,10 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             assert set(statuses(report).values()) == {"pass", "info"}, json.dumps(report["checks"], indent=1)
             assert report["ok"] is True and wall < 2.0
 
+            start = time.perf_counter()
             diagnosis = modules.serverfix.diagnose(config=config)  # the real /proc/swaps: ours is active
+            print(f"\nafter: verify {wall:.3f} s: {statuses(report)}\nafter: diagnose "
+                  f"{time.perf_counter() - start:.3f} s: {[(f['id'], f['severity']) for f in diagnosis['findings']]}")
             assert problems(diagnosis) == {}, diagnosis["findings"]
 
             ret = states.serverfix.verified(name="serverfix-verified", config=config)
