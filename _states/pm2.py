@@ -28,6 +28,9 @@ ALLOW_HINT = "pillar='{\"serverfix\": {\"backend\": {\"restart\": true}}}'"
 STABLE_SECONDS = 1.0  # pm2 says "online" right after a restart even when the app dies a moment later
 POLL_SECONDS = 0.4
 REPORT_LINES = 20
+# after our restart, any of these means the app exited ("waiting restart": it crashed and
+# pm2 waits out --restart-delay; "one-launch-status": it exited and autorestart is off)
+DOWN_STATUSES = ("errored", "stopped", "stopping", "waiting restart", "one-launch-status")
 
 
 def __virtual__():
@@ -234,7 +237,7 @@ def _restart_and_wait(name, user, pm2_home, pm2_bin, patterns, timeout, stop_fir
         failed = ""
         if not procs:
             failed = "it left pm2's list"
-        elif any(p["status"] in ("errored", "stopped", "stopping") for p in procs):
+        elif any(p["status"] in DOWN_STATUSES for p in procs):
             failed = "it is " + ", ".join(sorted({p["status"] for p in procs}))
         elif any(p["restart_time"] > before.get(p["pm_id"], p["restart_time"]) + 1 for p in procs):
             failed = "it crashed after the restart (pm2 restarted it again)"
@@ -259,12 +262,17 @@ def _restart_and_wait(name, user, pm2_home, pm2_bin, patterns, timeout, stop_fir
 def _rollback_backup(env_file, since):
     """
     The .env the app was running with before this change: the oldest serverfix backup made
-    after the app's last start (the dotenv state backs the file up before each change, so
-    it is the one from this run, or from a run without restart consent).
+    after the app's last start that differs from the current file (the dotenv state backs the
+    file up before each change: the backup from this run, or from a run without restart consent).
     """
-    backups = __utils__["serverfix_files.list_backups"](env_file)  # pylint: disable=undefined-variable
-    fresh = [b for b in backups if os.stat(b).st_mtime >= since - 1]
-    return fresh[0] if fresh else None
+    with open(env_file, "rb") as handle:
+        current = handle.read()
+    for path in __utils__["serverfix_files.list_backups"](env_file):  # pylint: disable=undefined-variable
+        if os.stat(path).st_mtime >= since:
+            with open(path, "rb") as handle:
+                if handle.read() != current:
+                    return path
+    return None
 
 
 def _rollback(name, env_file, since, user, pm2_home, pm2_bin, timeout, backup_keep, detected):
@@ -274,7 +282,8 @@ def _rollback(name, env_file, since, user, pm2_home, pm2_bin, timeout, backup_ke
                                       f"app's start ({_when(since)}): nothing to restore, not restarted again")
     with open(source, "rb") as handle:
         previous = handle.read()
-    failed_copy = __utils__["serverfix_files.backup"](env_file, keep=backup_keep)  # pylint: disable=undefined-variable
+    # kept under its own tag: never taken for "the .env the app ran with" by a later rollback
+    failed_copy = __utils__["serverfix_files.backup"](env_file, keep=backup_keep, tag="failed")  # pylint: disable=undefined-variable
     __utils__["serverfix_files.atomic_write"](env_file, previous)  # pylint: disable=undefined-variable
     # the previous .env may not enable what the ready lines announce: online and stable is the bar
     outcome = _restart_and_wait(name, user, pm2_home, pm2_bin, (), timeout, stop_first=True)

@@ -214,9 +214,17 @@ def test_crash_after_restart_rolls_back(states, modules, box, backend):
     time.sleep(1.2)
     again = box.procs(APP)[0]
     assert again["pid"] == first["pid"] and again["pm2_env"]["restart_time"] == first["pm2_env"]["restart_time"]
+    assert ".env.failed-" in rollback["failed_env_saved_as"]
     print(f"\nrollback: failed restart detected -> app recovered in {rollback['seconds_to_recover']}s "
           f"(whole state {elapsed:.1f}s)")
     assert rollback["seconds_to_recover"] < 10
+
+    # the next run edits the .env again: the rollback must pick the .env the app ran with again,
+    # never the failing copy it kept the last time
+    _phase2(modules, backend)
+    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True))
+    assert ret.result is False and ret.changes["rollback"]["recovered"] is True, ret
+    assert backend.read_text(encoding="utf-8") == ENV_BEFORE
 
 
 def test_shadowed_env_fails_or_warns(states, modules, box, backend):
