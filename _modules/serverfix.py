@@ -761,8 +761,9 @@ class _Facts:
 
     @functools.cached_property
     def log_state(self):
-        """Ready lines and troubleshooting symptoms written since the backend's last start; a symptom
-        counts only when no ready line follows it in the same file (each file is in time order)."""
+        """Ready lines and troubleshooting symptoms written since the backend's last start. A symptom
+        counts unless every ready line follows it in the same file (each file is in time order): a
+        reconnect ("Redis-Verbindung hergestellt") does not start the workers that were skipped."""
         ready = self.cfg["backend"]["ready_patterns"]
         ready_seen = {pattern: False for pattern in ready}
         symptoms = {}
@@ -770,11 +771,12 @@ class _Facts:
             if not log_file["since_start"]:
                 continue
             lines = log_file["lines"]
-            last_ready = max((i for i, line in enumerate(lines) if any(p in line for p in ready)), default=-1)
+            last = {p: max((i for i, line in enumerate(lines) if p in line), default=-1) for p in ready}
+            all_ready_after = min(last.values(), default=-1)
             for pattern in ready:
-                ready_seen[pattern] |= any(pattern in line for line in lines)
+                ready_seen[pattern] |= last[pattern] >= 0
             for symptom in LOG_SYMPTOMS:
-                hits = [i for i, line in enumerate(lines) if symptom["pattern"] in line and i > last_ready]
+                hits = [i for i, line in enumerate(lines) if symptom["pattern"] in line and i > all_ready_after]
                 if hits:
                     hit = symptoms.setdefault(symptom["id"], {"symptom": symptom, "count": 0, "line": ""})
                     hit["count"] += len(hits)
@@ -1308,7 +1310,7 @@ def _verify_backend_ready(facts):
     elif facts.restart_pending:
         title = f"{backend} started before the .env changed: it still runs with the old settings"
     elif symptoms:
-        title = f"{backend}'s log shows {', '.join(repr(s) for s in symptoms)} after its last ready line"
+        title = f"{backend}'s log shows {', '.join(repr(s) for s in symptoms)} not followed by the ready lines"
     else:
         title = (f"{backend} has not logged {', '.join(repr(p) for p in missing)} since its start"
                  + (f" ({error})" if error else ""))

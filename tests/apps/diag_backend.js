@@ -18,32 +18,46 @@ function queue() {
   }
   const host = process.env.REDIS_HOST || '127.0.0.1';
   const port = Number(process.env.REDIS_PORT || 6379);
-  // one address, no fallback to the next one: the IPv4/IPv6 pitfall shows as it did on the server
-  const socket = net.connect({ host, port, autoSelectFamily: false });
-  let buffer = '';
-  socket.on('connect', () => {
-    const password = process.env.REDIS_PASSWORD || '';
-    if (password) socket.write(`*2\r\n$4\r\nAUTH\r\n$${Buffer.byteLength(password)}\r\n${password}\r\n`);
-    socket.write('*1\r\n$4\r\nPING\r\n');
-  });
-  socket.on('data', (data) => {
-    buffer += data.toString();
-    if (buffer.includes('+PONG')) {
-      console.log('[Queue Service] ✅ Redis-Verbindung hergestellt');
-      console.log('[Queue Service] ✅ Redis bereit');
-      console.log('[Queue] ✅ Workers gestartet');
-      console.log(`[Queue] Concurrency: ${process.env.QUEUE_CONCURRENCY || 1} Jobs parallel`);
-      socket.end();
-    } else if (buffer.startsWith('-')) {
-      console.error(`[Queue Service] Redis-Verbindungsfehler: ${buffer.trim().split(' ')[0].slice(1)}`);
+  const password = process.env.REDIS_PASSWORD || '';
+  let workers = null; // decided once, at start, as the real backend does
+  let lastError = '';
+  const connect = () => {
+    // one address, no fallback to the next one: the IPv4/IPv6 pitfall shows as it did on the server
+    const socket = net.connect({ host, port, autoSelectFamily: false });
+    let buffer = '';
+    socket.on('connect', () => {
+      if (password) socket.write(`*2\r\n$4\r\nAUTH\r\n$${Buffer.byteLength(password)}\r\n${password}\r\n`);
+      socket.write('*1\r\n$4\r\nPING\r\n');
+    });
+    socket.on('data', (data) => {
+      buffer += data.toString();
+      if (buffer.includes('+PONG')) {
+        console.log('[Queue Service] ✅ Redis-Verbindung hergestellt');
+        if (workers === null) {
+          workers = true;
+          console.log('[Queue Service] ✅ Redis bereit');
+          console.log('[Queue] ✅ Workers gestartet');
+          console.log(`[Queue] Concurrency: ${process.env.QUEUE_CONCURRENCY || 1} Jobs parallel`);
+        }
+        socket.end();
+      } else if (buffer.startsWith('-')) {
+        fail(new Error(buffer.trim().split(' ')[0].slice(1)));
+        socket.end();
+      }
+    });
+    socket.on('error', fail);
+  };
+  // like ioredis: log an error when it changes, retry until Redis answers; the workers stay off
+  function fail(err) {
+    if (err.message !== lastError) console.error(`[Queue Service] Redis-Verbindungsfehler: ${err.message}`);
+    lastError = err.message;
+    if (workers === null) {
+      workers = false;
       console.log('[Queue] ⚠️ Redis nicht verfügbar - Workers werden nicht gestartet');
-      socket.end();
     }
-  });
-  socket.on('error', (err) => {
-    console.error(`[Queue Service] Redis-Verbindungsfehler: ${err.message}`);
-    console.log('[Queue] ⚠️ Redis nicht verfügbar - Workers werden nicht gestartet');
-  });
+    setTimeout(connect, 200);
+  }
+  connect();
 }
 
 console.log(`[Server] intranet backend stand-in starting (pid ${process.pid})`);
