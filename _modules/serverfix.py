@@ -653,15 +653,18 @@ class _Facts:
 
     @functools.cached_property
     def redis_target(self):
-        """Host, port and password the backend uses: the .env's REDIS_* keys, else the pillar's."""
+        """Host, port and password the backend uses: the .env's REDIS_* keys; before Phase 2 wrote
+        them, the pillar's (what Phase 2 will write)."""
         env = self.env[0] or {}
         redis = self.cfg["redis"]
+        from_env = "REDIS_HOST" in env or "REDIS_PORT" in env
         port = env.get("REDIS_PORT", "")
         return {
             "host": env.get("REDIS_HOST") or str(redis["host"]),
             "port": int(port) if str(port).isdigit() and 0 < int(port) < 65536 else int(redis["port"]),
-            "password": env["REDIS_PASSWORD"] if "REDIS_PASSWORD" in env else str(redis["password"] or ""),
-            "source": ".env" if "REDIS_HOST" in env or "REDIS_PORT" in env else "pillar",
+            # without REDIS_PASSWORD in its .env the backend sends no password
+            "password": env.get("REDIS_PASSWORD", "") if from_env else str(redis["password"] or ""),
+            "source": ".env" if from_env else "pillar",
         }
 
     @functools.cached_property
@@ -692,14 +695,16 @@ class _Facts:
 
     @functools.cached_property
     def eviction_policy(self):
+        """``(policy, error)``: what the running Redis says, else its config file (CONFIG may be renamed)."""
         if not self.ping["ok"]:
             return None, "Redis does not answer"
         reply, error = self._redis("CONFIG", "GET", "maxmemory-policy")
-        if error:
-            return None, error
-        if isinstance(reply, list) and len(reply) == 2:
+        if error is None and isinstance(reply, list) and len(reply) == 2:
             return reply[1], None
-        return None, f"CONFIG GET answered {str(reply)[:60]!r} (CONFIG renamed or not allowed?)"
+        conf, conf_error = _call("redis_server.config_get", self.cfg["redis"]["config"])
+        if conf:  # Redis' default when the file does not set it
+            return conf.get("maxmemory-policy", "noeviction"), None
+        return None, f"CONFIG GET: {error or str(reply)[:60]!r}; {conf_error}"
 
     @functools.cached_property
     def package_installed(self):
