@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/replica.sh build|golden|up|down|reboot|ssh CMD...|env|status|clean
+# scripts/replica.sh build|golden|image|up|down|reboot|ssh CMD...|env|status|clean
 #
 # The local replica of the server: a throwaway Debian 12 host with systemd as PID 1 (systemd-nspawn),
 # sshd, Node.js, npm and pm2 (`pm2 startup systemd`), running the replica backend stand-in
@@ -8,6 +8,7 @@
 #
 #   build   debootstrap + packages + pm2 + the stand-in's node_modules -> base-<key>.tar.zst (cached, ~3 min)
 #   golden  base + stand-in sources + "before" fixture (pm2 processes saved) -> golden-<key>.img (cached, ~10 s)
+#   image   build and golden, only what is missing or stale
 #   up      boot a fresh copy of the golden image (~3 s); builds what is missing or stale first
 #   down    stop it and undo everything on the host (swap, sysctls, NAT, cgroups, loop mount, run dir)
 #   reboot  reboot the guest and wait until it is back
@@ -312,6 +313,7 @@ EOF
 case ${1:-} in
   build) build ;;
   golden) golden ;;
+  image) [ -f "$(GOLDEN)" ] && say "image: $(GOLDEN) (cached)" || golden ;;
   up) up ;;
   down) down ;;
   boot) boot ;;
@@ -320,5 +322,5 @@ case ${1:-} in
   env) env_facts ;;
   status) [ -f "$RUN/nspawn.pid" ] && { say "$NAME is up: root@$IP"; exit 0; }; say "$NAME is down"; exit 3 ;;
   clean) down; rm -f "$W"/base-*.tar.zst "$W"/golden-*.img ;;
-  *) echo "usage: $0 build|golden|up|down|reboot|ssh CMD...|env|status|clean" >&2; exit 2 ;;
+  *) echo "usage: $0 build|golden|image|up|down|reboot|ssh CMD...|env|status|clean" >&2; exit 2 ;;
 esac
