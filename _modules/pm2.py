@@ -336,15 +336,9 @@ def calls(reset=False):
 
 def _argv(args, user, pm2_home, pm2_bin):
     entry = _user_entry(user)
-    env = {
-        "HOME": entry.pw_dir,
-        "USER": entry.pw_name,
-        "LOGNAME": entry.pw_name,
-        "PATH": _path_for(pm2_bin),
-        "PM2_HOME": pm2_home,
-        "LANG": "C.UTF-8",
-    }
-    # a clean environment: `restart --update-env` copies the CLI's whole environment into the app
+    # a clean, minimal environment: `restart --update-env` merges the CLI's whole environment
+    # into the app's, so nothing of the minion's may be in it (and no LANG/USER to change)
+    env = {"HOME": entry.pw_dir, "PATH": _path_for(pm2_bin), "PM2_HOME": pm2_home}
     command = ["env", "-i"] + [f"{k}={v}" for k, v in env.items()] + [pm2_bin] + list(args)
     if os.geteuid() == entry.pw_uid:
         return command

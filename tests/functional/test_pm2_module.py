@@ -145,3 +145,15 @@ def test_root_daemon_in_user_home_is_named(modules):
         assert any("runs as root, not as serverfix:pm2:user" in e and "pm2 kill" in e for e in errors), errors
         with pytest.raises(CommandExecutionError, match="runs as root"):
             modules.pm2.list(**_kw(box))
+
+
+def test_restart_update_env_brings_nothing_of_the_minion(modules, box, monkeypatch):
+    # `--update-env` merges the CLI's environment into the app's: it must be clean and minimal
+    monkeypatch.setenv("MINION_ONLY_SECRET", "leak-me-not")
+    box.start("prisma-studio", env={"LANG": "de_DE.UTF-8"})
+    before = box.procs("prisma-studio")[0]["pm2_env"]["env"]
+    modules.pm2.restart("prisma-studio", **_kw(box))
+    after = box.procs("prisma-studio")[0]["pm2_env"]["env"]
+    assert "MINION_ONLY_SECRET" not in after and after["LANG"] == "de_DE.UTF-8"
+    assert set(after) == set(before)
+    assert box.procs("prisma-studio")[0]["pm2_env"]["restart_time"] == 1
