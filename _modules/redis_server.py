@@ -14,6 +14,8 @@ import subprocess
 import tarfile
 import tempfile
 
+import salt.utils.data
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "redis_server"
@@ -246,7 +248,10 @@ def command(*args, host="127.0.0.1", port=6379, password=None, timeout=2.0):
 
 
 def _pillar_password():
-    return __salt__["pillar.get"]("serverfix:redis:password", "")  # pylint: disable=undefined-variable
+    # __pillar__, not pillar.get: Salt 3008's pillar.get returns masked values to modules
+    return salt.utils.data.traverse_dict_and_list(
+        __pillar__, "serverfix:redis:password", ""  # pylint: disable=undefined-variable
+    )
 
 
 def ping(host="127.0.0.1", port=6379, password=None, timeout=2.0):

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
+import salt.utils.data
 import salt.utils.yaml
 from salt.exceptions import CommandExecutionError
 
@@ -220,7 +221,7 @@ def _suggest(key, known):
 
 
 def _show(value, rule):
-    return SECRET if rule.secret else repr(value)
+    return SECRET if rule.secret else repr(_plain(value))
 
 
 def validate_pillar(pillar=None):
@@ -242,7 +243,7 @@ def validate_pillar(pillar=None):
         salt-call --local serverfix.validate_pillar pillar='{"redis": {"port": 70000}}'
     """
     if pillar is None:
-        pillar = __pillar__.get(PILLAR_KEY, {})  # pylint: disable=undefined-variable
+        pillar = _plain(__pillar__.get(PILLAR_KEY, {}))  # pylint: disable=undefined-variable
     if pillar in (None, ""):
         return []
     if not isinstance(pillar, dict):
@@ -297,7 +298,9 @@ def redis_bind_addresses(bind=None):
         salt '*' serverfix.redis_bind_addresses '["127.0.0.1", "-::1"]'
     """
     if bind is None:
-        bind = __salt__["pillar.get"](f"{PILLAR_KEY}:redis:bind", ["127.0.0.1", "-::1"])  # pylint: disable=undefined-variable
+        bind = salt.utils.data.traverse_dict_and_list(  # not pillar.get: it masks values for modules
+            __pillar__, f"{PILLAR_KEY}:redis:bind", ["127.0.0.1", "-::1"]  # pylint: disable=undefined-variable
+        )
     ipv6 = _has_ipv6_loopback()
     return [addr for addr in bind if ipv6 or ":" not in addr]
 
