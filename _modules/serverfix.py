@@ -405,7 +405,6 @@ def preflight(config, pillar=None):
 
 __outputter__ = {"diagnose": "serverfix_report", "verify": "serverfix_report"}
 
-DEFAULTS_SOURCE = "salt://serverfix/defaults.yaml"
 REPORT_VERSION = 1
 SEVERITY_ORDER = ("critical", "warning", "info")
 VERIFY_CHECKS = ("redis-service", "redis-ping", "redis-loopback-only", "redis-eviction-policy", "env-keys",
@@ -457,12 +456,8 @@ def _merge_settings(defaults, given):
 
 
 def _defaults():
-    """defaults.yaml from the file server (cached per run); ``None`` when it cannot be fetched."""
-    if "serverfix.defaults" not in __context__:  # pylint: disable=undefined-variable
-        text, _ = _call("cp.get_file_str", DEFAULTS_SOURCE)
-        data = salt.utils.yaml.safe_load(text) if text else None
-        __context__["serverfix.defaults"] = (data or {}).get(PILLAR_KEY)  # pylint: disable=undefined-variable
-    return __context__["serverfix.defaults"]  # pylint: disable=undefined-variable
+    """defaults.yaml as shipped with the custom modules (also on a salt-ssh target)."""
+    return __utils__["serverfix_defaults.defaults"]()  # pylint: disable=undefined-variable
 
 
 def _plain(value):
@@ -487,14 +482,6 @@ def _settings(config):
         given = _plain(__pillar__.get(PILLAR_KEY, {}))  # pylint: disable=undefined-variable
         errors = validate_pillar(given)
         config = given if isinstance(given, dict) else {}
-    if defaults is None:
-        missing = [f"{PILLAR_KEY}:{section}" for section in PILLAR_SCHEMA if section not in config]
-        if missing:
-            raise CommandExecutionError(
-                f"cannot read {DEFAULTS_SOURCE} (no file server here: salt-ssh runs module calls on the "
-                f"target without it) and the settings lack {', '.join(missing)}: pass "
-                "config=<the merged settings (defaults.yaml + pillar) as JSON>")
-        return config, errors
     return _merge_settings(defaults, config), errors
 
 

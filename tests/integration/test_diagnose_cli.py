@@ -117,12 +117,11 @@ def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
 
 
 def test_salt_ssh_with_config(salt_ssh_cli, world):
-    """salt-ssh runs modules on the target without the master's file server or pillar: the operator
-    passes the merged settings as ``config`` (as the replica tests do); without them the error says so."""
+    """salt-ssh runs modules on the target without the master's file server: the defaults travel with
+    the custom modules (_utils) and the target's pillar is merged over them; ``config`` overrides both."""
     config = deep_merge(DEFAULTS, world["pillar"])
     ret = salt_ssh_cli.run("serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}")
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
-    bare = salt_ssh_cli.run("serverfix.verify")
-    assert bare.returncode != 0
-    assert "pass config=" in json.dumps(bare.data) + bare.stdout + bare.stderr
+    bare = salt_ssh_cli.run("serverfix.verify")  # the integration pillar + shipped defaults
+    assert isinstance(bare.data, dict) and {c["id"] for c in bare.data["checks"]} >= {"redis-ping", "env-keys"}

@@ -14,12 +14,15 @@ import salt.config
 from tests.conftest import DEFAULTS, MODULES_DIR, REPO, deep_merge, import_salt_module
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
+serverfix_defaults = import_salt_module(REPO / "_utils" / "serverfix_defaults.py", "serverfix_test_defaults_util")
 report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output")
 
 
 @pytest.fixture
 def configure_loader_modules():
-    return {serverfix: {"__salt__": {}, "__context__": {}, "__pillar__": {}, "__opts__": {}}}
+    return {serverfix: {"__salt__": {}, "__context__": {}, "__opts__": {},
+                        "__pillar__": {"serverfix": {"queue": {"concurrency": 7}}},
+                        "__utils__": {"serverfix_defaults.defaults": serverfix_defaults.defaults}}}
 
 
 @pytest.fixture
@@ -46,9 +49,11 @@ def test_verify_without_the_other_modules(config):
     assert report["ok"] is False
 
 
-def test_without_config_or_file_server_the_error_says_what_to_do():
-    with pytest.raises(serverfix.CommandExecutionError, match="pass config="):
-        serverfix.diagnose()
+def test_without_config_the_pillar_is_merged_over_the_shipped_defaults():
+    # no file server needed (a salt-ssh target has none): the defaults travel with _utils
+    settings, errors = serverfix._settings(None)  # pylint: disable=protected-access
+    assert errors == []
+    assert settings == deep_merge(DEFAULTS, {"queue": {"concurrency": 7}})
 
 
 def test_settings_merge_like_map_jinja():

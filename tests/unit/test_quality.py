@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DEFAULTS, REPO
+from tests.conftest import DEFAULTS, REPO, import_salt_module
 
 CUSTOM_DIRS = ("_modules", "_states", "_utils", "_output")
 BIN = Path(sys.executable).parent
@@ -87,3 +87,9 @@ def test_file_root_links_custom_module_dirs(link):
     # the only file root is formula/: salt-ssh and saltutil.sync_all find the modules through these
     path = REPO / "formula" / link
     assert path.is_symlink() and path.resolve() == (REPO / link).resolve()
+
+
+def test_shipped_defaults_match_defaults_yaml():
+    # salt-ssh targets get the defaults from _utils/serverfix_defaults.py, generated from the YAML
+    gen = import_salt_module(REPO / "scripts" / "gen-defaults.py", "serverfix_gen_defaults")
+    assert gen.TARGET.read_text(encoding="utf-8") == gen.render(), "run scripts/gen-defaults.py and commit"
