@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -149,9 +150,14 @@ def _env_secrets(env):
     return found
 
 
+def _pillar(key, default=""):
+    # __pillar__, not pillar.get: Salt 3008's pillar.get hands modules masked values ("**********")
+    return salt.utils.data.traverse_dict_and_list(__pillar__, key, default)  # pylint: disable=undefined-variable
+
+
 def _known_secrets(user, pm2_home):
     found = set(__context__.get(SECRETS_KEY, {}).get((user, pm2_home), ()))  # pylint: disable=undefined-variable
-    password = __salt__["pillar.get"]("serverfix:redis:password", "")  # pylint: disable=undefined-variable
+    password = _pillar("serverfix:redis:password")
     if password:
         found.add(str(password))
     return found
@@ -203,7 +209,7 @@ def find_bin(pm2_bin="", user="root"):
 
         salt '*' pm2.find_bin user=deploy
     """
-    pm2_bin = pm2_bin or __salt__["pillar.get"](BIN_KEY, "")  # pylint: disable=undefined-variable
+    pm2_bin = pm2_bin or _pillar(BIN_KEY)
     if pm2_bin:
         if not os.path.isabs(pm2_bin) or not os.path.isfile(pm2_bin) or not os.access(pm2_bin, os.X_OK):
             raise CommandExecutionError(

@@ -18,6 +18,7 @@ import os
 import re
 import time
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def _redis_started(host, port):
     """Epoch when Redis started (from ``INFO server``), or None when it cannot be asked."""
     if not host or "redis_server.command" not in __salt__:  # pylint: disable=undefined-variable
         return None
-    password = __salt__["pillar.get"]("serverfix:redis:password", "") or None  # pylint: disable=undefined-variable
+    # __pillar__, not pillar.get: Salt 3008's pillar.get hands modules masked values
+    password = salt.utils.data.traverse_dict_and_list(
+        __pillar__, "serverfix:redis:password", "") or None  # pylint: disable=undefined-variable
     try:
         info = __salt__["redis_server.command"]("INFO", "server", host=host, port=port,  # pylint: disable=undefined-variable
                                                 password=password)

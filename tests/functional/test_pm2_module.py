@@ -9,11 +9,20 @@ import os
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.conftest import node_tool
 from tests.functional.pm2_support import alive, sandbox, system_user
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
 SECRET = "tok-9f8e7d6c5b4a"
+PILLAR_PASSWORD = "pillar-pw-5678"
+
+
+@pytest.fixture(scope="module")
+def pillar_root(make_pillar):
+    # a real pillar: Salt 3008's pillar.get would hand the module '**********' for these
+    return make_pillar("test_pm2_module", {"redis": {"password": PILLAR_PASSWORD},
+                                           "pm2": {"bin": node_tool("pm2")}})
 
 
 @pytest.fixture
@@ -86,6 +95,11 @@ def test_log_tail_reads_files_and_masks(modules, box, tmp_path):
     assert "Redis connection failed" in text and "intranet stand-in started" in text
     assert "hunter2-redis-pw" not in text and "redis://:<secret>@127.0.0.1:6390" in text
     assert modules.pm2.mask("x sess-0123456789 y", user=box.user, pm2_home=str(box.home)) == "x <secret> y"
+    # the pillar's Redis password, however the app prints it
+    with open(modules.pm2.log_paths("intranet-backend", **_kw(box))[0], "a", encoding="utf-8") as log:
+        log.write(f"auth failed with {PILLAR_PASSWORD} (plain)\n")
+    tail = modules.pm2.log_tail("intranet-backend", lines=5, **_kw(box))
+    assert "auth failed with <secret> (plain)" in tail and PILLAR_PASSWORD not in "\n".join(tail)
     assert modules.pm2.calls()["commands"] == ["jlist"]  # the lines come from the files, not `pm2 logs`
 
 
@@ -99,6 +113,8 @@ def test_banner_noise_before_json(modules, box):
 def test_version_without_calling_pm2(modules, box):
     modules.pm2.calls(reset=True)
     assert modules.pm2.version(box.bin) == "7.0.4"
+    assert modules.pm2.find_bin() == box.bin  # '' means the pillar's serverfix:pm2:bin, then a search
+    assert modules.pm2.version() == "7.0.4"
     assert modules.pm2.calls()["total"] == 0 and box.daemon_pid() is None
 
 

@@ -38,7 +38,7 @@ RAW = [{
 
 @pytest.fixture
 def configure_loader_modules():
-    return {pm2: {"__salt__": {"pillar.get": lambda key, default="": default}, "__context__": {}}}
+    return {pm2: {"__pillar__": {}, "__context__": {}}}
 
 
 @pytest.mark.parametrize("noise", ["", SPAWN_NOISE, BANNER + "\n" + SPAWN_NOISE, OUT_OF_DATE * 1,
