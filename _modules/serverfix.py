@@ -121,8 +121,13 @@ def _env_value_check(value):
 ENV_VALUE = _Rule("a string or number (lists, mappings and null cannot be written to a .env)", _env_value_check)
 
 
+# the keys the formula writes itself: an `extra` key among them would fight the pillar's own setting
+MANAGED_ENV_KEYS = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "QUEUE_ENABLED", "QUEUE_CONCURRENCY")
+
+
 def _extra_check(value):
-    return isinstance(value, dict) and all(ENV_KEY.check(k) and ENV_VALUE.check(v) for k, v in value.items())
+    return isinstance(value, dict) and all(
+        ENV_KEY.check(k) and ENV_VALUE.check(v) and k not in MANAGED_ENV_KEYS for k, v in value.items())
 
 
 PILLAR_SCHEMA = {
@@ -134,7 +139,8 @@ PILLAR_SCHEMA = {
         "mode": MODE,
         "backup_keep": _int_rule(1, 1000, 5),
         "secret_keys": _list_rule(ENV_KEY, "a list of .env keys (e.g. [JWT_SECRET])"),
-        "extra": _Rule("a mapping of .env keys (letters, digits, '_', '.', '-') to strings or numbers", _extra_check),
+        "extra": _Rule("a mapping of .env keys (letters, digits, '_', '.', '-'; not one the formula sets "
+                       "from serverfix:redis/queue, e.g. REDIS_HOST) to strings or numbers", _extra_check),
     },
     "redis": {
         "enabled": BOOL,
@@ -598,9 +604,8 @@ def _wanted_env(cfg):
         QUEUE_KEY: "true" if queue["enabled"] else "false",
         "QUEUE_CONCURRENCY": str(queue["concurrency"]),
     }
-    # as env.sls: the pillar's extra keys are added, the managed keys win over a clash
-    for key, value in (cfg["dotenv"]["extra"] or {}).items():
-        wanted.setdefault(key, str(value))
+    # as map.jinja's managed_env: the pillar's extra keys follow (the preflight refuses a clash)
+    wanted.update({key: str(value) for key, value in (cfg["dotenv"]["extra"] or {}).items()})
     return wanted
 
 

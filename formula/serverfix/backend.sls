@@ -5,12 +5,9 @@
 # Without consent the run reports "RESTART PENDING" and how to allow it, and changes nothing.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, managed_env with context %}
 {%- set backend = serverfix.backend %}
 {%- set pm2 = serverfix.pm2 %}
-{#- the keys Phase 2 writes: if pm2's saved start-time env has one, dotenv will not override it #}
-{%- set managed_keys = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_PASSWORD', 'REDIS_DB', 'QUEUE_ENABLED', 'QUEUE_CONCURRENCY']
-                       + (serverfix.dotenv.extra | list) %}
 
 include:
   - {{ tplroot }}.preflight
@@ -32,7 +29,8 @@ serverfix-backend-restarted:
     - rollback: {{ backend.rollback | json }}
     - env_file: {{ serverfix.dotenv.file | json }}
     - shadowed_env: {{ backend.shadowed_env | json }}
-    - managed_keys: {{ managed_keys | json }}
+    # if pm2's saved start-time env has one of these, dotenv will not override it
+    - managed_keys: {{ managed_env | list | json }}
     - redis_host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
     - redis_port: {{ serverfix.redis.port }}
     - backup_keep: {{ serverfix.dotenv.backup_keep }}

@@ -4,21 +4,8 @@
 # The dotenv state compares values as npm dotenv reads them (no churn) and never shows secrets.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, managed_env with context %}
 {%- set dotenv = serverfix.dotenv %}
-{%- set values = {} %}
-{%- do values.update({
-      'REDIS_HOST': serverfix.redis.host,
-      'REDIS_PORT': serverfix.redis.port,
-      'REDIS_PASSWORD': serverfix.redis.password,
-      'REDIS_DB': serverfix.redis.db,
-      'QUEUE_ENABLED': 'true' if serverfix.queue.enabled is sameas true else 'false',
-      'QUEUE_CONCURRENCY': serverfix.queue.concurrency,
-    }) %}
-{#- the pillar's extra keys are appended after these; the managed keys win over a clash #}
-{%- for key, value in dotenv.extra | dictsort %}
-{%-   if key not in values %}{%- do values.update({key: value}) %}{%- endif %}
-{%- endfor %}
 
 include:
   - {{ tplroot }}.preflight
@@ -28,7 +15,7 @@ serverfix-env-keys-present:
   dotenv.present:
     - name: {{ dotenv.file | json }}
     # sort_keys=False: missing keys are appended in the runbook's order
-    - values: {{ values | json(sort_keys=False) }}
+    - values: {{ managed_env | json(sort_keys=False) }}
     - secret_keys: {{ (['REDIS_PASSWORD'] + dotenv.secret_keys) | json }}
     - create: {{ dotenv.create | json }}
     - user: {{ dotenv.user | json }}

@@ -24,6 +24,7 @@ def test_defaults_are_valid(modules):
         ({"backend": {"restart": "yes"}}, "serverfix:backend:restart: 'yes' is not valid; expected true or false"),
         ({"remove_processes": ["all"]}, "serverfix:remove_processes: ['all'] is not valid"),
         ({"redis": "x"}, "serverfix:redis: 'x' is not valid; expected a mapping"),
+        ({"dotenv": {"extra": {"REDIS_HOST": "::1"}}}, "not one the formula sets from serverfix:redis/queue"),
     ],
 )
 def test_bad_pillar_is_named(modules, pillar, expected):
