@@ -1139,7 +1139,7 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
 
     config
         The merged settings (as map.jinja renders them, a mapping or JSON); by default
-        ``salt://serverfix/defaults.yaml`` merged with the ``serverfix`` pillar.
+        the formula's defaults (``_utils/serverfix_defaults.py``, generated from defaults.yaml) merged with the ``serverfix`` pillar.
     proc_swaps
         Where to read the active swap areas; tests point it at a copy, since swap is kernel-global.
 

@@ -36,7 +36,7 @@ LOCK_WAIT=${REPLICA_LOCK_WAIT:-0}
 RUN=$W/run-$NAME
 R=$RUN/rootfs
 KEY=$W/id_ed25519
-LOCK=$W/replica.lock
+LOCK=${REPLICA_LOCK:-/run/lock/serverfix-replica.lock}   # machine-wide: swap and vm.* are kernel-global
 IMG_SIZE=${REPLICA_IMG_SIZE:-6G}
 IP=10.231.$SUBNET.2
 HOST_IP=10.231.$SUBNET.1
@@ -230,7 +230,7 @@ up() {
   golden=$(GOLDEN)
   [ -f "$golden" ] || golden || return 1
   down
-  mkdir -p "$W"
+  mkdir -p "$W" "$(dirname "$LOCK")"
   exec 9>"$LOCK"
   if ! flock -w "$LOCK_WAIT" 9; then
     die "another replica is running ($(cat "$LOCK.owner" 2>/dev/null)); stop it first: REPLICA_NAME=<name> $SELF down"
@@ -275,6 +275,10 @@ down() {
   swapoff_guest
   [ -f "$RUN/host-sysctl.orig" ] && sysctl -q -p "$RUN/host-sysctl.orig" >/dev/null   # the guest's sysctls hit the host kernel
   nft delete table ip "$NFT_TABLE" 2>/dev/null
+  # the kernel drops the veth with the guest's network namespace, but asynchronously: do it now,
+  # or the next `up` finds the name taken
+  ip link delete "$VETH" 2>/dev/null
+  for i in $(seq 50); do ip link show "$VETH" >/dev/null 2>&1 || break; sleep 0.1; done
   drop_cgroup "$NAME"
   if mountpoint -q "$R" && ! umount "$R"; then   # the loop device goes with the last umount
     swapoff_guest; umount "$R" || die "cannot unmount $R (busy: $(grep -c . /proc/swaps) swap lines; see /proc/swaps)"

@@ -119,6 +119,13 @@ class Replica:
         with _OPENER.open(self.url(path), timeout=timeout) as response:
             return json.loads(response.read())
 
+    def app_mode(self):
+        """'queue' / 'fallback' from GET /health, or None while the app does not answer."""
+        try:
+            return self.get_json("/health", timeout=5).get("mode")
+        except (OSError, ValueError):
+            return None
+
     def post_reservation(self, number, timeout=30):
         body = json.dumps({"room": f"Raum {number % 7 + 1}", "by": "serverfix-e2e"}).encode()
         request = urllib.request.Request(self.url("/reservations"), data=body, method="POST",

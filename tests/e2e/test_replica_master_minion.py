@@ -195,7 +195,7 @@ def test_apply_with_restart_and_verify(replica, master, entry, progress):
     seconds = time.monotonic() - started
     run = StateRun(data)
     assert rc == 0 and not run.failed, run.describe()
-    assert replica.get_json("/health")["mode"] == "queue"
+    assert replica.app_mode() == "queue"
     progress("salt hetzner serverfix.verify")
     rc, report = salt(master, "serverfix.verify")
     assert rc == 0 and report["ok"] is True, report
