@@ -247,6 +247,7 @@ up() {
   chroot "$R" systemctl enable -q replica-net.service
   # pin the guest's host keys (no trust-on-first-use)
   for k in "$R"/etc/ssh/ssh_host_*_key.pub; do echo "$IP $(cut -d' ' -f1,2 "$k")"; done > "$RUN/known_hosts"
+  ip link delete "$VETH" 2>/dev/null   # a leftover of a killed run would make nspawn fail
   setsid bash "$SELF" boot </dev/null >/dev/null 2>&1 &     # holds the lock (fd 9) while the guest runs
   exec 9>&-
   end=$((SECONDS + 90))
