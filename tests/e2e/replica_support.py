@@ -172,6 +172,7 @@ class SaltSsh:
         self.dir = Path(workdir)
         self.replica = replica
         self.pillar = pillar
+        self.transcript = []   # every stdout/stderr, for the no-secrets check
         (self.dir / "pillar").mkdir(parents=True, exist_ok=True)
         (self.dir / "pillar" / "top.sls").write_text("base:\n  '*':\n    - serverfix\n", encoding="utf-8")
         (self.dir / "pillar" / "serverfix.sls").write_text(
@@ -184,14 +185,14 @@ class SaltSsh:
             "thin_dir": "/var/tmp/serverfix-salt",
         }}), encoding="utf-8")
         (self.dir / "master").write_text(yaml.safe_dump({
-            "root_dir": str(self.dir / "root"),
-            "cachedir": str(self.dir / "cache"),
-            "pki_dir": str(self.dir / "pki"),
+            "root_dir": str(self.dir),   # salt puts pki_dir, cachedir and log_file below it
+            "cachedir": "cache",
+            "pki_dir": "pki",
             "file_roots": {"base": [str(FORMULA_ROOT)]},
             "pillar_roots": {"base": [str(self.dir / "pillar")]},
             "roster_file": str(self.dir / "roster"),
             "known_hosts_file": facts["REPLICA_KNOWN_HOSTS"],
-            "log_file": str(self.dir / "master.log"),
+            "log_file": "master.log",
             "ssh_log_file": str(self.dir / "ssh.log"),
         }), encoding="utf-8")
 
@@ -209,6 +210,7 @@ class SaltSsh:
         started = time.monotonic()
         proc = run_command(self.argv(*args), timeout=timeout, check=False)
         elapsed = time.monotonic() - started
+        self.transcript += [proc.stdout, proc.stderr]
         try:
             data = json.loads(proc.stdout)[ROSTER_ID]
         except (ValueError, KeyError) as exc:
@@ -260,6 +262,19 @@ class StateRun:
     def describe(self, states=None):
         return "\n".join(f"  {s.get('__id__')}: result={s.get('result')} changes={sorted(s.get('changes') or {})} "
                          f"comment={str(s.get('comment'))[:300]!r}" for s in (self.states if states is None else states))
+
+
+def fixture_secrets():
+    """The secret values of the replica's .env (made up, but they must never show up anywhere)."""
+    secrets = []
+    for line in (REPO / "replica" / "fixture" / "backend.env").read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and any(word in key for word in ("SECRET", "PASSWORD", "DATABASE_URL")):
+            value = value.split(" #")[0].strip().strip("'\"")
+            secrets.append(value)
+            if "://" in value:  # the password inside the URL on its own
+                secrets.append(value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1])
+    return [secret for secret in secrets if len(secret) >= 8]
 
 
 def sha256_of(path):
