@@ -39,6 +39,8 @@ step "replica image (debootstrap + Node.js + pm2 + the backend stand-in; cached 
 bash scripts/replica.sh image
 
 step "the operator's job on the replica, over salt-ssh (roster entry hetzner)"
+# the tests tear the replica down themselves; this also covers an interrupted run
+[ $keep = 1 ] || trap 'bash scripts/replica.sh down >/dev/null 2>&1' EXIT
 rc=0
 SERVERFIX_REPLICA_KEEP=$keep SERVERFIX_LATENCY_REQUESTS=$requests PATH="$venv/bin:$PATH" \
   "$venv/bin/python" -m pytest --run-destructive -p no:cacheprovider -v --no-header "${tests[@]}" || rc=$?

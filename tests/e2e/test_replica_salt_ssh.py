@@ -256,14 +256,16 @@ def test_step6_reapply_zero_changes(replica, salt_ssh, step, progress):
         entry["lines"].append(f"{label}: {len(run.changed)} changes, {len(run.states)} states, {seconds:.1f} s")
         assert run.changed == [], run.describe(run.changed)
         entry.setdefault("changes", []).append(len(run.changed))
-    # no secret of the .env in anything salt-ssh printed or logged so far (diagnose, preview, applies, verify)
+    # no secret of the .env in anything salt-ssh printed or logged so far (diagnose, preview, applies,
+    # verify), nor in the guest's salt-call log or pm2's logs
     logs = [path.read_text(encoding="utf-8", errors="replace")
             for path in (salt_ssh.dir / "master.log", salt_ssh.dir / "ssh.log") if path.exists()]
-    logs.append(replica.ssh("cat /var/tmp/serverfix-salt/*.log /var/log/salt/* 2>/dev/null; true", timeout=30).stdout)
+    logs.append(replica.ssh("cat /var/tmp/serverfix-salt/running_data/*.log /root/.pm2/pm2.log /root/.pm2/logs/* "
+                            "2>/dev/null; true", timeout=30).stdout)
     secrets = fixture_secrets()
     leaked = [secret[:4] + "…" for secret in secrets if any(secret in text for text in salt_ssh.transcript + logs)]
     assert not leaked, f"secrets of the .env appeared in salt-ssh output or logs: {leaked}"
-    entry["lines"].append(f"none of the .env's {len(secrets)} secret values appeared in any salt-ssh output or log")
+    entry["lines"].append(f"none of the .env's {len(secrets)} secret values in any salt-ssh output, salt or pm2 log")
 
 
 def test_step7_reboot(replica, step, progress):
