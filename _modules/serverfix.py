@@ -476,19 +476,25 @@ def _plain(value):
     return value
 
 
+NO_PILLAR_SOURCE = ("defaults only: no serverfix pillar is visible here (salt-ssh module calls get no "
+                    "pillar): pass config=, or run state.apply serverfix.verify, which gets it")
+
+
 def _settings(config):
-    """The merged settings and the pillar's validation errors (``config`` wins over the pillar)."""
+    """``(settings, pillar errors, source)``: ``config`` wins over the pillar, both over the defaults."""
     if isinstance(config, str):
         config = salt.utils.yaml.safe_load(config)
     if config is not None and not isinstance(config, dict):
         raise CommandExecutionError("config: expected the merged serverfix settings as a mapping (map.jinja)")
     defaults = _defaults()
     errors = []
+    source = "config"
     if config is None:
-        given = _plain(__pillar__.get(PILLAR_KEY, {}))  # pylint: disable=undefined-variable
+        given = _plain(__pillar__.get(PILLAR_KEY))  # pylint: disable=undefined-variable
+        source = "pillar" if given is not None else NO_PILLAR_SOURCE
         errors = validate_pillar(given)
         config = given if isinstance(given, dict) else {}
-    return _merge_settings(defaults, config), errors
+    return _merge_settings(defaults, config), errors, source
 
 
 def _call(function, *args, **kwargs):
@@ -612,8 +618,9 @@ def _wanted_env(cfg):
 class _Facts:
     """Everything diagnose and verify look at, each read at most once per run."""
 
-    def __init__(self, cfg, proc_swaps="/proc/swaps"):
+    def __init__(self, cfg, proc_swaps="/proc/swaps", source="config"):
         self.cfg = cfg
+        self.source = source
         self.proc_swaps = proc_swaps
         self.wanted = _wanted_env(cfg)
         listed = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
@@ -851,7 +858,7 @@ class _Facts:
     def settings_summary(self):
         return {"env_file": self.cfg["dotenv"]["file"], "backend": self.backend_name,
                 "pm2_home": self.cfg["pm2"]["home"], "redis_port": self.redis_target["port"],
-                "swap_file": self.cfg["swap"]["file"]}
+                "swap_file": self.cfg["swap"]["file"], "source": self.source}
 
 
 def _scrub(data, secrets):
@@ -1130,7 +1137,8 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
          "ok": true when there is no critical and no warning finding,
          "duration_ms": int,
          "counts": {"critical": int, "warning": int, "info": int},
-         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int, "swap_file": str},
+         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int, "swap_file": str,
+                      "source": "config" | "pillar" | "defaults only: ..." (where the settings came from)},
          "findings": [                        # critical first, then warning, then info
              {"id": str, "severity": "critical" | "warning" | "info",
               "title": str,                   # one line for a person
@@ -1151,8 +1159,8 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
         salt '*' serverfix.diagnose --out=json
     """
     start = time.perf_counter()
-    cfg, pillar_errors = _settings(config)
-    facts = _Facts(cfg, proc_swaps=proc_swaps)
+    cfg, pillar_errors, source = _settings(config)
+    facts = _Facts(cfg, proc_swaps=proc_swaps, source=source)
     findings = []
     if pillar_errors:
         findings.append(_finding("pillar-invalid", "critical", "The serverfix pillar is not valid",
@@ -1405,8 +1413,8 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    cfg, _ = _settings(config)
-    facts = _Facts(cfg, proc_swaps=proc_swaps)
+    cfg, _, source = _settings(config)
+    facts = _Facts(cfg, proc_swaps=proc_swaps, source=source)
     checks = _verify_redis(facts) + _verify_env(facts) + _verify_swap(facts) + _verify_pm2(facts)
     memory = facts.memory
     checks.append(_check(

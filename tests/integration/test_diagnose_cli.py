@@ -117,11 +117,13 @@ def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
 
 
 def test_salt_ssh_with_config(salt_ssh_cli, world):
-    """salt-ssh runs modules on the target without the master's file server: the defaults travel with
-    the custom modules (_utils) and the target's pillar is merged over them; ``config`` overrides both."""
+    """salt-ssh runs modules on the target without the master's file server or pillar: the defaults
+    travel with the custom modules (_utils); ``config`` gives the rest."""
     config = deep_merge(DEFAULTS, world["pillar"])
     ret = salt_ssh_cli.run("serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}")
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
-    bare = salt_ssh_cli.run("serverfix.verify")  # the integration pillar + shipped defaults
+    # salt-ssh gives plain module calls no pillar: the shipped defaults are used, and the report says so
+    bare = salt_ssh_cli.run("serverfix.verify")
     assert isinstance(bare.data, dict) and {c["id"] for c in bare.data["checks"]} >= {"redis-ping", "env-keys"}
+    assert bare.data["settings"]["source"].startswith("defaults only")

@@ -51,8 +51,8 @@ def test_verify_without_the_other_modules(config):
 
 def test_without_config_the_pillar_is_merged_over_the_shipped_defaults():
     # no file server needed (a salt-ssh target has none): the defaults travel with _utils
-    settings, errors = serverfix._settings(None)  # pylint: disable=protected-access
-    assert errors == []
+    settings, errors, source = serverfix._settings(None)  # pylint: disable=protected-access
+    assert errors == [] and source == "pillar"
     assert settings == deep_merge(DEFAULTS, {"queue": {"concurrency": 7}})
 
 
