@@ -122,3 +122,40 @@ def pong(name, port=6379, password="", timeout=15):
     ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {result['error']}. "
                       "Check `journalctl -u redis-server -n 50` and the bind/port in serverfix:redis.")
     return ret
+
+
+def _predict(ret, name):
+    # Salt's service states say "set to start/restart" in test mode but leave changes empty,
+    # while the real run reports {name: True}: fill it in so the preview matches the run
+    if __opts__["test"] and ret["result"] is None and not ret["changes"]:  # pylint: disable=undefined-variable
+        ret["changes"] = {name: True}
+    return ret
+
+
+def running(name, enable=True):
+    """
+    ``service.running`` for the Redis service, with an exact test-mode prediction, and enabled
+    at boot also when a config change restarts it (Salt's ``mod_watch`` only restarts).
+
+    .. code-block:: yaml
+
+        redis-server:
+          redis_server.running:
+            - enable: true
+            - watch:
+              - redis_server: /etc/redis/redis.conf
+    """
+    return _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+
+
+def mod_watch(name, enable=True, **kwargs):
+    """Restart (or start) the service when a watched state changed, then make sure it is enabled."""
+    kwargs["sfun"] = "running"  # Salt passes our function name; the same one service.mod_watch knows
+    ret = _predict(__states__["service.mod_watch"](name, **kwargs), name)  # pylint: disable=undefined-variable
+    if enable and ret["result"] is not False:
+        enabled = __states__["service.enabled"](name)  # pylint: disable=undefined-variable
+        ret["changes"].update(enabled["changes"])
+        if enabled["result"] is False:
+            ret["result"] = False
+        ret["comment"] = f"{ret['comment']}; {enabled['comment']}"
+    return ret

@@ -55,3 +55,13 @@ def pids_of(exe_name):
         except OSError:
             continue
     return pids
+
+
+def summary(ret):
+    """A short, readable account of a CLI state run for assertion messages."""
+    data = ret.data
+    if not isinstance(data, dict):
+        return f"rc={ret.returncode} data={data!r} stderr={ret.stderr[-2000:]}"
+    return f"rc={ret.returncode} " + "; ".join(
+        f"{sid}: {res.get('result')} {str(res.get('comment'))[:300]!r} changes={list(res.get('changes') or {})}"
+        for sid, res in by_id(data).items())

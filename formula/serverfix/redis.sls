@@ -34,7 +34,7 @@ serverfix-redis-config-edited:
 
 # restarted (not only reloaded) when the config changed: bind/port need a restart
 serverfix-redis-service-running:
-  service.running:
+  redis_server.running:
     - name: {{ redis.service }}
     - enable: true
     - watch:
@@ -49,5 +49,5 @@ serverfix-redis-answers-ping:
     - port: {{ redis.port }}
     - password: {{ redis.password | json }}
     - require:
-      - service: serverfix-redis-service-running
+      - redis_server: serverfix-redis-service-running
 {%- endif %}

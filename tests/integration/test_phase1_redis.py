@@ -14,11 +14,12 @@ import time
 
 import pytest
 
-from tests.helpers import by_id, changed_ids, dpkg_installed, failed_ids, listening_on, pids_of, sha256
+from tests.helpers import by_id, changed_ids, dpkg_installed, failed_ids, listening_on, pids_of, sha256, summary
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
 REDIS_CONF = "/etc/redis/redis.conf"
+PREVIEW = {}  # what test=True said would change, compared with the real apply
 
 
 def _stop_redis():
@@ -64,7 +65,7 @@ def test_without_sync_says_what_to_run(salt_call_local):
 
 def test_sync_all(salt_cli, salt_minion):
     ret = salt_cli.run("saltutil.sync_all", minion_tgt=salt_minion.id)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     assert "modules.serverfix" in ret.data["modules"] and "states.redis_server" in ret.data["states"]
 
 
@@ -72,7 +73,7 @@ def test_preview_changes_nothing(salt_cli, salt_minion, integration_settings):
     before = snapshot(integration_settings)
     assert before["redis-server installed"] is False and not before["listening 6379"]
     ret = salt_cli.run("state.apply", "serverfix", test=True, minion_tgt=salt_minion.id)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     states = by_id(ret.data)
     assert not failed_ids(ret.data)
     assert states["serverfix-redis-package-installed"]["result"] is None
@@ -81,16 +82,19 @@ def test_preview_changes_nothing(salt_cli, salt_minion, integration_settings):
     # planned against the config file inside the package: exactly what the real run will change
     assert set(predicted["changes"]) == {"supervised", "maxmemory-policy", "appendonly"}, predicted
     assert states["serverfix-redis-service-running"]["result"] is None
+    assert states["serverfix-redis-service-running"]["changes"] == {"redis-server": True}
     assert snapshot(integration_settings) == before
+    PREVIEW["changed"] = changed_ids(ret.data)
 
 
 def test_apply_installs_configures_and_starts_redis(salt_cli, salt_minion, integration_settings):
     ret = salt_cli.run("state.apply", "serverfix", minion_tgt=salt_minion.id)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     assert not failed_ids(ret.data)
     assert {"serverfix-redis-package-installed", "serverfix-redis-config-edited",
             "serverfix-redis-service-running"} <= set(changed_ids(ret.data))
     assert by_id(ret.data)["serverfix-redis-answers-ping"]["comment"].endswith("answered PING with PONG.")
+    assert changed_ids(ret.data) == PREVIEW["changed"]  # the preview named exactly what changed
     assert dpkg_installed("redis-server")
     conf = open(REDIS_CONF, encoding="utf-8").read().splitlines()
     for line in ("protected-mode yes", "supervised auto", "maxmemory-policy noeviction",
@@ -106,7 +110,7 @@ def test_apply_installs_configures_and_starts_redis(salt_cli, salt_minion, integ
 
 def test_second_apply_reports_zero_changes(salt_cli, salt_minion):
     ret = salt_cli.run("state.apply", "serverfix", minion_tgt=salt_minion.id)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     assert changed_ids(ret.data) == []
 
 
@@ -137,22 +141,25 @@ def test_bad_pillar_changes_nothing(salt_cli, salt_minion, integration_settings,
 
 def test_masterless_apply_is_a_noop(salt_call_local):
     ret = salt_call_local.run("--local", "state.apply", "serverfix", "sync_mods=all")
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     assert changed_ids(ret.data) == []
 
 
 def test_salt_ssh_preview_and_apply_are_noops(salt_ssh_cli):
     for extra in (["test=True"], []):
         ret = salt_ssh_cli.run("state.apply", "serverfix", *extra)
-        assert ret.returncode == 0, ret
+        assert ret.returncode == 0, summary(ret)
         assert changed_ids(ret.data) == [] and not failed_ids(ret.data)
 
 
 def test_config_change_restarts_redis(salt_cli, salt_minion):
+    preview = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
+                           "test=True", minion_tgt=salt_minion.id)
+    assert changed_ids(preview.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
     old_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
     ret = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
                        minion_tgt=salt_minion.id)
-    assert ret.returncode == 0, ret
+    assert ret.returncode == 0, summary(ret)
     assert changed_ids(ret.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
     assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {"maxmemory": {"old": None, "new": "64mb"}}
     new_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
