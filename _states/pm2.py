@@ -174,7 +174,7 @@ def _pending_reasons(procs, force, upstream_changed, env_file, redis_host, redis
     return reasons
 
 
-def _env_secrets(env_file):
+def _env_secrets(env_file, secret_keys=()):
     """Values of the .env (read by the dotenv module when loaded) to mask in reported log lines."""
     if not env_file or "dotenv.read" not in __salt__ or not os.path.exists(env_file):  # pylint: disable=undefined-variable
         return set()
@@ -182,7 +182,8 @@ def _env_secrets(env_file):
         values = __salt__["dotenv.read"](env_file)  # pylint: disable=undefined-variable
     except (CommandExecutionError, OSError, ValueError):
         return set()
-    return {str(v) for k, v in values.items() if __salt__["dotenv.is_secret"](k)}  # pylint: disable=undefined-variable
+    return {str(v) for k, v in values.items()
+            if __salt__["dotenv.is_secret"](k, secret_keys=secret_keys)}  # pylint: disable=undefined-variable
 
 
 class _LogWatch:
@@ -309,7 +310,8 @@ def _tail_lines(text, secrets, user, pm2_home):
 
 def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowed=False, force=False,
                     ready_patterns=(), ready_timeout=60, rollback=True, env_file="", shadowed_env="fail",
-                    managed_keys=(), redis_host="", redis_port=6379, backup_keep=5, upstream_changed=False):
+                    managed_keys=(), redis_host="", redis_port=6379, backup_keep=5, upstream_changed=False,
+                    secret_keys=()):
     """
     Restart app ``name`` when a restart is pending and the operator allowed it, then wait
     until it is really up: online, the same pid for more than a second, and every
@@ -333,6 +335,8 @@ def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowe
         Redis started after the app means a restart is pending ('' to skip the check).
     upstream_changed
         Set by ``mod_watch`` when a watched state (Phase 1/2) changed something.
+    secret_keys
+        More ``.env`` keys whose values are masked in reported log lines (``serverfix:dotenv:secret_keys``).
     """
     ret = _ret(name)
     try:
@@ -388,7 +392,7 @@ def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowe
                               (f" (seen: {', '.join(ready_patterns)})" if ready_patterns else ""))
             return ret
         detected = time.monotonic()
-        secrets = _env_secrets(env_file)
+        secrets = _env_secrets(env_file, secret_keys)
         ret["changes"]["ready"] = False
         comment = [f"{name} did NOT come up after the restart: {outcome['why']}. Status: {outcome['status']}.",
                    "New log lines (secrets masked):", _tail_lines(outcome["text"], secrets, user, pm2_home) or "(none)"]

@@ -34,6 +34,8 @@ serverfix-backend-restarted:
     - redis_host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
     - redis_port: {{ serverfix.redis.port }}
     - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    # masked in the log lines a failed restart reports, besides the *PASSWORD*/*SECRET*/... keys
+    - secret_keys: {{ serverfix.dotenv.secret_keys | json }}
     - require:
       - serverfix-preflight
       # `[x]` globs match exactly that SLS but, unlike a plain name, tolerate one without
