@@ -21,6 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import DEFAULTS, NODE_BIN, REPO, deep_merge
 
 APPS = REPO / "tests" / "apps"
@@ -155,6 +157,22 @@ class Pm2:
 
     def kill(self):
         self.run("kill", check=False)
+
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, request):
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def pm2(workdir):  # pylint: disable=redefined-outer-name
+    """A pm2 with its own PM2_HOME for the module's stand-in apps; killed afterwards."""
+    manager = Pm2(workdir / "pm2")
+    try:
+        yield manager
+    finally:
+        manager.kill()
 
 
 class SysvService:

@@ -13,27 +13,15 @@ import time
 
 import pytest
 
-from tests.diag_support import (
-    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, Pm2, RedisServer, fake_proc_swaps, free_port, problems, settings,
+from tests.diag_support import (  # pm2, workdir: module fixtures
+    pm2,
+    workdir,
+    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, RedisServer, fake_proc_swaps, free_port, problems, settings,
     write_env,
 )
 
 PASSWORD = "Xq7-diag-secret-4711"
 SWAP_ON = [("/var/tmp/other.swap", 524284)]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("diag")
-
-
-@pytest.fixture(scope="module")
-def pm2(workdir):
-    manager = Pm2(workdir / "pm2")
-    try:
-        yield manager
-    finally:
-        manager.kill()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ import time
 
 import pytest
 
-from tests.diag_support import (
-    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, Pm2, RedisServer, SysvService, free_port, problems, settings,
+from tests.diag_support import (  # pm2, workdir: module fixtures
+    pm2,
+    workdir,
+    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, RedisServer, SysvService, free_port, problems, settings,
     statuses, write_env,
 )
 
@@ -28,20 +30,6 @@ PASSWORD = "Vf9-verify-secret-0815"
 def current_sysctl(key):
     with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:
         return int(handle.read())
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("verify")
-
-
-@pytest.fixture(scope="module")
-def pm2(workdir):
-    manager = Pm2(workdir / "pm2")
-    try:
-        yield manager
-    finally:
-        manager.kill()
 
 
 def _fs_type(path):
