@@ -25,15 +25,15 @@ serverfix-backend-restarted:
     - allowed: {{ backend.restart | json }}
     - force: {{ backend.force_restart | json }}
     - ready_patterns: {{ backend.ready_patterns | json }}
-    - ready_timeout: {{ backend.ready_timeout }}
+    - ready_timeout: {{ backend.ready_timeout | json }}
     - rollback: {{ backend.rollback | json }}
     - env_file: {{ serverfix.dotenv.file | json }}
     - shadowed_env: {{ backend.shadowed_env | json }}
     # if pm2's saved start-time env has one of these, dotenv will not override it
     - managed_keys: {{ managed_env | list | json }}
     - redis_host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
-    - redis_port: {{ serverfix.redis.port }}
-    - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    - redis_port: {{ serverfix.redis.port | json }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
     # masked in the log lines a failed restart reports, besides the *PASSWORD*/*SECRET*/... keys
     - secret_keys: {{ serverfix.dotenv.secret_keys | json }}
     - require:

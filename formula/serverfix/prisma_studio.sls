@@ -12,13 +12,13 @@ include:
 
 {%- for process in serverfix.remove_processes %}
 
-serverfix-pm2-{{ process }}-absent:
+{{ ('serverfix-pm2-' ~ process ~ '-absent') | json }}:
   pm2.absent:
     - name: {{ process | json }}
     - user: {{ pm2.user | json }}
     - pm2_home: {{ pm2.home | json }}
     - pm2_bin: {{ pm2.bin | json }}
-    - backup_keep: {{ serverfix.dotenv.backup_keep }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
     - require:
       - serverfix-preflight
 {%- endfor %}

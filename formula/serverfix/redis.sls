@@ -13,29 +13,29 @@ include:
 
 serverfix-redis-package-installed:
   pkg.installed:
-    - name: {{ redis.pkg }}
+    - name: {{ redis.pkg | json }}
     - require:
       - serverfix-preflight  # any module: an unsynced minion gets a test.fail state here
 
 serverfix-redis-config-edited:
   redis_server.configured:
-    - name: {{ redis.config }}
+    - name: {{ redis.config | json }}
     - bind: {{ redis.bind | json }}
-    - port: {{ redis.port }}
+    - port: {{ redis.port | json }}
     - password: {{ redis.password | json }}
     - maxmemory: {{ redis.maxmemory | json }}
-    - maxmemory_policy: {{ redis.maxmemory_policy }}
-    - appendonly: {{ redis.appendonly }}
-    - appendfsync: {{ redis.appendfsync }}
-    - backup_keep: {{ serverfix.dotenv.backup_keep }}
-    - pkg: {{ redis.pkg }}
+    - maxmemory_policy: {{ redis.maxmemory_policy | json }}
+    - appendonly: {{ redis.appendonly | json }}
+    - appendfsync: {{ redis.appendfsync | json }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
+    - pkg: {{ redis.pkg | json }}
     - require:
       - pkg: serverfix-redis-package-installed
 
 # restarted (not only reloaded) when the config changed: bind/port need a restart
 serverfix-redis-service-running:
   redis_server.running:
-    - name: {{ redis.service }}
+    - name: {{ redis.service | json }}
     - enable: true
     - watch:
       - redis_server: serverfix-redis-config-edited
@@ -45,8 +45,8 @@ serverfix-redis-service-running:
 # the service manager can say "running" while Redis refuses connections: ask Redis itself
 serverfix-redis-answers-ping:
   redis_server.pong:
-    - name: {{ redis.host }}
-    - port: {{ redis.port }}
+    - name: {{ redis.host | json }}
+    - port: {{ redis.port | json }}
     - password: {{ redis.password | json }}
     - require:
       - redis_server: serverfix-redis-service-running

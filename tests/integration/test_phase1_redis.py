@@ -122,8 +122,9 @@ def test_second_apply_reports_zero_changes(salt_cli, salt_minion):
         ('{"serverfix": {"swap": {"size": "2X"}}}', "serverfix:swap:size: '2X' is not valid"),
         ('{"serverfix": {"redis": {"password": "a\\nb"}}}', "serverfix:redis:password: <secret> is not valid"),
         ('{"serverfix": {"reddis": {"port": 1}}}', "did you mean 'redis'?"),
+        ('{"serverfix": {"redis": {"host": "127.0.0.1\\nx"}}}', "serverfix:redis:host: '127.0.0.1\\nx' is not valid"),
     ],
-    ids=["port", "size", "secret-newline", "typo"],
+    ids=["port", "size", "secret-newline", "typo", "newline-in-rendered-value"],
 )
 def test_bad_pillar_changes_nothing(salt_cli, salt_minion, integration_settings, pillar, message, test_mode):
     before = snapshot(integration_settings)
