@@ -132,25 +132,39 @@ def _predict(ret, name):
     return ret
 
 
-def running(name, enable=True):
+def running(name, enable=True, config=""):
     """
     ``service.running`` for the Redis service, with an exact test-mode prediction, and enabled
     at boot also when a config change restarts it (Salt's ``mod_watch`` only restarts).
+
+    config
+        The ``redis.conf``: a Redis process that started before its last change is restarted
+        (``watch`` alone misses that over salt-ssh, which compiles the states on the master where
+        this module's ``mod_watch`` is unknown, and after a run cut off between edit and restart).
 
     .. code-block:: yaml
 
         redis-server:
           redis_server.running:
             - enable: true
+            - config: /etc/redis/redis.conf
             - watch:
               - redis_server: /etc/redis/redis.conf
     """
-    return _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    stale = __salt__["redis_server.started_before"](config) if config and ret["result"] and not ret["changes"] else []  # pylint: disable=undefined-variable
+    if not stale:
+        return ret
+    why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
+    restarted = mod_watch(name, enable=enable)
+    restarted["comment"] = f"{why}: {restarted['comment']}"
+    return restarted
 
 
 def mod_watch(name, enable=True, **kwargs):
     """Restart (or start) the service when a watched state changed, then make sure it is enabled."""
     kwargs["sfun"] = "running"  # Salt passes our function name; the same one service.mod_watch knows
+    kwargs.pop("config", None)   # ours (running), not service.mod_watch's
     ret = _predict(__states__["service.mod_watch"](name, **kwargs), name)  # pylint: disable=undefined-variable
     if enable and ret["result"] is not False:
         enabled = __states__["service.enabled"](name)  # pylint: disable=undefined-variable

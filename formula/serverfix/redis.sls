@@ -37,6 +37,8 @@ serverfix-redis-service-running:
   redis_server.running:
     - name: {{ redis.service | json }}
     - enable: true
+    # a Redis started before the last config change is restarted (also over salt-ssh, and after a cut run)
+    - config: {{ redis.config | json }}
     - watch:
       - redis_server: serverfix-redis-config-edited
     - require:
