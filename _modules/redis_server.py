@@ -328,13 +328,46 @@ def _listeners(port):
             continue
 
 
+def port_owners(port=6379):
+    """
+    The processes listening on TCP ``port`` (any address), as ``[{pid, name, started}]``
+    (``started``: epoch seconds). Read-only (/proc).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.port_owners 6379
+    """
+    sockets = {f"socket:[{inode}]" for _, inode in _listeners(port)}
+    try:
+        with open("/proc/uptime", encoding="ascii") as handle:
+            boot = time.time() - float(handle.read().split()[0])   # 10 ms precision (/proc/stat's btime: 1 s)
+    except OSError:
+        return []
+    ticks = os.sysconf("SC_CLK_TCK")
+    owners = []
+    for pid in filter(str.isdigit, os.listdir("/proc")) if sockets else ():
+        try:
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in sockets for fd in os.listdir(f"/proc/{pid}/fd")):
+                continue
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        owners.append({"pid": int(pid), "name": stat[stat.index("(") + 1:stat.rindex(")")],
+                       "started": round(boot + int(rest[19]) / ticks, 2)})   # field 22: start time in ticks
+    return sorted(owners, key=lambda owner: owner["pid"])
+
+
 def started_before(path="/etc/redis/redis.conf", name="redis-server"):
     """
     PIDs of the ``name`` processes listening on the port of the config at ``path`` that started
     before ``path`` last changed: they still run with an older config and need a restart.
-    Read-only (/proc); other Redis instances (other ports) are not counted. Unlike a ``watch``
-    requisite this also sees a change made by an earlier, interrupted run, and it works over
-    salt-ssh, whose master-side compile turns ``watch`` on a custom state into ``require``.
+    Read-only; other Redis instances (other ports) are not counted. Unlike a ``watch`` requisite
+    this also sees a change made by an earlier, interrupted run, and it works over salt-ssh, whose
+    master-side compile turns ``watch`` on a custom state into ``require``.
 
     CLI Example:
 
@@ -345,25 +378,9 @@ def started_before(path="/etc/redis/redis.conf", name="redis-server"):
     try:
         changed = os.stat(path).st_mtime
         port = int(config_get(path).get("port", "6379"))
-        with open("/proc/uptime", encoding="ascii") as handle:
-            boot = time.time() - float(handle.read().split()[0])   # 10 ms precision (/proc/stat's btime: 1 s)
     except (OSError, ValueError):
         return []
-    sockets = {f"socket:[{inode}]" for _, inode in _listeners(port)}
-    ticks = os.sysconf("SC_CLK_TCK")
-    stale = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-                stat = handle.read()
-            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if comm != name[:15] or boot + int(rest[19]) / ticks >= changed:   # field 22: start time in ticks
-                continue
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in sockets for fd in os.listdir(f"/proc/{pid}/fd")):
-                stale.append(int(pid))
-        except OSError:
-            continue
-    return sorted(stale)
+    return [o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed]
 
 
 def _hex_to_ip(address, width):

@@ -87,7 +87,8 @@ def _list_rule(item_rule, expected):
     def check(value):
         return isinstance(value, list) and all(item_rule.check(item) for item in value)
 
-    return _Rule(expected, check)
+    # the item's own rule too: "['all'] is not valid" must say why ('all' is not a pm2 name)
+    return _Rule(f"{expected}, each {item_rule.expected}", check)
 
 
 BOOL = _Rule("true or false", lambda v: isinstance(v, bool))

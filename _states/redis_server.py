@@ -132,6 +132,20 @@ def _predict(ret, name):
     return ret
 
 
+def _port_taken(config):
+    """Why Redis cannot start, when another program holds its port: who, and the fix."""
+    try:
+        port = int(__salt__["redis_server.config_get"](config).get("port", "6379"))  # pylint: disable=undefined-variable
+    except (OSError, ValueError):
+        return ""
+    others = [o for o in __salt__["redis_server.port_owners"](port) if o["name"] != "redis-server"]  # pylint: disable=undefined-variable
+    if not others:
+        return ""
+    who = ", ".join(f"{o['name']} (pid {o['pid']})" for o in others)
+    return (f" Port {port} is already in use by {who}: stop that program, or give Redis another port "
+            f"(serverfix:redis:port; the .env's REDIS_PORT follows); what needs Redis (the .env keys, the restart) did not run.")
+
+
 def running(name, enable=True, config=""):
     """
     ``service.running`` for the Redis service, with an exact test-mode prediction, and enabled
@@ -152,6 +166,8 @@ def running(name, enable=True, config=""):
               - redis_server: /etc/redis/redis.conf
     """
     ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    if ret["result"] is False and config:
+        ret["comment"] += _port_taken(config)
     stale = __salt__["redis_server.started_before"](config) if config and ret["result"] and not ret["changes"] else []  # pylint: disable=undefined-variable
     if not stale:
         return ret

@@ -59,3 +59,10 @@ def test_an_instance_on_another_port_is_not_ours(modules, tmp_path, listener):
 
 def test_missing_config_means_nothing_to_restart(modules, tmp_path, listener):
     assert modules.redis_server.started_before(str(tmp_path / "missing.conf"), name=NAME) == []
+
+
+def test_port_owners_names_the_listener(modules, listener):
+    pid, port = listener
+    owners = modules.redis_server.port_owners(port)
+    assert [(o["pid"], o["name"]) for o in owners] == [(pid, NAME)]
+    assert abs(owners[0]["started"] - time.time()) < 60
