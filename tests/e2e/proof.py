@@ -230,7 +230,7 @@ class ProofReplica(Replica):
 class ProofSaltSsh(SaltSsh):
     """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a transcript scan."""
 
-    def __init__(self, workdir, replica, pillar, secret_values=()):
+    def __init__(self, workdir, replica, pillar, secret_values=(), cachedir=None):
         super().__init__(workdir, replica, pillar if isinstance(pillar, dict) else {})
         self.secret_values = [s for s in secret_values if s]
         extra_root = self.dir / "baseline-root"
@@ -240,6 +240,8 @@ class ProofSaltSsh(SaltSsh):
             "proof-baseline-one-state:\n  test.succeed_without_changes: []\n", encoding="utf-8")
         master = yaml.safe_load((self.dir / "master").read_text(encoding="utf-8"))
         master["file_roots"]["base"].append(str(extra_root))
+        if cachedir:   # one salt-ssh cache (its thin tarball) for all the lab's runs: less work per run
+            master["cachedir"] = str(cachedir)
         (self.dir / "master").write_text(yaml.safe_dump(master), encoding="utf-8")
         if not isinstance(pillar, dict):  # a pillar that is not a mapping at all (a fault case)
             (self.dir / "pillar" / "serverfix.sls").write_text(yaml.safe_dump({"serverfix": pillar}), encoding="utf-8")
@@ -429,7 +431,8 @@ class Lab:
         else:
             merged = pillar
         path = self.workdir / f"salt-{len(self.salt_runs):02d}-{label}"
-        ssh = ProofSaltSsh(path, self.replica, merged, secret_values=[self.password, *extra_secrets])
+        ssh = ProofSaltSsh(path, self.replica, merged, secret_values=[self.password, *extra_secrets],
+                           cachedir=self.workdir / "salt-cache")
         self.salt_runs.append(ssh)
         return ssh
 
@@ -636,8 +639,10 @@ def secret_scan(lab, sampler):
         for line in _lines(replica, f'for f in {glob}.*.bak; do [ -e "$f" ] && stat -c "%a %n" "$f"; done; true'):
             mode, name = line.split(" ", 1)
             modes[name] = mode
+    noauth = replica.ssh("redis-cli -h 127.0.0.1 ping 2>&1; true", timeout=30).stdout.strip()
     return {
         "password_length": len(password),
+        "redis_requires_it": noauth.startswith("NOAUTH"),
         "salt_ssh_runs": sum(ssh.runs for ssh in lab.salt_runs),
         "salt_ssh_output_or_log_leaks": [ssh.dir.name for ssh in lab.salt_runs if ssh.leaks()],
         "guest_log_files_with_it": log_files,
@@ -842,7 +847,7 @@ def fault_redis_port_taken(lab):
                 "for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done")
     ssh = lab.salt("redis-port-taken")
     result = lab.apply(ssh)
-    error = fault.ran(result, ["redis", "6379"], refused_by=None)
+    error = fault.ran(result, ["6379", "in use"], refused_by=None)
     failed = [s["__id__"] for s in result["run"].failed] if result["run"] else []
     fault.entry["failed_states"] = failed
     fault.check("a Phase 1 state failed", any(s.startswith("serverfix-redis-") for s in failed))
@@ -1007,28 +1012,52 @@ FAULTS_ON_FRESH_REPLICAS = [fault_redis_port_taken, fault_env_symlink, fault_env
 # the whole report: run, judge, print
 
 
-def run_all(lab):
-    """Every scenario in turn; the report gets each section as soon as it is measured."""
-    report = lab.report
+def record_main(lab):
+    """run_main, its sections into the lab's report."""
     main = run_main(lab)
-    report["fidelity"] = dict(main["fidelity"])
-    report["idempotence"] = main["idempotence"]
-    report["speed"] = main["speed"]
-    report["secrets"] = main["secrets"]
-    report["runs"] = main["runs"]
-    report["fidelity"]["half_fixed"] = run_half_fixed(lab)
-    report["faults"] = faults_refused_in_preflight(lab)
-    for scenario in FAULTS_ON_FRESH_REPLICAS:
-        report["faults"].append(scenario(lab))
-    extra = lab.opts["full_apply_reps"] - 1
+    lab.report.setdefault("fidelity", {}).update(main["fidelity"])
+    lab.report.update(idempotence=main["idempotence"], speed=main["speed"], secrets=main["secrets"], runs=main["runs"])
+    return main
+
+
+def record_half_fixed(lab):
+    entry = lab.report.setdefault("fidelity", {})["half_fixed"] = run_half_fixed(lab)
+    return entry
+
+
+def record_faults(lab, scenario):
+    """One fault scenario (a function of FAULTS_ON_FRESH_REPLICAS, or faults_refused_in_preflight)."""
+    result = scenario(lab)
+    entries = result if isinstance(result, list) else [result]
+    lab.report.setdefault("faults", []).extend(entries)
+    return entries
+
+
+def record_full_applies(lab):
+    extra = lab.opts["full_apply_reps"] - len(lab.report["speed"]["full_apply"])
     if extra > 0:
-        report["speed"]["full_apply"] += more_full_applies(lab, extra)
-    # the secrets of every salt-ssh run of the lab (fault runs included), now that all have run
-    report["secrets"]["salt_ssh_runs"] = sum(ssh.runs for ssh in lab.salt_runs)
-    report["secrets"]["salt_ssh_output_or_log_leaks"] = [ssh.dir.name for ssh in lab.salt_runs if ssh.leaks()]
+        lab.report["speed"]["full_apply"] += more_full_applies(lab, extra)
+
+
+def finish(lab):
+    """The secrets of every salt-ssh run of the lab (fault runs included) and the verdicts."""
+    report = lab.report
+    if "secrets" in report:
+        report["secrets"]["salt_ssh_runs"] = sum(ssh.runs for ssh in lab.salt_runs)
+        report["secrets"]["salt_ssh_output_or_log_leaks"] = [ssh.dir.name for ssh in lab.salt_runs if ssh.leaks()]
     report["meta"]["replica_boots"] = lab.boots
     report["goals"] = goals(report)
     return report
+
+
+def run_all(lab):
+    """Every scenario in turn; the report gets each section as soon as it is measured."""
+    record_main(lab)
+    record_half_fixed(lab)
+    for scenario in [faults_refused_in_preflight] + FAULTS_ON_FRESH_REPLICAS:
+        record_faults(lab, scenario)
+    record_full_applies(lab)
+    return finish(lab)
 
 
 def goals(report):
@@ -1057,6 +1086,7 @@ def goals(report):
                 sec["journal_lines_with_it"] + sum(sec["argv"]["hits"].values()) +
                 len(sec["world_readable"]["files_with_it"]))
         goal("password found (output, logs, argv, world-readable)", hits, 0, hits == 0)
+        goal("Redis refuses a client without the password", sec["redis_requires_it"], True, sec["redis_requires_it"])
         goal("backups 0600", f"{sum(m == '600' for m in sec['backups'].values())}/{len(sec['backups'])}", "all",
              sec["backups_0600"])
     speed_ = report.get("speed")
@@ -1120,6 +1150,8 @@ def table(report):
         w = sec["world_readable"]
         row("secrets", "world-readable files", f"{len(w['files_with_it'])} of {w['files_checked']} ({w['scope']})", 0,
             not w["files_with_it"])
+        row("secrets", "Redis without the password", "NOAUTH (refused)" if sec["redis_requires_it"] else "answers",
+            "refused", sec["redis_requires_it"])
         row("secrets", "backups (.env, redis.conf)", ", ".join(sorted(set(sec["backups"].values()))) or "none",
             "0600", sec["backups_0600"])
     sp = report.get("speed")
@@ -1150,6 +1182,19 @@ def table(report):
     missed = [g["name"] for g in report.get("goals", []) if not g["ok"]]
     lines.append("all goals met" if not missed else "goals missed: " + "; ".join(missed))
     return lines
+
+
+def print_through_pytest(config, lines):
+    """Lines on the terminal from inside a pytest run (past its output capture)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
 
 
 def write(report, path):

@@ -1,0 +1,91 @@
+"""
+Proof in numbers, kept in the suite (tests/e2e/proof.py measures, these assert): preview fidelity
+from "before", for the restart step and from a half-fixed replica; idempotence without mutating
+calls; the Redis password nowhere it must not be; speed against a one-state SLS.
+
+One replica (named ``proof``, password set) for fidelity, idempotence, secrets and speed; the
+half-fixed case boots a fresh one. ``SERVERFIX_PROOF_MODE=full`` runs the local mode (7 speed
+repetitions, the whole guest scanned for world-readable files); CI runs the ``ci`` subset.
+The table is printed at the end of the module and written to artifacts/proof-tests-main.json;
+``./scripts/proof-report.sh`` is the documented command for the whole report.
+"""
+
+import os
+
+import pytest
+
+from tests.e2e import proof
+
+pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
+
+MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
+# CI machines are shared and noisy: there the speed check guards against regressions (a wide
+# margin); the goal itself (<= 1.5x) is checked in the full mode and reported by proof-report.sh
+SPEED_LIMIT = proof.SPEED_GOAL if MODE == "full" else 2.0
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, progress, pytestconfig):
+    if os.geteuid() != 0:
+        pytest.skip("the replica needs root (systemd-nspawn, loop mounts, nftables)")
+    lab = proof.Lab(tmp_path_factory.mktemp("proof-main"), MODE, progress)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        proof.finish(lab)
+        path = proof.write(lab.report, proof.ARTIFACTS / "proof-tests-main.json")
+        proof.print_through_pytest(pytestconfig, proof.table(lab.report) + [f"(figures: {path})"])
+
+
+@pytest.fixture(scope="module")
+def main(lab):
+    return proof.record_main(lab)
+
+
+def describe(entry):
+    return {k: entry.get(k) for k in ("predicted_not_changed", "changed_not_predicted", "missing_in_one_run",
+                                      "failed", "error")}
+
+
+def test_preview_predicts_exactly_what_the_apply_changes(main):
+    entry = main["fidelity"]["before"]
+    assert entry["mismatches"] == 0 and not entry["failed"], describe(entry)
+    assert entry["changed"] >= 6, entry["rows"]   # Redis x3, .env, prisma-studio, swap x2 from "before"
+
+
+def test_preview_predicts_the_restart(main):
+    entry = main["fidelity"]["restart"]
+    assert entry["mismatches"] == 0 and not entry["failed"], describe(entry)
+    assert entry["changed"] == 1, entry["rows"]   # the backend restart, nothing else
+
+
+def test_reapply_changes_nothing_and_calls_nothing_that_mutates(main):
+    entry = main["idempotence"]
+    assert entry["changes"] == 0, entry
+    assert entry["mutating_calls"] == 0, [run["mutating_list"] for run in entry["runs"]]
+    for run in entry["runs"]:
+        assert run["pm2_calls"] <= 2 and run["pkg_calls"] <= 1, run   # a jlist or two, one dpkg-query
+
+
+def test_the_redis_password_shows_up_nowhere(main):
+    sec = main["secrets"]
+    assert sec["redis_requires_it"], "Redis answers without the password: the new requirepass is not in effect"
+    assert not sec["salt_ssh_output_or_log_leaks"], sec
+    assert not sec["guest_log_files_with_it"] and not sec["journal_lines_with_it"], sec
+    assert not sum(sec["argv"]["hits"].values()) and sec["argv"]["samples"]["guest"] > 50, sec["argv"]
+    assert not sec["world_readable"]["files_with_it"] and sec["world_readable"]["files_checked"] > 100, sec
+    assert sec["backups_0600"], sec["backups"]
+
+
+def test_speed_against_a_one_state_sls(main):
+    speed = main["speed"]
+    assert speed["ratio_noop"] <= SPEED_LIMIT, speed["median"]
+    assert speed["ratio_preview"] <= SPEED_LIMIT, speed["median"]
+    assert speed["median"]["diagnose"] < 10 and speed["median"]["verify"] < 10, speed["median"]
+
+
+def test_preview_from_a_half_fixed_replica(main, lab):
+    entry = proof.record_half_fixed(lab)
+    assert entry["mismatches"] == 0 and not entry.get("failed"), describe(entry)
+    assert entry["changed"] >= 4, entry["rows"]   # .env, prisma-studio's saved list, swap x2, the restart
