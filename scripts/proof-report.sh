@@ -11,7 +11,8 @@
 # The measuring is tests/e2e/proof.py; tests/e2e/test_proof_*.py assert the same in the suite (CI).
 #
 # Options:
-#   --ci          the CI subset: 3 speed repetitions, one full apply, one pillar case per kind (~10 min)
+#   --ci          the CI subset (what tests/e2e/test_proof_*.py run in CI): 3 speed repetitions,
+#                 one full apply, five kinds of bad pillar value, files written during the runs scanned
 #   --reps N      speed repetitions (default: 7, --ci: 3)
 #   --out FILE    the JSON report (default artifacts/proof-report.json)
 set -euo pipefail
