@@ -4,6 +4,8 @@ redis_server states: Phase 1's in-place ``redis.conf`` edit and the real ``PING`
 Thin over the ``redis_server`` execution module. Passwords never appear in changes or comments.
 """
 
+from collections.abc import Mapping
+
 __virtualname__ = "redis_server"
 
 
@@ -132,6 +134,13 @@ def _predict(ret, name):
     return ret
 
 
+def _config_changes_in_run(config):
+    """Does a ``configured`` state of this run change ``config`` (test mode: will it)?"""
+    running = globals().get("__running__") or {}   # Salt injects the run's results into state functions
+    return any(tag.startswith("redis_server_|-") and tag.endswith("_|-configured") and isinstance(ret, Mapping)
+               and ret.get("name") == config and ret.get("changes") for tag, ret in running.items())
+
+
 def _port_taken(config):
     """Why Redis cannot start, when another program holds its port: who, and the fix."""
     try:
@@ -152,9 +161,11 @@ def running(name, enable=True, config=""):
     at boot also when a config change restarts it (Salt's ``mod_watch`` only restarts).
 
     config
-        The ``redis.conf``: a Redis process that started before its last change is restarted
-        (``watch`` alone misses that over salt-ssh, which compiles the states on the master where
-        this module's ``mod_watch`` is unknown, and after a run cut off between edit and restart).
+        The ``redis.conf``: Redis is restarted when a ``configured`` state of this run changed it
+        (test mode: predicts that), and when the Redis process started before its last change.
+        This replaces ``watch``, which over salt-ssh is turned into ``require`` (the master-side
+        compile does not know this module's ``mod_watch``) and misses a run cut off between the
+        edit and the restart.
 
     .. code-block:: yaml
 
@@ -162,16 +173,21 @@ def running(name, enable=True, config=""):
           redis_server.running:
             - enable: true
             - config: /etc/redis/redis.conf
-            - watch:
+            - require:
               - redis_server: /etc/redis/redis.conf
     """
     ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)
-    stale = __salt__["redis_server.started_before"](config) if config and ret["result"] and not ret["changes"] else []  # pylint: disable=undefined-variable
-    if not stale:
+    why = ""
+    if config and ret["result"] and not ret["changes"]:
+        stale = __salt__["redis_server.started_before"](config)  # pylint: disable=undefined-variable
+        if stale:
+            why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
+        elif _config_changes_in_run(config):   # what `watch` did; in test mode: what will happen
+            why = f"{config} changed in this run" + (" (test mode: will change)" if __opts__["test"] else "")  # pylint: disable=undefined-variable
+    if not why:
         return ret
-    why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
     restarted = mod_watch(name, enable=enable)
     restarted["comment"] = f"{why}: {restarted['comment']}"
     return restarted

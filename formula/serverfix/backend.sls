@@ -42,7 +42,9 @@ serverfix-backend-restarted:
       # states (a phase switched off, e.g. serverfix:swap:enabled false)
       - sls: '{{ tplroot }}.prisma_studi[o]'
       - sls: '{{ tplroot }}.swa[p]'
-    # a change in Phase 1 (Redis) or Phase 2 (.env) makes the restart pending (mod_watch)
-    - watch:
       - sls: '{{ tplroot }}.redi[s]'
       - sls: '{{ tplroot }}.en[v]'
+    # a change in Phase 1 (Redis) or Phase 2 (.env) in this run makes the restart pending. Not
+    # `watch`: over salt-ssh that becomes `require` (the master does not know pm2's mod_watch)
+    # and makes Salt load every module looking for it (~1 s per run)
+    - changes_from: {{ [tplroot ~ '.redis', tplroot ~ '.env'] | json }}
