@@ -1,10 +1,11 @@
 """
 Proof in numbers, kept in the suite (tests/e2e/proof.py measures, these assert): preview fidelity
-from "before", for the restart step and from a half-fixed replica; idempotence without mutating
-calls; the Redis password nowhere it must not be; speed against a one-state SLS.
+from "before", for the restart step, for the fix in one go and from a half-fixed replica;
+idempotence without mutating calls; the Redis password nowhere it must not be; speed against a
+one-state SLS.
 
 One replica (named ``proof``, password set) for fidelity, idempotence, secrets and speed; the
-half-fixed case boots a fresh one. ``SERVERFIX_PROOF_MODE=full`` runs the local mode (7 speed
+one-go and half-fixed cases boot fresh ones. ``SERVERFIX_PROOF_MODE=full`` runs the local mode (7 speed
 repetitions, the whole guest scanned for world-readable files); CI runs the ``ci`` subset.
 The table is printed at the end of the module and written to artifacts/proof-tests-main.json;
 ``./scripts/proof-report.sh`` is the documented command for the whole report.
@@ -83,6 +84,12 @@ def test_speed_against_a_one_state_sls(main):
     assert speed["ratio_noop"] <= SPEED_LIMIT, speed["median"]
     assert speed["ratio_preview"] <= SPEED_LIMIT, speed["median"]
     assert speed["median"]["diagnose"] < 10 and speed["median"]["verify"] < 10, speed["median"]
+
+
+def test_preview_of_the_fix_in_one_go(main, lab):
+    entry = proof.record_one_go(lab)
+    assert entry["mismatches"] == 0 and not entry.get("failed"), describe(entry)
+    assert "serverfix-backend-restarted" in [r["id"] for r in entry["rows"] if r["predicted"] and r["changed"]], entry
 
 
 def test_preview_from_a_half_fixed_replica(main, lab):
