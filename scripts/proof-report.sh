@@ -12,7 +12,7 @@
 #
 # Options:
 #   --ci          the CI subset (what tests/e2e/test_proof_*.py run in CI): 3 speed repetitions,
-#                 one full apply, five kinds of bad pillar value, files written during the runs scanned
+#                 one full apply, four kinds of bad pillar value, files written during the runs scanned
 #   --reps N      speed repetitions (default: 7, --ci: 3)
 #   --out FILE    the JSON report (default artifacts/proof-report.json)
 set -euo pipefail
