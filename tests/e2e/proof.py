@@ -4,8 +4,8 @@ measured on the replica host (scripts/replica.sh) over salt-ssh with the roster 
 
 - **Preview fidelity**: for every state id, "would change" (``test=True``: result None with changes)
   against "did change" (the real run: changes), both ways, from the "before" replica, for the restart
-  step, and from a half-fixed replica (Redis installed, ``.env`` partly done, prisma-studio deleted
-  but still saved, no swap).
+  step, for the fix in one go with the restart flag, and from a half-fixed replica (Redis installed,
+  ``.env`` partly done, prisma-studio deleted but still saved, no swap).
 - **Idempotence**: the run after the fix reports zero changes and makes no mutating pm2,
   package-manager, systemctl, swap or sysctl call (counted by wrappers on the guest's PATH, below).
 - **Fault matrix**: each fault from a clean replica; each must end with a clear error (or be handled
@@ -26,9 +26,9 @@ and this waits for it.
 How calls are counted: ``instrument()`` puts small wrapper scripts in the guest's
 ``/usr/local/sbin`` (first on root's PATH) for apt-get, apt, apt-cache, dpkg, dpkg-query,
 systemctl, sysctl, swapon, swapoff and mkswap, and in place of pm2's own ``bin/pm2`` (the real one
-renamed next to it, so ``pm2.version`` still finds its package.json). Each wrapper appends one line
-(tool, whether a salt-ssh run is among its ancestors, argv; NUL-terminated) to a 0600 file in the guest's /run and
-execs the real tool. The argv lines are also searched for the password.
+renamed next to it, so ``pm2.version`` still finds its package.json). Each wrapper appends one
+record (tool, whether a salt-ssh run is among its ancestors, argv; NUL-terminated) to a 0600 file
+in the guest's /run and execs the real tool. The argv records are also searched for the password.
 """
 
 import argparse
@@ -203,13 +203,6 @@ class ProofReplica(Replica):
         """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold newlines)."""
         out = self.ssh(f"tail -c +{mark + 1} {CALLS_LOG}", timeout=30).stdout
         return [tuple((rec.split("\t", 2) + ["", ""])[:3]) for rec in out.split("\0") if rec.strip()]
-
-    def read_bytes(self, path):
-        """A guest file's bytes, read through the host's mount of its root (None if missing)."""
-        try:
-            return (self.rootfs / path.lstrip("/")).read_bytes()
-        except FileNotFoundError:
-            return None
 
     def dotenv_values(self, path=ENV_FILE):
         """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's node_modules)."""
