@@ -527,24 +527,6 @@ def saved_names(user="root", pm2_home="/root/.pm2"):
     return [e.get("name") for e in _dump_entries(pm2_home)[1] if isinstance(e, dict)]
 
 
-def _tail(path, lines):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            chunk = max(4096, lines * 200)
-            start = max(0, size - chunk)
-            while True:
-                handle.seek(start)
-                data = handle.read(size - start)
-                if start == 0 or data.count(b"\n") > lines:
-                    break
-                start = max(0, start - chunk)
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
-
-
 def log_paths(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
     """
     The out/err log files of app ``name`` (every instance), from the process list, else pm2's
@@ -582,7 +564,7 @@ def log_tail(name, lines=200, user="root", pm2_home="/root/.pm2", pm2_bin="", se
     paths = log_paths(name, user, pm2_home, pm2_bin)  # lists first: that learns the secrets to mask
     out = []
     for path in paths:
-        out += [mask(line, secrets, user, pm2_home) for line in _tail(path, int(lines))]
+        out += [mask(line, secrets, user, pm2_home) for line in __utils__["serverfix_files.tail_lines"](path, int(lines))]  # pylint: disable=undefined-variable
     return out
 
 

@@ -390,17 +390,3 @@ def _hex_to_ip(address, width):
     # /proc stores IPv6 as four host-order 32-bit words
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)
-
-
-def installed():
-    """
-    True when a ``redis-server`` binary is on this host.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' redis_server.installed
-    """
-    return any(os.access(os.path.join(d, "redis-server"), os.X_OK)
-               for d in os.environ.get("PATH", "/usr/bin").split(":") + ["/usr/bin", "/usr/sbin"])

@@ -312,14 +312,6 @@ def redis_bind_addresses(bind=None):
     return [addr for addr in bind if ipv6 or ":" not in addr]
 
 
-def _resolve(host, port):
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return None
-    return sorted({info[4][0] for info in infos})
-
-
 def check_redis_host(host, bind, port=6379):
     """
     Check that every address ``host`` resolves to is one Redis listens on.
@@ -333,8 +325,8 @@ def check_redis_host(host, bind, port=6379):
 
         salt '*' serverfix.check_redis_host localhost '["127.0.0.1"]'
     """
-    addresses = _resolve(host, port)
-    if addresses is None:
+    addresses = _resolve_ordered(host, port)
+    if not addresses:
         return (f"{PILLAR_KEY}:redis:host: {host!r} does not resolve on this host; "
                 "use 127.0.0.1 (the default)")
     listen = {addr.lstrip("-!") for addr in redis_bind_addresses(bind)}
@@ -528,51 +520,6 @@ def _mb(num_bytes):
     return round(num_bytes / (1 << 20), 1)
 
 
-def _read_text(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _meminfo(path="/proc/meminfo"):
-    """``{field: bytes}`` from /proc/meminfo."""
-    info = {}
-    for line in (_read_text(path) or "").splitlines():
-        name, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            info[name] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    return info
-
-
-def _active_swaps(text):
-    """``[{"filename", "size_bytes"}]`` of the active swap areas in /proc/swaps' text."""
-    swaps = []
-    for line in text.splitlines()[1:]:
-        fields = line.rsplit(None, 4)  # the file name may contain (escaped) spaces
-        if len(fields) == 5 and fields[2].isdigit() and not fields[0].endswith(" (deleted)"):
-            swaps.append({"filename": fields[0].replace("\\040", " "), "size_bytes": int(fields[2]) * 1024})
-    return swaps
-
-
-def _tail_lines(path, lines):
-    """The last ``lines`` lines of a log file (reads only its end: pm2 logs grow without bound)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, os.stat(path).st_size - lines * 400))
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
-
-
-def _sysctl(key):
-    text = _read_text("/proc/sys/" + key.replace(".", "/"))
-    return int(text.strip()) if text and text.strip().lstrip("-").isdigit() else None
-
-
 def _resolve_ordered(host, port):
     """The addresses ``host`` resolves to, in the resolver's order (the order a Node client tries)."""
     try:
@@ -759,7 +706,7 @@ class _Facts:
                 modified = os.stat(path).st_mtime
             except OSError:
                 continue
-            files.append({"path": path, "lines": _tail_lines(path, LOG_LINES),
+            files.append({"path": path, "lines": __utils__["serverfix_files.tail_lines"](path, LOG_LINES),  # pylint: disable=undefined-variable
                           "since_start": self.started is not None and modified >= self.started})
         return files, error
 
@@ -800,7 +747,7 @@ class _Facts:
 
     @functools.cached_property
     def memory(self):
-        info = _meminfo()
+        info = __utils__["serverfix_files.meminfo"]()  # pylint: disable=undefined-variable
         total = info.get("MemTotal", 0)
         available = info.get("MemAvailable", 0)
         processes = {}
@@ -820,11 +767,9 @@ class _Facts:
 
     @functools.cached_property
     def swaps(self):
-        """``(active swap areas, error)`` from ``proc_swaps``."""
-        text = _read_text(self.proc_swaps)
-        if text is None:
-            return [], f"{self.proc_swaps} cannot be read"
-        return _active_swaps(text), None
+        """``(active swap areas, error)`` from ``proc_swaps`` (a file deleted while in use is not swap we own)."""
+        swaps, error = _call("swapfile.active_swaps", proc_swaps=self.proc_swaps)
+        return [s for s in swaps or [] if not s["deleted"]], error
 
     @functools.cached_property
     def swapfile(self):
@@ -834,7 +779,10 @@ class _Facts:
     @functools.cached_property
     def sysctl(self):
         swap = self.cfg["swap"]
-        return {key: {"current": _sysctl(key), "wanted": int(swap[name])} for key, name in SYSCTL_KEYS.items()}
+        runtime, _ = _call("sysctl_persist.runtime", list(SYSCTL_KEYS))
+        current = {key: int(value) if value and value.lstrip("-").isdigit() else None
+                   for key, value in (runtime or {}).items()}
+        return {key: {"current": current.get(key), "wanted": int(swap[name])} for key, name in SYSCTL_KEYS.items()}
 
     def env_differences(self):
         """``(missing keys, {key: {found, wanted}})`` of the wanted keys; secrets masked."""

@@ -105,17 +105,6 @@ def _parse_proc_swaps(text):
     return entries
 
 
-def _parse_meminfo(text):
-    """``/proc/meminfo`` as ``{field: bytes}``."""
-    result = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            result[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    return result
-
-
 def _mount_of(path, mountinfo_text):
     """
     The mount holding ``path`` (already resolved): ``{mount_point, fs_type, source, options}``
@@ -306,9 +295,10 @@ def swap_permitted():
     return True, ""
 
 
-def active_swaps():
+def active_swaps(proc_swaps=PROC_SWAPS):
     """
-    Every active swap area, from ``/proc/swaps`` (the kernel's own list).
+    Every active swap area, from ``/proc/swaps`` (the kernel's own list; tests point
+    ``proc_swaps`` at a copy, since swap is kernel-global).
 
     CLI Example:
 
@@ -316,7 +306,7 @@ def active_swaps():
 
         salt '*' swapfile.active_swaps
     """
-    return _parse_proc_swaps(_read(PROC_SWAPS))
+    return _parse_proc_swaps(_read(proc_swaps))
 
 
 def _header(handle, page):
@@ -398,7 +388,7 @@ def _free_bytes(directory):
 
 
 def _mem_available():
-    return _parse_meminfo(_read(PROC_MEMINFO)).get("MemAvailable", 0)
+    return __utils__["serverfix_files.meminfo"](PROC_MEMINFO).get("MemAvailable", 0)  # pylint: disable=undefined-variable
 
 
 def _size_bytes(size):

@@ -1,6 +1,7 @@
 """
-File helpers shared by the serverfix modules: atomic writes that keep mode and owner, and
-timestamped backups. Standard library only (runs in the minion's Python).
+File helpers shared by the serverfix modules: atomic writes that keep mode and owner,
+timestamped backups, the end of a log file and /proc/meminfo. Standard library only (runs in
+the minion's Python).
 
 Reached from execution and state modules as ``__utils__["serverfix_files.atomic_write"]``.
 """
@@ -83,3 +84,38 @@ def prune_backups(path, keep, tag="serverfix"):
     for name in old:
         os.unlink(name)
     return old
+
+
+def tail_lines(path, lines):
+    """The last ``lines`` lines of ``path``, reading only its end (pm2 logs grow without bound);
+    ``[]`` when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            chunk = max(4096, lines * 200)
+            start = max(0, size - chunk)
+            while True:
+                handle.seek(start)
+                data = handle.read(size - start)
+                if start == 0 or data.count(b"\n") > lines:
+                    break
+                start = max(0, start - chunk)
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+def meminfo(path="/proc/meminfo"):
+    """``{field: bytes}`` from /proc/meminfo (``{}`` when it cannot be read)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            info[key.strip()] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+    return info

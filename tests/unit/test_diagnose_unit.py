@@ -15,6 +15,7 @@ from tests.conftest import DEFAULTS, MODULES_DIR, REPO, deep_merge, import_salt_
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
 serverfix_defaults = import_salt_module(REPO / "_utils" / "serverfix_defaults.py", "serverfix_test_defaults_util")
+serverfix_files = import_salt_module(REPO / "_utils" / "serverfix_files.py", "serverfix_test_files_util")
 report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output")
 
 
@@ -22,7 +23,9 @@ report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "se
 def configure_loader_modules():
     return {serverfix: {"__salt__": {}, "__context__": {}, "__opts__": {},
                         "__pillar__": {"serverfix": {"queue": {"concurrency": 7}}},
-                        "__utils__": {"serverfix_defaults.defaults": serverfix_defaults.defaults}}}
+                        "__utils__": {"serverfix_defaults.defaults": serverfix_defaults.defaults,
+                                      "serverfix_files.meminfo": serverfix_files.meminfo,
+                                      "serverfix_files.tail_lines": serverfix_files.tail_lines}}}
 
 
 @pytest.fixture

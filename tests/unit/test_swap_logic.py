@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import MODULES_DIR, import_salt_module
+from tests.conftest import MODULES_DIR, UTILS_DIR, import_salt_module
 
 swapfile = import_salt_module(MODULES_DIR / "swapfile.py", "serverfix_unit_swapfile")
 sysctl_persist = import_salt_module(MODULES_DIR / "sysctl_persist.py", "serverfix_unit_sysctl_persist")
+serverfix_files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_unit_files_util")
 
 M = 1 << 20
 PROC_SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
@@ -31,9 +32,21 @@ def test_proc_swaps_parsed_with_escapes_and_deleted_files():
     assert swapfile._parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
 
 
-def test_meminfo_parsed_in_bytes():
-    info = swapfile._parse_meminfo("MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n")
+def test_meminfo_parsed_in_bytes(tmp_path):
+    path = tmp_path / "meminfo"
+    path.write_text("MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n", encoding="ascii")
+    info = serverfix_files.meminfo(str(path))
     assert info == {"MemTotal": 3800000 * 1024, "MemAvailable": 1200000 * 1024, "HugePages_Total": 0}
+    assert serverfix_files.meminfo(str(tmp_path / "missing")) == {}
+
+
+@pytest.mark.parametrize("lines", [1, 3, 50])
+def test_tail_lines_reads_only_the_end_and_long_lines_still_count(tmp_path, lines):
+    path = tmp_path / "out.log"
+    body = [f"line {i} " + "x" * (i % 7 * 300) for i in range(200)]
+    path.write_text("\n".join(body) + "\n", encoding="utf-8")
+    assert serverfix_files.tail_lines(str(path), lines) == body[-lines:]
+    assert serverfix_files.tail_lines(str(tmp_path / "missing.log"), lines) == []
 
 
 MOUNTINFO = """22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
