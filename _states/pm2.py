@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
 
 import salt.utils.data
 from salt.exceptions import CommandExecutionError
@@ -309,13 +308,6 @@ def _tail_lines(text, secrets, user, pm2_home):
     return __salt__["pm2.mask"]("\n".join(lines), list(secrets), user, pm2_home)  # pylint: disable=undefined-variable
 
 
-def _changed_in_run(sls_names):
-    """Did a state of these SLS change something earlier in this run (test mode: will it)?"""
-    running = globals().get("__running__") or {}   # Salt injects the run's results into state functions
-    return any(ret.get("__sls__") in sls_names and ret.get("changes") and ret.get("result") is not False
-               for ret in running.values() if isinstance(ret, Mapping))   # frozen: not a dict
-
-
 def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowed=False, force=False,
                     ready_patterns=(), ready_timeout=60, rollback=True, env_file="", shadowed_env="fail",
                     managed_keys=(), redis_host="", redis_port=6379, backup_keep=5, upstream_changed=False,
@@ -363,7 +355,8 @@ def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowe
                        comment=f"{name} is not managed by the {_where(user, pm2_home)}: nothing to restart "
                                f"(start it as {user} first, then pm2 save)")
             return ret
-        upstream_changed = upstream_changed or _changed_in_run(changes_from)
+        upstream_changed = upstream_changed or __utils__["serverfix_run.changed_earlier"](  # pylint: disable=undefined-variable
+            globals().get("__running__"), sls=changes_from)
         reasons = _pending_reasons(procs, force, upstream_changed, env_file, redis_host, redis_port)
         if not reasons:
             ret["comment"] = (f"{name} is online and up to date (started "

@@ -4,7 +4,6 @@ redis_server states: Phase 1's in-place ``redis.conf`` edit and the real ``PING`
 Thin over the ``redis_server`` execution module. Passwords never appear in changes or comments.
 """
 
-from collections.abc import Mapping
 
 __virtualname__ = "redis_server"
 
@@ -134,13 +133,6 @@ def _predict(ret, name):
     return ret
 
 
-def _config_changes_in_run(config):
-    """Does a ``configured`` state of this run change ``config`` (test mode: will it)?"""
-    running = globals().get("__running__") or {}   # Salt injects the run's results into state functions
-    return any(tag.startswith("redis_server_|-") and tag.endswith("_|-configured") and isinstance(ret, Mapping)
-               and ret.get("name") == config and ret.get("changes") for tag, ret in running.items())
-
-
 def _port_taken(config):
     """Why Redis cannot start, when another program holds its port: who, and the fix."""
     try:
@@ -184,7 +176,8 @@ def running(name, enable=True, config=""):
         stale = __salt__["redis_server.started_before"](config)  # pylint: disable=undefined-variable
         if stale:
             why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
-        elif _config_changes_in_run(config):   # what `watch` did; in test mode: what will happen
+        elif __utils__["serverfix_run.changed_earlier"](  # pylint: disable=undefined-variable
+                globals().get("__running__"), state="redis_server.configured", name=config):   # what `watch` did; in test mode: what will happen
             why = f"{config} changed in this run" + (" (test mode: will change)" if __opts__["test"] else "")  # pylint: disable=undefined-variable
     if not why:
         return ret

@@ -93,3 +93,20 @@ def test_shipped_defaults_match_defaults_yaml():
     # salt-ssh targets get the defaults from _utils/serverfix_defaults.py, generated from the YAML
     gen = import_salt_module(REPO / "scripts" / "gen-defaults.py", "serverfix_gen_defaults")
     assert gen.TARGET.read_text(encoding="utf-8") == gen.render(), "run scripts/gen-defaults.py and commit"
+
+
+def test_changed_earlier_reads_the_runs_results():
+    run = import_salt_module(REPO / "_utils" / "serverfix_run.py", "serverfix_unit_run_util")
+    running = {
+        "redis_server_|-cfg_|-/etc/redis/redis.conf_|-configured": {
+            "name": "/etc/redis/redis.conf", "changes": {"appendonly": {}}, "result": True, "__sls__": "serverfix.redis"},
+        "dotenv_|-env_|-/x/.env_|-present": {"name": "/x/.env", "changes": {}, "result": True, "__sls__": "serverfix.env"},
+        "pkg_|-p_|-redis-server_|-installed": {"name": "redis-server", "changes": {"x": 1}, "result": False,
+                                               "__sls__": "serverfix.redis"},
+    }
+    assert run.changed_earlier(running, sls=["serverfix.redis"])
+    assert not run.changed_earlier(running, sls=["serverfix.env"])  # no changes there
+    assert run.changed_earlier(running, state="redis_server.configured", name="/etc/redis/redis.conf")
+    assert not run.changed_earlier(running, state="redis_server.configured", name="/other.conf")
+    assert not run.changed_earlier(running, state="pkg.installed")  # it failed: not a change
+    assert not run.changed_earlier(None, sls=["serverfix.redis"])
