@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# fixture modules shared by several test files (their fixtures are requested by name)
+pytest_plugins = ["tests.diag_support", "tests.dotenv_npm", "tests.functional.swap_support"]
+
 REPO = Path(__file__).resolve().parent.parent
 FORMULA_ROOT = REPO / "formula"            # the only file root: it links _modules/_states/_utils
 MODULES_DIR = REPO / "_modules"

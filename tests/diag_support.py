@@ -18,11 +18,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.conftest import DEFAULTS, NODE_BIN, REPO, deep_merge
 
 APPS = REPO / "tests" / "apps"
@@ -55,12 +55,9 @@ def free_port():
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """``tests.helpers.wait_for`` that fails the test on a timeout."""
+    if not helpers.wait_for(predicate, timeout, interval=0.05):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def redis_ping(port, host="127.0.0.1", password=""):

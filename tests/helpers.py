@@ -1,8 +1,8 @@
 """Helpers for reading Salt state returns and host snapshots in tests."""
 
 import hashlib
-import os
 import subprocess
+import time
 
 
 def by_id(state_return):
@@ -32,29 +32,14 @@ def dpkg_installed(package):
     return out.returncode == 0 and "ok installed" in out.stdout
 
 
-def listening_on(port):
-    """Local addresses with a TCP listener on ``port`` (from /proc/net/tcp{,6})."""
-    found = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(name, encoding="ascii") as handle:
-            next(handle)
-            for line in handle:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-                    found.append((name[-4:], fields[1].split(":")[0]))
-    return found
-
-
-def pids_of(exe_name):
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
-                if handle.read().strip() == exe_name:
-                    pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
+def wait_for(predicate, timeout, interval=0.5):
+    """Call ``predicate`` until it returns something true or ``timeout`` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(interval)
 
 
 def summary(ret):

@@ -62,7 +62,7 @@ def replica(progress, e2e_report):
         yield host
     finally:
         if KEEP:
-            progress(f"kept running (--keep): ./scripts/replica.sh ssh ...  |  ./scripts/replica.sh down")
+            progress("kept running (--keep): ./scripts/replica.sh ssh ...  |  ./scripts/replica.sh down")
         else:
             host.down()
 

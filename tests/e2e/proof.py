@@ -51,6 +51,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import REPO, deep_merge
+from tests.helpers import wait_for
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, ROSTER_ID, Replica, SaltSsh, StateRun, run_command,
                                        venv_tool)
 
@@ -483,15 +484,6 @@ def backups(replica, path=ENV_FILE):
     out = replica.ssh(f"t=$(readlink -f {path}); for f in \"$t\".*.bak; do [ -e \"$f\" ] && stat -c '%a %n' \"$f\"; done; true",
                       timeout=30).stdout
     return {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in out.splitlines() if " " in line}
-
-
-def wait_for(predicate, timeout, interval=0.5):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
 
 
 def backend_up(replica, timeout=20):

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import time
 import urllib.request

@@ -16,12 +16,12 @@ Steps whose part of the formula has not landed yet check what has (``landed``).
 
 import os
 import re
-import time
 
 import pytest
 
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, SaltSsh, fixture_secrets, landed,
                                        module_function_landed)
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
@@ -90,15 +90,6 @@ def pm2_by_name(snapshot):
 def short(text, limit=160):
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def wait_for(predicate, timeout, interval=0.5):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
 
 
 def test_step1_diagnose_before(replica, salt_ssh, shared, step, progress):

@@ -13,9 +13,7 @@ import time
 
 import pytest
 
-from tests.diag_support import (  # pm2, workdir: module fixtures
-    pm2,
-    workdir,
+from tests.diag_support import (
     BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, RedisServer, fake_proc_swaps, free_port, problems, settings,
     write_env,
 )

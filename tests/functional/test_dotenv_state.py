@@ -20,7 +20,6 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.conftest import IS_ROOT
-from tests.dotenv_npm import npm_dotenv  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="owner, chattr and uid switches need root")
 

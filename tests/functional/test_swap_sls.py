@@ -16,8 +16,7 @@ import uuid
 import pytest
 
 from tests.conftest import DEFAULTS, deep_merge
-from tests.functional.swap_support import (  # noqa: F401 (fixtures)
-    active_swap, read_sysctl, swap_dir, sysctl_restore)
+from tests.functional.swap_support import active_swap, read_sysctl
 
 pytestmark = pytest.mark.destructive_test
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.functional.swap_support import active_swap, swap_dir  # noqa: F401 (fixture)
+from tests.functional.swap_support import active_swap
 
 pytestmark = pytest.mark.destructive_test
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.functional.swap_support import read_sysctl, swap_dir, sysctl_restore  # noqa: F401 (fixtures)
+from tests.functional.swap_support import read_sysctl
 
 pytestmark = pytest.mark.destructive_test
 

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from salt.exceptions import SaltInvocationError
 
 from tests.conftest import MODULES_DIR, REPO, import_salt_module
-from tests.dotenv_npm import npm_dotenv  # noqa: F401  pylint: disable=unused-import
 
 dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_npm_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]

@@ -19,7 +19,6 @@ import yaml
 from saltfactories.utils import random_string
 
 from tests.conftest import FILE_ROOTS, IS_ROOT
-from tests.dotenv_npm import npm_dotenv  # noqa: F401  pylint: disable=unused-import
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="salt-call state runs need root")
 

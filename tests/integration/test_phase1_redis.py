@@ -10,11 +10,14 @@ the daemon is stopped by PID and the package purged afterwards.
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.helpers import by_id, changed_ids, dpkg_installed, failed_ids, listening_on, pids_of, sha256, summary
+from tests.conftest import MODULES_DIR, import_salt_module
+from tests.helpers import by_id, changed_ids, dpkg_installed, failed_ids, sha256, summary, wait_for
+
+# the module's own /proc readers (they need no Salt loader)
+redis_server = import_salt_module(MODULES_DIR / "redis_server.py", "serverfix_integ_redis_server")
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
@@ -22,14 +25,15 @@ REDIS_CONF = "/etc/redis/redis.conf"
 PREVIEW = {}  # what test=True said would change, compared with the real apply
 
 
+def _redis_pids():
+    """The service's daemon: whatever listens on 6379 (other tests run their own Redis on other ports)."""
+    return [owner["pid"] for owner in redis_server.port_owners(6379)]
+
+
 def _stop_redis():
-    for pid in pids_of("redis-server"):
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-        if b"6379" in cmdline:  # only the service's daemon; other tests run their own on other ports
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while listening_on(6379) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    for pid in _redis_pids():
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not redis_server.listening_addresses(6379), 10, interval=0.1)
 
 
 def _purge_redis():
@@ -51,7 +55,7 @@ def snapshot(settings):
     return {
         "redis-server installed": dpkg_installed("redis-server"),
         "redis.conf": sha256(REDIS_CONF),
-        "listening 6379": listening_on(6379),
+        "listening 6379": redis_server.listening_addresses(6379),
         ".env": sha256(settings["dotenv"]["file"]),
     }
 
@@ -101,9 +105,9 @@ def test_apply_installs_configures_and_starts_redis(salt_cli, salt_minion, integ
                  "appendonly yes", "appendfsync everysec"):
         assert line in conf
     assert not [line for line in conf if line.startswith("requirepass")]
-    # loopback only: 127.0.0.1 (0100007F) and ::1 where the host has IPv6 loopback
-    listeners = {address for _, address in listening_on(6379)}
-    assert listeners and listeners <= {"0100007F", "00000000000000000000000001000000"}, listeners
+    # loopback only: 127.0.0.1, and ::1 where the host has IPv6 loopback
+    listeners = set(redis_server.listening_addresses(6379))
+    assert listeners and listeners <= {"127.0.0.1", "::1"}, listeners
     backups = [n for n in os.listdir("/etc/redis") if n.startswith("redis.conf.serverfix-")]
     assert len(backups) == 1 and oct(os.stat(f"/etc/redis/{backups[0]}").st_mode & 0o777) == "0o600"
 
@@ -157,11 +161,11 @@ def test_config_change_restarts_redis(salt_cli, salt_minion):
     preview = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
                            "test=True", minion_tgt=salt_minion.id)
     assert changed_ids(preview.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
-    old_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
+    old_pids = _redis_pids()
     ret = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
                        minion_tgt=salt_minion.id)
     assert ret.returncode == 0, summary(ret)
     assert changed_ids(ret.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
     assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {"maxmemory": {"old": None, "new": "64mb"}}
-    new_pids = [p for p in pids_of("redis-server") if b"6379" in open(f"/proc/{p}/cmdline", "rb").read()]
+    new_pids = _redis_pids()
     assert new_pids and new_pids != old_pids  # restarted, not just "running"
