@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+usage() { sf_usage "$0"; }
 args=(--mode full)
 while [ $# -gt 0 ]; do
   case $1 in
@@ -33,12 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 started=$SECONDS
-sf_require_root scripts/proof-report.sh "(systemd-nspawn, loop mounts, nftables, swapon in the replica)"
-sf_apt "${SF_REPLICA_APT[@]}"
-sf_venv
-
-step "replica image (debootstrap + Node.js + pm2 + the backend stand-in; cached after the first build)"
-bash scripts/replica.sh image
+sf_replica_ready scripts/proof-report.sh
 
 step "measuring on the replica (its own name: proof; waits for another replica to finish)"
 # the report tears its replica down itself; this also covers an interrupted run

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+usage() { sf_usage "$0"; }
 keep=0 requests=10 tests=(tests/e2e/test_replica_salt_ssh.py)
 while [ $# -gt 0 ]; do
   case $1 in
@@ -31,12 +31,7 @@ while [ $# -gt 0 ]; do
 done
 
 started=$SECONDS
-sf_require_root scripts/run-replica.sh "(systemd-nspawn, loop mounts, nftables, swapon in the replica)"
-sf_apt "${SF_REPLICA_APT[@]}"
-sf_venv
-
-step "replica image (debootstrap + Node.js + pm2 + the backend stand-in; cached after the first build)"
-bash scripts/replica.sh image
+sf_replica_ready scripts/run-replica.sh
 
 step "the operator's job on the replica, over salt-ssh (roster entry hetzner)"
 # the tests tear the replica down themselves; this also covers an interrupted run

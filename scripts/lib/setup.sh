@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Shared setup for scripts/test.sh and scripts/run-replica.sh (sourced, from the repo root):
-# what a fresh Debian 12 machine needs, installed only when missing.
+# Shared setup for scripts/test.sh, run-replica.sh and proof-report.sh (sourced, from the repo
+# root): what a fresh Debian 12 machine needs, installed only when missing.
+#   sf_usage SCRIPT           print the script's header comment (its help)
+#   sf_replica_ready CMD      root, the replica's apt packages, the venv and the cached replica image
 #   sf_require_root CMD WHY   stop unless root
 #   sf_apt PKG...             apt-get install the missing packages (one apt-get update first)
 #   sf_venv                   the venv at $venv from requirements-test.txt (re-made when the file changes)
@@ -17,6 +19,16 @@ SF_REPLICA_APT=(python3-venv openssh-client debootstrap systemd-container zstd e
 SF_TEST_APT=("${SF_REPLICA_APT[@]}" openssh-server openssh-sftp-server nodejs npm btrfs-progs xfsprogs redis-tools)
 
 step() { printf '\n==> %s\n' "$*"; }
+
+sf_usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"; }
+
+sf_replica_ready() {
+  sf_require_root "$1" "(systemd-nspawn, loop mounts, nftables, swapon in the replica)"
+  sf_apt "${SF_REPLICA_APT[@]}"
+  sf_venv
+  step "replica image (debootstrap + Node.js + pm2 + the backend stand-in; cached after the first build)"
+  bash scripts/replica.sh image
+}
 
 sf_require_root() {
   if [ "$(id -u)" != 0 ]; then echo "$1: run as root $2" >&2; exit 2; fi

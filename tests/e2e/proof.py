@@ -33,6 +33,7 @@ in the guest's /run and execs the real tool. The argv records are also searched 
 
 import argparse
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -48,6 +49,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, deep_merge
@@ -1243,6 +1245,22 @@ def write(report, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return path
+
+
+@contextlib.contextmanager
+def pytest_lab(tmp_path_factory, name, mode, progress, pytestconfig):
+    """A Lab for one pytest module: skipped unless root; on exit its replica goes down and its
+    report is printed and written to ``artifacts/proof-tests-<name>.json``."""
+    if os.geteuid() != 0:
+        pytest.skip("the replica needs root (systemd-nspawn, loop mounts, nftables)")
+    lab = Lab(tmp_path_factory.mktemp(f"proof-{name}"), mode, progress)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        finish(lab)
+        path = write(lab.report, ARTIFACTS / f"proof-tests-{name}.json")
+        print_through_pytest(pytestconfig, table(lab.report) + [f"(figures: {path})"])
 
 
 def main(argv=None):

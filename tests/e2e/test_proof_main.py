@@ -27,16 +27,8 @@ SPEED_LIMIT = proof.SPEED_GOAL if MODE == "full" else 2.0
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, progress, pytestconfig):
-    if os.geteuid() != 0:
-        pytest.skip("the replica needs root (systemd-nspawn, loop mounts, nftables)")
-    lab = proof.Lab(tmp_path_factory.mktemp("proof-main"), MODE, progress)
-    try:
-        yield lab
-    finally:
-        lab.close()
-        proof.finish(lab)
-        path = proof.write(lab.report, proof.ARTIFACTS / "proof-tests-main.json")
-        proof.print_through_pytest(pytestconfig, proof.table(lab.report) + [f"(figures: {path})"])
+    with proof.pytest_lab(tmp_path_factory, "main", MODE, progress, pytestconfig) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
