@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import salt.utils.data
+import salt.utils.systemd
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,30 @@ def started_before(path="/etc/redis/redis.conf", name="redis-server"):
     except (OSError, ValueError):
         return []
     return [o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed]
+
+
+def reset_failed(name="redis-server"):
+    """
+    Clear systemd's "failed" state of the ``name`` unit, so that the next start is tried again.
+
+    With ``Restart=always`` (Debian's unit) a Redis that cannot start (its port taken) is restarted
+    until systemd's start limit gives up; after that every ``systemctl start`` is refused for a while,
+    even once the cause is fixed. Returns True when the unit was failed and is reset, False when
+    there was nothing to reset or the host does not run systemd.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.reset_failed redis-server
+    """
+    if not salt.utils.systemd.booted(__context__):  # pylint: disable=undefined-variable
+        return False
+    unit = name if name.endswith(".service") else f"{name}.service"
+    if __salt__["cmd.retcode"](["systemctl", "is-failed", "--quiet", unit],  # pylint: disable=undefined-variable
+                               python_shell=False, ignore_retcode=True) != 0:
+        return False
+    return __salt__["cmd.retcode"](["systemctl", "reset-failed", unit], python_shell=False) == 0  # pylint: disable=undefined-variable
 
 
 def _hex_to_ip(address, width):

@@ -168,7 +168,12 @@ def running(name, enable=True, config=""):
             - require:
               - redis_server: /etc/redis/redis.conf
     """
+    # a start refused earlier (port taken) can leave systemd's start limit hit: the re-run after
+    # the fix must try again, not inherit the refusal
+    reset = not __opts__["test"] and __salt__["redis_server.reset_failed"](name)  # pylint: disable=undefined-variable
     ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    if reset:
+        ret["comment"] = f"{name} was in systemd's failed state from an earlier start; reset it. {ret['comment']}"
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)
     why = ""
