@@ -15,7 +15,6 @@ import tarfile
 import tempfile
 import time
 
-import salt.utils.data
 import salt.utils.systemd
 
 log = logging.getLogger(__name__)
@@ -250,10 +249,7 @@ def command(*args, host="127.0.0.1", port=6379, password=None, timeout=2.0):
 
 
 def _pillar_password():
-    # __pillar__, not pillar.get: Salt 3008's pillar.get returns masked values to modules
-    return salt.utils.data.traverse_dict_and_list(
-        __pillar__, "serverfix:redis:password", ""  # pylint: disable=undefined-variable
-    )
+    return __utils__["serverfix_pillar.lookup"](__pillar__, "serverfix:redis:password")  # pylint: disable=undefined-variable
 
 
 def ping(host="127.0.0.1", port=6379, password=None, timeout=2.0):

@@ -73,7 +73,8 @@ def present(name, values, secret_keys=None, create=False, user="", group="", mod
     order, ``export``, inline comments and line endings stay. A symlink's target is edited.
 
     values
-        Mapping of keys to strings or numbers.
+        Mapping of keys to strings or numbers. A value given as ``{"pillar": "<key>"}`` is read
+        from the pillar when the state runs (keeps a secret out of the compiled state data).
     secret_keys
         More keys whose values must never be shown (besides names containing PASSWORD, SECRET,
         TOKEN or KEY).
@@ -99,6 +100,8 @@ def present(name, values, secret_keys=None, create=False, user="", group="", mod
         ret["result"] = False
         ret["comment"] = f"{name}: values must be a mapping of keys to strings or numbers; nothing was changed"
         return ret
+    values = {key: __utils__["serverfix_pillar.resolve"](value, __pillar__)  # pylint: disable=undefined-variable
+              for key, value in values.items()}
     plan_kwargs = {"values": values, "secret_keys": list(secret_keys or []), "create": create,
                    "user": user, "group": group, "mode": mode, "backup_keep": backup_keep}
     return _run(name, ret, plan_kwargs, "dotenv.set", plan_kwargs)

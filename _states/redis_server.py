@@ -30,6 +30,9 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
     file inside package ``pkg`` (downloaded to a temp dir), so the preview names exactly what
     the real run will change.
 
+    ``password`` may be a ``{"pillar": "<key>"}`` reference, read from the pillar when the state
+    runs, so it is not in the compiled state data.
+
     IPv6 addresses in ``bind`` are dropped on a host without IPv6 loopback, where Redis would
     otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone.
 
@@ -41,6 +44,7 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
             - port: 6379
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)  # pylint: disable=undefined-variable
     settings = {
         "bind": " ".join(__salt__["serverfix.redis_bind_addresses"](bind)),  # pylint: disable=undefined-variable
         "protected-mode": "yes",
@@ -98,6 +102,7 @@ def pong(name, port=6379, password="", timeout=15):
     Fail unless Redis at host ``name`` answers ``PING`` with ``PONG`` (AUTH first when a
     password is set, over the socket). Retries up to ``timeout`` seconds after a restart.
     In test mode a Redis that is not there yet is reported as ``None`` (checked on the real run).
+    ``password`` may be a ``{"pillar": "<key>"}`` reference, as in ``configured``.
 
     .. code-block:: yaml
 
@@ -108,6 +113,7 @@ def pong(name, port=6379, password="", timeout=15):
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     test = __opts__["test"]  # pylint: disable=undefined-variable
+    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)  # pylint: disable=undefined-variable
     result = __salt__["redis_server.wait_pong"](  # pylint: disable=undefined-variable
         host=name, port=port, password=password, timeout=0 if test else timeout
     )

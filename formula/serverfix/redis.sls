@@ -5,6 +5,8 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import serverfix with context %}
 {%- set redis = serverfix.redis %}
+{#- the password by pillar key, read when the state runs: not in show_sls or the state cache #}
+{%- set password = {'pillar': 'serverfix:redis:password'} if redis.password else '' %}
 
 include:
   - {{ tplroot }}.preflight
@@ -22,7 +24,7 @@ serverfix-redis-config-edited:
     - name: {{ redis.config | json }}
     - bind: {{ redis.bind | json }}
     - port: {{ redis.port | json }}
-    - password: {{ redis.password | json }}
+    - password: {{ password | json }}
     - maxmemory: {{ redis.maxmemory | json }}
     - maxmemory_policy: {{ redis.maxmemory_policy | json }}
     - appendonly: {{ redis.appendonly | json }}
@@ -50,7 +52,7 @@ serverfix-redis-answers-ping:
   redis_server.pong:
     - name: {{ redis.host | json }}
     - port: {{ redis.port | json }}
-    - password: {{ redis.password | json }}
+    - password: {{ password | json }}
     - require:
       - redis_server: serverfix-redis-service-running
 {%- endif %}

@@ -129,16 +129,34 @@ def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
     assert sha256(env_file) == before
 
 
-def test_phase2_requires_phase1(salt_call, make_pillar, env_file, tmp_path):
-    # rendering only (show_sls): with Redis enabled the env state waits for the whole Phase 1 sls
+def show_sls(make_pillar, env_file, tmp_path, sls):
+    """``state.show_sls`` (rendering only) with Redis enabled; returns salt-call's stdout."""
     pillar = settings(env_file)
     pillar["redis"]["enabled"] = True
     root = make_pillar("dotenv_salt_call_show", pillar)
     conf = tmp_path / "minion"
     conf.write_text(yaml.safe_dump({"id": "show", "root_dir": str(tmp_path), "file_client": "local",
                                     "file_roots": {"base": FILE_ROOTS}, "pillar_roots": {"base": [str(root)]}}))
-    proc = subprocess.run([SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet",
-                           "state.show_sls", "serverfix.env"], capture_output=True, text=True, check=True)
-    data = json.loads(proc.stdout)["local"]["serverfix-env-keys-present"]
+    return subprocess.run([SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet",
+                           "state.show_sls", sls], capture_output=True, text=True, check=True).stdout
+
+
+def test_phase2_requires_phase1(salt_call, make_pillar, env_file, tmp_path):
+    # with Redis enabled the env state waits for the whole Phase 1 sls
+    data = json.loads(show_sls(make_pillar, env_file, tmp_path, "serverfix.env"))["local"]["serverfix-env-keys-present"]
     requires = next(arg["require"] for arg in data["dotenv"] if isinstance(arg, dict) and "require" in arg)
     assert "serverfix-preflight" in requires and {"sls": "serverfix.redis"} in requires
+
+
+def test_compiled_states_hold_pillar_keys_not_secrets(salt_call, make_pillar, env_file, tmp_path):
+    # the password and the extra values are {"pillar": key} references, read when the state runs
+    out = show_sls(make_pillar, env_file, tmp_path, "serverfix")
+    assert SECRET not in out and EXTRA_SECRET not in out
+    data = json.loads(out)["local"]
+    values = next(arg["values"] for arg in data["serverfix-env-keys-present"]["dotenv"]
+                  if isinstance(arg, dict) and "values" in arg)
+    assert values["REDIS_PASSWORD"] == {"pillar": "serverfix:redis:password"}
+    assert values["SESSION_SALT"] == {"pillar": "serverfix:dotenv:extra:SESSION_SALT"}
+    passwords = [arg["password"] for state in ("serverfix-redis-config-edited", "serverfix-redis-answers-ping")
+                 for arg in data[state]["redis_server"] if isinstance(arg, dict) and "password" in arg]
+    assert passwords == [{"pillar": "serverfix:redis:password"}] * 2
