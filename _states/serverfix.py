@@ -22,7 +22,8 @@ def preflight(name, config):
     name
         Any id; the formula uses ``serverfix-preflight``.
     config
-        The merged settings from map.jinja.
+        The merged settings from map.jinja; ``{"pillar": "<key>"}`` references in it are read from
+        the pillar.
 
     .. code-block:: yaml
 
@@ -31,6 +32,7 @@ def preflight(name, config):
             - config: {{ serverfix | json }}
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)  # pylint: disable=undefined-variable
     errors = __salt__["serverfix.preflight"](config)  # pylint: disable=undefined-variable
     if errors:
         ret["result"] = False
@@ -62,7 +64,8 @@ def verified(name, config):
     name
         Any id; the formula uses ``serverfix-verified``.
     config
-        The merged settings from map.jinja.
+        The merged settings from map.jinja; ``{"pillar": "<key>"}`` references in it are read from
+        the pillar.
 
     .. code-block:: yaml
 
@@ -72,6 +75,7 @@ def verified(name, config):
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     try:
+        config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)  # pylint: disable=undefined-variable
         report = __salt__["serverfix.verify"](config, set_retcode=False)  # pylint: disable=undefined-variable
     except Exception as exc:  # pylint: disable=broad-except
         ret["result"] = False

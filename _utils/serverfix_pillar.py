@@ -24,3 +24,13 @@ def resolve(value, pillar):
     if isinstance(value, Mapping) and set(value) == {"pillar"}:
         return lookup(pillar, value["pillar"], "")
     return value
+
+
+def resolve_all(value, pillar):
+    """``value`` with every ``{"pillar": "<key>"}`` reference in it (nested mappings and lists) read."""
+    value = resolve(value, pillar)
+    if isinstance(value, Mapping):
+        return {key: resolve_all(item, pillar) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [resolve_all(item, pillar) for item in value]
+    return value

@@ -4,7 +4,7 @@
 # Every state of the other SLS files requires this one; failhard stops the run on a problem.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, state_config with context %}
 
 {#- state.apply <sls> does not sync _modules/_states (only a highstate does): say what to run #}
 {%- if 'serverfix.preflight' not in salt %}
@@ -18,6 +18,6 @@ serverfix-preflight:
 {%- else %}
 serverfix-preflight:
   serverfix.preflight:
-    - config: {{ serverfix | json }}
+    - config: {{ state_config | json }}  # secrets as pillar references
     - failhard: true
 {%- endif %}

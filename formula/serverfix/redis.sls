@@ -3,10 +3,8 @@
 # Phase 1: Redis installed, bound to loopback, persistent, queue-safe, running, answering PING.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, state_config with context %}
 {%- set redis = serverfix.redis %}
-{#- the password by pillar key, read when the state runs: not in show_sls or the state cache #}
-{%- set password = {'pillar': 'serverfix:redis:password'} if redis.password else '' %}
 
 include:
   - {{ tplroot }}.preflight
@@ -24,7 +22,7 @@ serverfix-redis-config-edited:
     - name: {{ redis.config | json }}
     - bind: {{ redis.bind | json }}
     - port: {{ redis.port | json }}
-    - password: {{ password | json }}
+    - password: {{ state_config.redis.password | json }}  # a pillar reference
     - maxmemory: {{ redis.maxmemory | json }}
     - maxmemory_policy: {{ redis.maxmemory_policy | json }}
     - appendonly: {{ redis.appendonly | json }}
@@ -52,7 +50,7 @@ serverfix-redis-answers-ping:
   redis_server.pong:
     - name: {{ redis.host | json }}
     - port: {{ redis.port | json }}
-    - password: {{ password | json }}
+    - password: {{ state_config.redis.password | json }}  # a pillar reference
     - require:
       - redis_server: serverfix-redis-service-running
 {%- endif %}

@@ -6,7 +6,7 @@
 # same checks on their own.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, state_config with context %}
 
 include:
   - {{ tplroot }}.preflight
@@ -20,7 +20,7 @@ include:
 
 serverfix-verified:
   serverfix.verified:
-    - config: {{ serverfix | json }}
+    - config: {{ state_config | json }}  # secrets as pillar references
     - order: last
     - require:
       - serverfix: serverfix-preflight

@@ -129,16 +129,18 @@ def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
     assert sha256(env_file) == before
 
 
-def show_sls(make_pillar, env_file, tmp_path, sls):
-    """``state.show_sls`` (rendering only) with Redis enabled; returns salt-call's stdout."""
+def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
+    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns salt-call's stdout."""
     pillar = settings(env_file)
-    pillar["redis"]["enabled"] = True
+    pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
     root = make_pillar("dotenv_salt_call_show", pillar)
     conf = tmp_path / "minion"
     conf.write_text(yaml.safe_dump({"id": "show", "root_dir": str(tmp_path), "file_client": "local",
                                     "file_roots": {"base": FILE_ROOTS}, "pillar_roots": {"base": [str(root)]}}))
-    return subprocess.run([SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet",
-                           "state.show_sls", sls], capture_output=True, text=True, check=True).stdout
+    call = [SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet"]
+    if synced:  # the preflight state renders its real form only where the custom modules are
+        subprocess.run(call + ["saltutil.sync_all"], capture_output=True, check=True)
+    return subprocess.run(call + ["state.show_sls", sls], capture_output=True, text=True, check=True).stdout
 
 
 def test_phase2_requires_phase1(salt_call, make_pillar, env_file, tmp_path):
@@ -150,9 +152,15 @@ def test_phase2_requires_phase1(salt_call, make_pillar, env_file, tmp_path):
 
 def test_compiled_states_hold_pillar_keys_not_secrets(salt_call, make_pillar, env_file, tmp_path):
     # the password and the extra values are {"pillar": key} references, read when the state runs
-    out = show_sls(make_pillar, env_file, tmp_path, "serverfix")
+    out = show_sls(make_pillar, env_file, tmp_path, "serverfix", synced=True)
     assert SECRET not in out and EXTRA_SECRET not in out
     data = json.loads(out)["local"]
+    for state, function in (("serverfix-preflight", "preflight"), ("serverfix-verified", "verified")):
+        body = data[state]["serverfix"]
+        assert function in body
+        config = next(arg["config"] for arg in body if isinstance(arg, dict) and "config" in arg)
+        assert config["redis"]["password"] == {"pillar": "serverfix:redis:password"}
+        assert config["dotenv"]["extra"]["SESSION_SALT"] == {"pillar": "serverfix:dotenv:extra:SESSION_SALT"}
     values = next(arg["values"] for arg in data["serverfix-env-keys-present"]["dotenv"]
                   if isinstance(arg, dict) and "values" in arg)
     assert values["REDIS_PASSWORD"] == {"pillar": "serverfix:redis:password"}

@@ -110,3 +110,15 @@ def test_changed_earlier_reads_the_runs_results():
     assert not run.changed_earlier(running, state="redis_server.configured", name="/other.conf")
     assert not run.changed_earlier(running, state="pkg.installed")  # it failed: not a change
     assert not run.changed_earlier(None, sls=["serverfix.redis"])
+
+
+def test_pillar_references_are_read_from_the_pillar():
+    refs = import_salt_module(REPO / "_utils" / "serverfix_pillar.py", "serverfix_unit_pillar_util")
+    pillar = {"serverfix": {"redis": {"password": "pw"}, "dotenv": {"extra": {"A.B": 3}}}}
+    config = {"redis": {"password": {"pillar": "serverfix:redis:password"}, "port": 6379},
+              "dotenv": {"extra": {"A.B": {"pillar": "serverfix:dotenv:extra:A.B"}}},
+              "patterns": [{"pillar": "serverfix:missing"}, "x"]}
+    assert refs.resolve_all(config, pillar) == {"redis": {"password": "pw", "port": 6379},
+                                                "dotenv": {"extra": {"A.B": 3}}, "patterns": ["", "x"]}
+    assert refs.resolve({"pillar": "a", "other": 1}, pillar) == {"pillar": "a", "other": 1}  # not a reference
+    assert refs.resolve("plain", pillar) == "plain" and refs.lookup(None, "a:b", "d") == "d"
