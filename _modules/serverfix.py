@@ -348,7 +348,7 @@ def _module_preflight(module, **kwargs):
     return list(__salt__[func](**kwargs) or [])  # pylint: disable=undefined-variable
 
 
-def preflight(config, pillar=None):
+def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
 
@@ -361,6 +361,11 @@ def preflight(config, pillar=None):
         The merged settings (defaults.yaml + pillar), as the SLS files see them.
     pillar
         The raw ``serverfix`` pillar; by default the minion's own.
+    phases
+        The formula's SLS files in this run, by short name (``redis``, ``env``, ``prisma_studio``,
+        ``swap``, ``backend``): only their files and tools are checked, so that
+        ``state.apply serverfix.redis`` does not need a ``.env`` yet. ``None``: all. The pillar is
+        always checked in full.
 
     CLI Example:
 
@@ -371,18 +376,22 @@ def preflight(config, pillar=None):
     errors = validate_pillar(pillar)
     if errors:
         return errors  # the merged settings are not trustworthy past this point
+    def in_run(*names):
+        return phases is None or any(name in phases for name in names)
+
     redis = config["redis"]
-    if redis["enabled"]:
+    if redis["enabled"] and in_run("redis", "env"):   # the bind (Phase 1) must cover REDIS_HOST (Phase 2)
         message = check_redis_host(redis["host"], redis["bind"], redis["port"])
         if message:
             errors.append(message)
     pm2 = config["pm2"]
-    if config["remove_processes"] or config["backend"]["restart"]:
+    if (config["remove_processes"] and in_run("prisma_studio")) or (config["backend"]["restart"] and in_run("backend")):
         errors += _module_preflight("pm2", user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"])
     dotenv = config["dotenv"]
-    errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
+    if in_run("env"):
+        errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
     swap = config["swap"]
-    if swap["enabled"]:
+    if swap["enabled"] and in_run("swap"):
         errors += _module_preflight("swapfile", path=swap["file"], size=swap["size"])
     return errors
 

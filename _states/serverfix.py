@@ -33,7 +33,10 @@ def preflight(name, config):
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)  # pylint: disable=undefined-variable
-    errors = __salt__["serverfix.preflight"](config)  # pylint: disable=undefined-variable
+    # only the phases this run applies (state.apply serverfix.redis needs no .env yet)
+    lowstate = globals().get("__lowstate__") or []
+    phases = sorted({str(chunk.get("__sls__", "")).rsplit(".", 1)[-1] for chunk in lowstate}) or None
+    errors = __salt__["serverfix.preflight"](config, phases=phases)  # pylint: disable=undefined-variable
     if errors:
         ret["result"] = False
         ret["comment"] = ("Nothing was changed: fix these first (see pillar.example):\n- "

@@ -46,3 +46,12 @@ def test_localhost_pitfall_detected(modules):
 @pytest.mark.parametrize("size, expected", [("2G", 2 << 30), ("512M", 512 << 20), ("64MiB", 64 << 20), (4096, 4096)])
 def test_parse_size(modules, size, expected):
     assert modules.serverfix.parse_size(size) == expected
+
+
+def test_preflight_checks_only_the_phases_given(modules, tmp_path):
+    config = {**DEFAULTS, "dotenv": {**DEFAULTS["dotenv"], "file": str(tmp_path / "missing" / ".env")},
+              "remove_processes": [], "swap": {**DEFAULTS["swap"], "enabled": False}}
+    assert modules.serverfix.preflight(config, pillar={}, phases=["preflight", "redis"]) == []
+    errors = modules.serverfix.preflight(config, pillar={}, phases=["redis", "env"])
+    assert len(errors) == 1 and str(tmp_path / "missing" / ".env") in errors[0]
+    assert modules.serverfix.preflight(config, pillar={}) == errors  # None: every phase

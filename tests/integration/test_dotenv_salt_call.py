@@ -129,10 +129,8 @@ def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
     assert sha256(env_file) == before
 
 
-def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
-    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns salt-call's stdout."""
-    pillar = settings(env_file)
-    pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
+def local_minion(make_pillar, pillar, tmp_path, synced=False):
+    """A salt-call --local config dir in ``tmp_path`` with ``pillar``; returns the salt-call prefix."""
     root = make_pillar("dotenv_salt_call_show", pillar)
     conf = tmp_path / "minion"
     conf.write_text(yaml.safe_dump({"id": "show", "root_dir": str(tmp_path), "file_client": "local",
@@ -140,6 +138,14 @@ def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
     call = [SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet"]
     if synced:  # the preflight state renders its real form only where the custom modules are
         subprocess.run(call + ["saltutil.sync_all"], capture_output=True, check=True)
+    return call
+
+
+def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
+    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns salt-call's stdout."""
+    pillar = settings(env_file)
+    pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
+    call = local_minion(make_pillar, pillar, tmp_path, synced)
     return subprocess.run(call + ["state.show_sls", sls], capture_output=True, text=True, check=True).stdout
 
 
@@ -168,3 +174,16 @@ def test_compiled_states_hold_pillar_keys_not_secrets(salt_call, make_pillar, en
     passwords = [arg["password"] for state in ("serverfix-redis-config-edited", "serverfix-redis-answers-ping")
                  for arg in data[state]["redis_server"] if isinstance(arg, dict) and "password" in arg]
     assert passwords == [{"pillar": "serverfix:redis:password"}] * 2
+
+
+def test_preflight_checks_only_the_phases_in_the_run(salt_call, make_pillar, tmp_path):
+    # no .env yet: a run of Phase 3 alone does not need one, a run with Phase 2 is stopped
+    missing = tmp_path / "no-such-dir" / ".env"
+    call = local_minion(make_pillar, settings(missing), tmp_path, synced=True)
+    preflight = "serverfix_|-serverfix-preflight_|-serverfix-preflight_|-preflight"
+    for sls, ok in (("serverfix.prisma_studio", True), ("serverfix.env", False)):
+        proc = subprocess.run(call + ["--retcode-passthrough", "state.apply", sls, "test=True"],
+                              capture_output=True, text=True, timeout=300, check=False)
+        state = json.loads(proc.stdout)["local"][preflight]
+        assert (proc.returncode == 0) is ok and state["result"] is ok, (sls, state)
+        assert (str(missing) in state["comment"]) is not ok, (sls, state)
