@@ -3,8 +3,8 @@ Real services for the diagnose/verify tests (tests/*/test_diagnose*.py, tests/*/
 
 - ``RedisServer``: our own ``redis-server`` on a random free port (never 6379: the Phase 1 test
   owns it), with its own dir, stopped by PID.
-- ``Pm2``: the locally installed pm2 with ``PM2_HOME`` in a temp dir, a clean environment, and
-  ``pm2 kill`` at the end; the stand-in apps are ``tests/apps/diag_*.js``.
+- ``Pm2``: the Phase 3/5 tests' pm2 sandbox (tests/functional/pm2_support) with restart, save and
+  log helpers; the stand-in apps are ``tests/apps/diag_*.js``.
 - ``SysvService``: a real init script + rc2.d link so ``service.status``/``service.enabled`` of
   Salt's service module answer for our Redis (this host has no systemd); removed afterwards.
 - ``fake_proc_swaps``: a copy of ``/proc/swaps``'s format. Swap is kernel-global and other tests
@@ -12,8 +12,6 @@ Real services for the diagnose/verify tests (tests/*/test_diagnose*.py, tests/*/
   diagnose reads this file through its ``proc_swaps`` parameter instead.
 """
 
-import json
-import os
 import shutil
 import signal
 import socket
@@ -23,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.conftest import DEFAULTS, NODE_BIN, REPO, deep_merge
+from tests.conftest import DEFAULTS, REPO, deep_merge
+from tests.functional.pm2_support import Pm2Sandbox
 
 APPS = REPO / "tests" / "apps"
 BACKEND_APP = APPS / "diag_backend.js"
@@ -110,39 +109,19 @@ class RedisServer:
         self.stop()
 
 
-class Pm2:
-    """pm2 from tests/node with its own PM2_HOME; every app gets a clean, explicit environment."""
-
-    def __init__(self, home):
-        self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.bin = str(NODE_BIN / "pm2")
-        node_dir = os.path.dirname(shutil.which("node") or "/usr/bin/node")
-        self.base_env = {"PATH": f"{node_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home.parent),
-                         "PM2_HOME": str(self.home)}
-
-    def run(self, *args, env=None, check=True):
-        ret = subprocess.run([self.bin, *args], env=dict(self.base_env, **(env or {})), capture_output=True,
-                             text=True, timeout=60, check=False)
-        if check and ret.returncode != 0:
-            raise AssertionError(f"pm2 {' '.join(args)} failed: {ret.stdout[-500:]} {ret.stderr[-500:]}")
-        return ret
-
-    def start(self, name, script, env=None):
-        self.run("start", str(script), "--name", name, env=env)
+class Pm2(Pm2Sandbox):
+    """The pm2 sandbox of the Phase 3/5 tests (its own PM2_HOME ``<root>/pm2``, a clean environment,
+    killed by PID at the end), plus what the diagnose/verify tests do with their stand-in apps."""
 
     def restart(self, name):
-        self.run("restart", name)
+        self.pm2("restart", name)
+        self.remember_pids()
 
     def delete(self, name):
-        self.run("delete", name)
+        self.pm2("delete", name)
 
     def save(self):
-        self.run("save", "--force")
-
-    def jlist(self):
-        out = self.run("jlist").stdout.strip().splitlines()
-        return json.loads(out[-1]) if out else []
+        self.pm2("save", "--force")
 
     def log_path(self, name, kind="out"):
         return self.home / "logs" / f"{name}-{'out' if kind == 'out' else 'error'}.log"
@@ -151,10 +130,6 @@ class Pm2:
         path = self.log_path(name, kind)
         wait_for(lambda: path.exists() and text in path.read_text(encoding="utf-8", errors="replace"),
                  timeout, f"{text!r} in {path}")
-
-    def kill(self):
-        self.run("kill", check=False)
-
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +140,7 @@ def workdir(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def pm2(workdir):  # pylint: disable=redefined-outer-name
     """A pm2 with its own PM2_HOME for the module's stand-in apps; killed afterwards."""
-    manager = Pm2(workdir / "pm2")
+    manager = Pm2(workdir)
     try:
         yield manager
     finally:

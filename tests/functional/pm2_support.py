@@ -87,7 +87,8 @@ class Pm2Sandbox:
         return made
 
     def _env(self, extra=None):
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pwd.getpwnam(self.user).pw_dir,
+        node_dir = os.path.dirname(shutil.which("node") or "/usr/bin/node")
+        env = {"PATH": f"{node_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": pwd.getpwnam(self.user).pw_dir,
                "PM2_HOME": str(self.home), "LANG": "C.UTF-8", "NODE_PATH": str(NODE_MODULES)}
         env.update(extra or {})
         return env

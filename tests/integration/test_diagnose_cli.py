@@ -29,7 +29,7 @@ RUNBOOK_PROBLEMS = {"redis-not-running": "critical", "env-queue-config": "critic
 def world(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("diagcli")
     env_file = write_env(workdir / "backend" / ".env", {})
-    pm2 = Pm2(workdir / "pm2")
+    pm2 = Pm2(workdir)
     pm2.start("intranet-backend", BACKEND_APP, env={"ENV_FILE": str(env_file)})
     pm2.start("prisma-studio", IDLE_APP, env={"ALLOC_MB": "32"})
     pm2.save()
