@@ -4,7 +4,6 @@ redis_server states: Phase 1's in-place ``redis.conf`` edit and the real ``PING`
 Thin over the ``redis_server`` execution module. Passwords never appear in changes or comments.
 """
 
-
 __virtualname__ = "redis_server"
 
 
@@ -174,12 +173,13 @@ def running(name, enable=True, config=""):
             - require:
               - redis_server: /etc/redis/redis.conf
     """
-    # a start refused earlier (port taken) can leave systemd's start limit hit: the re-run after
-    # the fix must try again, not inherit the refusal
-    reset = not __opts__["test"] and __salt__["redis_server.reset_failed"](name)  # pylint: disable=undefined-variable
     ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
-    if reset:
-        ret["comment"] = f"{name} was in systemd's failed state from an earlier start; reset it. {ret['comment']}"
+    # starts refused earlier (port taken) can leave systemd's start limit hit, which refuses
+    # this start too even once the cause is gone: reset the unit and try once more. Only on a
+    # failure, so a no-op run makes no extra systemctl call
+    if ret["result"] is False and __salt__["redis_server.reset_failed"](name):  # pylint: disable=undefined-variable
+        ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+        ret["comment"] = f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)
     why = ""
