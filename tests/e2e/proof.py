@@ -54,8 +54,8 @@ import yaml
 
 from tests.conftest import REPO, deep_merge
 from tests.helpers import wait_for
-from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, ROSTER_ID, Replica, SaltSsh, StateRun, run_command,
-                                       venv_tool)
+from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, Replica, SaltSsh, StateRun,
+                                       run_command, venv_tool)
 
 ENV_FILE = "/var/www/intranet/backend/.env"
 BACKEND = "intranet-backend"
@@ -109,7 +109,6 @@ install -d -m 0700 @DIR@ && touch @LOG@ @MARKER@ && chmod 600 @LOG@ && chmod 644
 pm2=$(readlink -f "$(command -v pm2)")
 if [ ! -e "$pm2.real" ]; then mv "$pm2" "$pm2.real"; fi
 """
-REPLICA_SH = REPO / "scripts" / "replica.sh"
 READ_ONLY = {
     "pm2": {"jlist", "list", "ls", "l", "status", "describe", "desc", "info", "show", "prettylist", "-v",
             "--version", "-V", "id", "pid", "ping"},
@@ -172,8 +171,7 @@ class ProofReplica(Replica):
         return run_command(["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env)
 
     def ssh(self, command, timeout=300, check=True, stdin=None):
-        return run_command(["bash", str(REPLICA_SH), "ssh", command], timeout=timeout, check=check, input=stdin,
-                           env=self.env)
+        return run_command(self.ssh_argv(command), timeout=timeout, check=check, input=stdin, env=self.env)
 
     def ssh_argv(self, command):
         """The argv of ``replica.sh ssh`` (for a process this side keeps running)."""
@@ -214,13 +212,13 @@ class ProofReplica(Replica):
         return json.loads(self.ssh(f"node -e {shlex.quote(code)}", timeout=30).stdout)
 
     def backend(self):
-        """(pm2 status of the backend, its /health mode or None)."""
+        """The pm2 status of the backend (None when pm2 does not list it)."""
         out = self.ssh("pm2 jlist 2>/dev/null | sed -n '/^\\[/,$p'", timeout=30, check=False).stdout
         try:
             procs = {p["name"]: p["pm2_env"]["status"] for p in json.loads(out or "[]")}
         except ValueError:
             procs = {}
-        return procs.get(BACKEND), self.app_mode()
+        return procs.get(BACKEND)
 
 
 
@@ -232,7 +230,7 @@ class ProofSaltSsh(SaltSsh):
     """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a transcript scan."""
 
     def __init__(self, workdir, replica, pillar, secret_values=(), cachedir=None):
-        super().__init__(workdir, replica, pillar if isinstance(pillar, dict) else {})
+        super().__init__(workdir, replica, pillar)
         self.secret_values = [s for s in secret_values if s]
         extra_root = self.dir / "baseline-root"
         extra_root.mkdir(exist_ok=True)
@@ -245,8 +243,6 @@ class ProofSaltSsh(SaltSsh):
             # relative: Salt puts every path option below root_dir, absolute ones too
             master["cachedir"] = os.path.relpath(cachedir, self.dir)
         (self.dir / "master").write_text(yaml.safe_dump(master), encoding="utf-8")
-        if not isinstance(pillar, dict):  # a pillar that is not a mapping at all (a fault case)
-            (self.dir / "pillar" / "serverfix.sls").write_text(yaml.safe_dump({"serverfix": pillar}), encoding="utf-8")
         self.runs = 0
 
     def set_pillar(self, pillar, secret_values=()):
@@ -330,15 +326,10 @@ class ArgvSampler:
 
     def _sample_host(self):
         while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                            args = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-                    except OSError:
-                        continue
-                    if args:
-                        self.host.add(args)
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                args = b" ".join(_cmdline(pid)).decode("utf-8", "replace").strip()
+                if args:
+                    self.host.add(args)
             self.rounds["host"] += 1
             self._stop.wait(0.1)
 
@@ -446,7 +437,7 @@ class Lab:
         self.salt_runs.append(ssh)
         return ssh
 
-    def apply(self, ssh, *args, what="state.apply serverfix"):
+    def apply(self, ssh, *args):
         """One measured run: (rc, StateRun or None, seconds, calls summary, raw data, output)."""
         mark = self.replica.calls_mark()
         if args and args[0] in ("serverfix.diagnose", "serverfix.verify", "test.ping"):
@@ -457,7 +448,7 @@ class Lab:
             rc, data, seconds, output = ssh.attempt("state.apply", "serverfix", *args)
         calls = self.replica.calls_since(mark)
         return {"rc": rc, "run": state_run(data), "seconds": round(seconds, 2), "calls": summarize_calls(calls),
-                "raw_calls": calls, "data": data, "output": output, "what": what}
+                "data": data, "output": output}
 
 
 def meta(mode):
@@ -482,7 +473,7 @@ def guest_file(replica, path):
 
 
 def backups(replica, path=ENV_FILE):
-    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's)."""
+    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's: ``<target>.*.bak``)."""
     out = replica.ssh(f"t=$(readlink -f {path}); for f in \"$t\".*.bak; do [ -e \"$f\" ] && stat -c '%a %n' \"$f\"; done; true",
                       timeout=30).stdout
     return {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in out.splitlines() if " " in line}
@@ -490,7 +481,7 @@ def backups(replica, path=ENV_FILE):
 
 def backend_up(replica, timeout=20):
     """The backend is online in pm2 and answers /health (waits out a restart in progress)."""
-    return bool(wait_for(lambda: replica.backend()[0] == "online" and replica.app_mode() is not None, timeout))
+    return bool(wait_for(lambda: replica.backend() == "online" and replica.app_mode() is not None, timeout))
 
 
 def swap_not_half_made(snapshot, size=2 << 30):
@@ -574,14 +565,12 @@ def speed(lab, ssh, runs):
     """Interleaved repetitions on the fixed replica: no-op serverfix vs the one-state SLS, both with
     and without test=True; diagnose; verify. Medians, ratios, pm2 calls per run."""
     reps = lab.opts["reps"]
-    kinds = {"noop": (), "baseline": (BASELINE_SLS,), "preview": ("test=True",),
-             "baseline_preview": (BASELINE_SLS, "test=True"), "diagnose": ("serverfix.diagnose",),
-             "verify": ("serverfix.verify",)}
-    kinds = {k: v for k, v in kinds.items() if k in lab.opts["speed_kinds"]}
+    every_kind = {"noop": (), "baseline": (BASELINE_SLS,), "preview": ("test=True",),
+                  "baseline_preview": (BASELINE_SLS, "test=True"), "diagnose": ("serverfix.diagnose",),
+                  "verify": ("serverfix.verify",)}
+    kinds = {k: v for k, v in every_kind.items() if k in lab.opts["speed_kinds"]}
     # diagnose and verify of the measured sequence count too (the same replica, fixed by then)
-    samples = {k: [runs[k]["seconds"]] if k in ("diagnose", "verify") else [] for k in ("noop", "baseline", "preview",
-                                                                                        "baseline_preview", "diagnose",
-                                                                                        "verify")}
+    samples = {k: [runs[k]["seconds"]] if k in ("diagnose", "verify") else [] for k in every_kind}
     pm2_calls = {k: [runs[k]["calls"]["pm2"]["total"]] if k in ("diagnose", "verify") else [] for k in samples}
     slowest = {}
     for rep in range(reps):
@@ -647,11 +636,7 @@ def secret_scan(lab, sampler):
     finally:
         replica.ssh(f"rm -f {pattern}", timeout=30)
     calls = replica.calls_since(0)
-    modes = {}
-    for glob in (f"$(readlink -f {ENV_FILE})", "/etc/redis/redis.conf"):
-        for line in _lines(replica, f'for f in {glob}.*.bak; do [ -e "$f" ] && stat -c "%a %n" "$f"; done; true'):
-            mode, name = line.split(" ", 1)
-            modes[name] = mode
+    modes = {**backups(replica, ENV_FILE), **backups(replica, "/etc/redis/redis.conf")}
     noauth = replica.ssh("redis-cli -h 127.0.0.1 ping 2>&1; true", timeout=30).stdout.strip()
     return {
         "password_length": len(password),
@@ -874,7 +859,7 @@ def fault_redis_port_taken(lab):
                 "for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done")
     ssh = lab.salt("redis-port-taken")
     result = lab.apply(ssh)
-    error = fault.ran(result, ["6379", "in use"], refused_by=None)
+    fault.ran(result, ["6379", "in use"], refused_by=None)
     failed = [s["__id__"] for s in result["run"].failed] if result["run"] else []
     fault.entry["failed_states"] = failed
     fault.check("a Phase 1 state failed", any(s.startswith("serverfix-redis-") for s in failed))
@@ -885,7 +870,6 @@ def fault_redis_port_taken(lab):
     again = lab.apply(ssh)
     fault.entry["rerun"] = run_summary(again)
     fault.check("after freeing the port the re-run completes", again["rc"] == 0 and again["run"] and not again["run"].failed)
-    fault.entry["error"] = error[:600]
     return fault.done("Phase 1 fails clearly, later phases that need it do not run")
 
 
@@ -910,8 +894,8 @@ def fault_env_symlink(lab):
     _env_handled(fault, lab, result)
     link = lab.replica.ssh(f"readlink {ENV_FILE}; stat -c %a {target}", timeout=30).stdout.split()
     fault.check("still a symlink to the same file, target mode kept", link[:1] == [target] and link[1:] == [fault.env_mode])
-    fault.check("backups next to the target, 0600", backups(lab.replica) and
-                all(p.startswith(target) and m == "600" for p, m in backups(lab.replica).items()))
+    made = backups(lab.replica)
+    fault.check("backups next to the target, 0600", made and all(p.startswith(target) and m == "600" for p, m in made.items()))
     return fault.done("handled: the target edited, the link kept")
 
 
@@ -1014,16 +998,17 @@ def fault_ssh_lost(lab):
     fault.check("the cut run ended with an error", proc.returncode != 0)
     fault.entry["guest_after_cut"] = lab.replica.ssh("pgrep -fc 'serverfix-salt.*salt-call' || true; dpkg --audit | head -3; true",
                                                      timeout=30).stdout.strip()
-    attempts = []
+    attempts, completed = [], False
     for attempt in range(4):
         lab.say(f"[fault] SSH connection lost: re-run {attempt + 1}")
         result = lab.apply(ssh)
         attempts.append({"rc": result["rc"], "error": first_error(result["data"], result["output"])[:300]})
-        if result["rc"] == 0 and result["run"] and not result["run"].failed:
+        completed = bool(result["rc"] == 0 and result["run"] and not result["run"].failed)
+        if completed:
             break
         time.sleep(10)   # the cut run may still hold the dpkg lock in the guest
     fault.entry["reruns"] = attempts
-    fault.check("a re-run completes", attempts and attempts[-1]["rc"] == 0)
+    fault.check("a re-run completes (rc 0, no failed state)", completed)
     values = lab.replica.dotenv_values()
     fault.check("queue keys read right (npm dotenv)", all(values.get(k) == v for k, v in managed_values(lab).items()))
     fault.check("dpkg has nothing half-installed", not lab.replica.ssh("dpkg --audit", timeout=60).stdout.strip())
@@ -1132,11 +1117,6 @@ def goals(report):
 
 def _s(seconds):
     return "-" if seconds is None else f"{seconds:.1f} s"
-
-
-def _calls(calls):
-    return ", ".join(f"{g} {c['total']}" + (f" ({c['mutating']} mutating)" if c["mutating"] else "")
-                     for g, c in calls.items() if c["total"])
 
 
 def table(report):
