@@ -865,11 +865,23 @@ def fault_redis_port_taken(lab):
     fault.check("a Phase 1 state failed", any(s.startswith("serverfix-redis-") for s in failed))
     fault.check(".env not touched (Phase 2 needs Phase 1)", guest_file(replica, ENV_FILE)[0] == fault.env_bytes)
     fault.nothing_lost()
+    # systemd's start limit (Restart=always retries until it refuses further starts for 10 s, even
+    # once the port is free: CI hit it by timing). A 5 min window here makes the refusal outlast
+    # the re-run's start-up on any machine; the starts drive the unit into it now
+    limit = replica.ssh(
+        "install -d /run/systemd/system/redis-server.service.d && printf '[Unit]\\nStartLimitIntervalSec=300\\n' "
+        "> /run/systemd/system/redis-server.service.d/proof-start-limit.conf && systemctl daemon-reload; "
+        "since=$(date '+%F %T'); sleep 1; for i in $(seq 20); do systemctl start redis-server 2>/dev/null; sleep 0.3; "
+        "[ \"$(systemctl is-active redis-server)\" = failed ] && journalctl -q -u redis-server --since \"$since\" "
+        "| grep -q 'Start request repeated too quickly' && echo hit && break; done; true", timeout=90).stdout.strip()
+    fault.check("redis-server had hit systemd's start limit", limit == "hit")
     replica.ssh("systemctl stop proof-port-squatter")
     lab.say("[fault] Redis cannot start: port freed, applying again")
     again = lab.apply(ssh)
     fault.entry["rerun"] = run_summary(again)
     fault.check("after freeing the port the re-run completes", again["rc"] == 0 and again["run"] and not again["run"].failed)
+    fault.check("the re-run reset the failed unit", "systemctl reset-failed redis-server.service"
+                in again["calls"]["systemctl"]["mutating_calls"])
     return fault.done("Phase 1 fails clearly, later phases that need it do not run")
 
 
