@@ -44,6 +44,34 @@ def _read_lines(path):
         return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
 
 
+def _has_ipv6_loopback():
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as handle:
+            return any(line.split()[0] == "0" * 31 + "1" for line in handle if line.strip())
+    except OSError:
+        return False
+
+
+def bind_addresses(bind):
+    """
+    Return the ``bind`` addresses Redis can use on this host.
+
+    IPv6 addresses are dropped when the host has no IPv6 loopback (Redis would fail to start:
+    the runbook's IPv4/IPv6 pitfall); ``-`` marks an address Redis may skip.
+
+    bind
+        List of addresses, e.g. ``["127.0.0.1", "-::1"]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.bind_addresses '["127.0.0.1", "-::1"]'
+    """
+    ipv6 = _has_ipv6_loopback()
+    return [addr for addr in bind if ipv6 or ":" not in addr]
+
+
 def config_get(path="/etc/redis/redis.conf", mask=True):
     """
     Return the active directives of a redis.conf as ``{directive: value}`` (the last one wins,

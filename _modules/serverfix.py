@@ -30,10 +30,8 @@ SECRET = "<secret>"
 
 # npm dotenv only reads keys made of these characters (anything else is silently ignored).
 ENV_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 REDIS_MEMORY_RE = re.compile(r"^\d+(?:[kmg]b?)?$", re.IGNORECASE)
 PM2_NAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-][A-Za-z0-9_.@:+ -]*$")
-UNIT_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def __virtual__():
@@ -107,9 +105,18 @@ HOSTNAME = _str_rule("a host name or IP address on one line (e.g. 127.0.0.1)",
                      pattern=r"^[A-Za-z0-9_.:-]+$", allow_empty=False)
 BIND_ADDR = _str_rule("an IP address, optionally prefixed with '-' (optional) or '!' (e.g. 127.0.0.1, -::1)",
                       pattern=r"^[-!]?[0-9A-Fa-f.:*]+$", allow_empty=False)
+def _positive_size(value):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return False
+    try:
+        return __utils__["serverfix_size.parse_size"](value) > 0  # pylint: disable=undefined-variable
+    except ValueError:
+        return False
+
+
 SIZE = _Rule(
     "a size such as 2G, 512M or 1048576K (an integer with K, M, G or T)",
-    lambda v: (_is_int(v) and v > 0) or (isinstance(v, str) and bool(SIZE_RE.match(v)) and parse_size(v) > 0),
+    lambda v: _positive_size(v),
 )
 
 
@@ -202,26 +209,6 @@ PILLAR_SCHEMA = {
 }
 
 
-def parse_size(size):
-    """
-    Return a size such as ``2G``, ``512M``, ``64MiB`` or ``1048576`` in bytes.
-
-    Raises ``ValueError`` for anything else.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' serverfix.parse_size 2G
-    """
-    if isinstance(size, int) and not isinstance(size, bool):
-        return size
-    match = SIZE_RE.match(str(size))
-    if not match:
-        raise ValueError(f"{size!r} is not a size such as 2G or 512M")
-    return int(match.group(1)) * UNIT_FACTORS[match.group(2).upper()]
-
-
 def _suggest(key, known):
     close = difflib.get_close_matches(str(key), list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -280,38 +267,6 @@ def validate_pillar(pillar=None):
     return errors
 
 
-def _has_ipv6_loopback():
-    try:
-        with open("/proc/net/if_inet6", encoding="ascii") as handle:
-            return any(line.split()[0] == "0" * 31 + "1" for line in handle if line.strip())
-    except OSError:
-        return False
-
-
-def redis_bind_addresses(bind=None):
-    """
-    Return the Redis ``bind`` addresses to write on this host.
-
-    IPv6 addresses are dropped when the host has no IPv6 loopback (Redis would fail to start:
-    the runbook's IPv4/IPv6 pitfall); ``-`` marks an address Redis may skip.
-
-    bind
-        List of addresses; by default the pillar's ``serverfix:redis:bind``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' serverfix.redis_bind_addresses '["127.0.0.1", "-::1"]'
-    """
-    if bind is None:
-        bind = salt.utils.data.traverse_dict_and_list(  # not pillar.get: it masks values for modules
-            __pillar__, f"{PILLAR_KEY}:redis:bind", ["127.0.0.1", "-::1"]  # pylint: disable=undefined-variable
-        )
-    ipv6 = _has_ipv6_loopback()
-    return [addr for addr in bind if ipv6 or ":" not in addr]
-
-
 def check_redis_host(host, bind, port=6379):
     """
     Check that every address ``host`` resolves to is one Redis listens on.
@@ -329,7 +284,7 @@ def check_redis_host(host, bind, port=6379):
     if not addresses:
         return (f"{PILLAR_KEY}:redis:host: {host!r} does not resolve on this host; "
                 "use 127.0.0.1 (the default)")
-    listen = {addr.lstrip("-!") for addr in redis_bind_addresses(bind)}
+    listen = {addr.lstrip("-!") for addr in __salt__["redis_server.bind_addresses"](bind)}  # pylint: disable=undefined-variable
     if listen & {"*", "0.0.0.0", "::", "*::"}:  # wildcard binds cover everything (not loopback-only!)
         return ""
     missing = [addr for addr in addresses if addr not in listen]
@@ -1209,7 +1164,7 @@ def _verify_swap(facts):
                 _check("sysctl", "skip", "serverfix:swap:enabled is false", {})]
     status, error = facts.swapfile
     status = status or {}
-    wanted = parse_size(swap["size"])
+    wanted = __utils__["serverfix_size.parse_size"](swap["size"])  # pylint: disable=undefined-variable
     size = int(status.get("size_bytes") or 0)  # the file's size; /proc/swaps shows one page less
     active = bool(status.get("active"))
     ok = active and size >= wanted

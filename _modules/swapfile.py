@@ -393,7 +393,7 @@ def _mem_available():
 
 def _size_bytes(size):
     try:
-        return __salt__["serverfix.parse_size"](size)  # pylint: disable=undefined-variable
+        return __utils__["serverfix_size.parse_size"](size)  # pylint: disable=undefined-variable
     except (ValueError, TypeError):
         raise CommandExecutionError(f"{PILLAR_SIZE}: {size!r} is not a size such as 2G or 512M") from None
 

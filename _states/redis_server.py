@@ -45,7 +45,7 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     password = __utils__["serverfix_pillar.resolve"](password, __pillar__)  # pylint: disable=undefined-variable
     settings = {
-        "bind": " ".join(__salt__["serverfix.redis_bind_addresses"](bind)),  # pylint: disable=undefined-variable
+        "bind": " ".join(__salt__["redis_server.bind_addresses"](bind)),  # pylint: disable=undefined-variable
         "protected-mode": "yes",
         "port": str(port),
         "supervised": "auto",

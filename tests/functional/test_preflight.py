@@ -44,8 +44,8 @@ def test_localhost_pitfall_detected(modules):
 
 
 @pytest.mark.parametrize("size, expected", [("2G", 2 << 30), ("512M", 512 << 20), ("64MiB", 64 << 20), (4096, 4096)])
-def test_parse_size(modules, size, expected):
-    assert modules.serverfix.parse_size(size) == expected
+def test_parse_size(loaders, size, expected):
+    assert loaders.utils["serverfix_size.parse_size"](size) == expected
 
 
 def test_preflight_checks_only_the_phases_given(modules, tmp_path):

@@ -16,6 +16,7 @@ from tests.conftest import DEFAULTS, MODULES_DIR, REPO, deep_merge, import_salt_
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
 serverfix_defaults = import_salt_module(REPO / "_utils" / "serverfix_defaults.py", "serverfix_test_defaults_util")
 serverfix_files = import_salt_module(REPO / "_utils" / "serverfix_files.py", "serverfix_test_files_util")
+serverfix_size = import_salt_module(REPO / "_utils" / "serverfix_size.py", "serverfix_test_size_util")
 report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output")
 
 
@@ -25,7 +26,8 @@ def configure_loader_modules():
                         "__pillar__": {"serverfix": {"queue": {"concurrency": 7}}},
                         "__utils__": {"serverfix_defaults.defaults": serverfix_defaults.defaults,
                                       "serverfix_files.meminfo": serverfix_files.meminfo,
-                                      "serverfix_files.tail_lines": serverfix_files.tail_lines}}}
+                                      "serverfix_files.tail_lines": serverfix_files.tail_lines,
+                                      "serverfix_size.parse_size": serverfix_size.parse_size}}}
 
 
 @pytest.fixture
