@@ -1,14 +1,26 @@
 """
-serverfix states: the formula-level preflight (and, with the diagnose/verify work, the final check).
+serverfix states: the formula's preflight (the first state of every run) and the runbook's final
+checks (the last one).
 
-Thin over the ``serverfix`` execution module.
+Thin over the ``serverfix`` execution module: they decide and build the return; the checks are
+``serverfix.preflight`` and ``serverfix.verify``.
 """
+
+from typing import TYPE_CHECKING, Any
+
+from salt.exceptions import SaltException
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __opts__: dict[str, Any]
+    __pillar__: dict[str, Any]
 
 __virtualname__ = "serverfix"
 
 
 def __virtual__():
-    if "serverfix.preflight" in __salt__:  # pylint: disable=undefined-variable
+    if "serverfix.preflight" in __salt__:
         return __virtualname__
     return (False, "the serverfix execution module is not loaded: run saltutil.sync_all, "
                    "or state.apply serverfix sync_mods=all")
@@ -32,17 +44,19 @@ def preflight(name, config):
             - config: {{ serverfix | json }}
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)  # pylint: disable=undefined-variable
+    config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)
     # only the phases this run applies (state.apply serverfix.redis needs no .env yet)
     lowstate = globals().get("__lowstate__") or []
     phases = sorted({str(chunk.get("__sls__", "")).rsplit(".", 1)[-1] for chunk in lowstate}) or None
-    errors = __salt__["serverfix.preflight"](config, phases=phases)  # pylint: disable=undefined-variable
-    if errors:
+    try:
+        __salt__["serverfix.preflight"](config, phases=phases)
+    except SaltException as exc:
+        errors = (getattr(exc, "info", None) or {}).get("errors") or [str(exc)]
         ret["result"] = False
         ret["comment"] = ("Nothing was changed: fix these first (see pillar.example):\n- "
                           + "\n- ".join(errors))
-    else:
-        ret["comment"] = "Pillar, files and tools are fine."
+        return ret
+    ret["comment"] = "Pillar, files and tools are fine."
     return ret
 
 
@@ -78,9 +92,9 @@ def verified(name, config):
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     try:
-        config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)  # pylint: disable=undefined-variable
-        report = __salt__["serverfix.verify"](config, set_retcode=False)  # pylint: disable=undefined-variable
-    except Exception as exc:  # pylint: disable=broad-except
+        config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)
+        report = __salt__["serverfix.verify"](config, set_retcode=False)
+    except SaltException as exc:
         ret["result"] = False
         ret["comment"] = f"serverfix.verify could not run: {exc}"
         return ret
@@ -89,7 +103,7 @@ def verified(name, config):
     lines = _verify_lines(report)
     if report["ok"]:
         ret["comment"] = f"All checks passed ({summary}; {report['duration_ms']} ms):\n" + "\n".join(lines)
-    elif __opts__["test"]:  # pylint: disable=undefined-variable
+    elif __opts__["test"]:
         ret["result"] = None
         ret["comment"] = (f"Would verify after the changes above; checked now ({summary}), these do not pass "
                           "yet:\n" + "\n".join(lines))
