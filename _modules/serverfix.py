@@ -41,6 +41,12 @@ def __virtual__():
     return __virtualname__
 
 
+def _own(dunder):
+    """The loader behind ``__salt__``/``__utils__``, to hand to a _utils function: the dunder itself
+    would be looked up in the loader that runs that function (the utils loader packs neither)."""
+    return dunder.value() if hasattr(dunder, "value") else dunder
+
+
 def _problems(errors):
     """Raise one ``CommandExecutionError`` carrying every message of ``errors``, if any."""
     if errors:
@@ -72,7 +78,7 @@ def validate_pillar(pillar=None):
         salt '*' serverfix.validate_pillar
         salt-call --local serverfix.validate_pillar pillar='{"redis": {"port": 70000}}'
     """
-    _problems(__utils__["serverfix_schema.validate"](_raw_pillar(pillar)))
+    _problems(__utils__["serverfix_schema.validate"](_raw_pillar(pillar), _own(__utils__)))
     return True
 
 
@@ -154,7 +160,7 @@ def preflight(config, pillar=None, phases=None):
         salt '*' serverfix.preflight "$(salt-call --local --out=json slsutil.renderer ...)"
     """
     # the merged settings are not trustworthy past invalid pillar values
-    _problems(__utils__["serverfix_schema.validate"](_raw_pillar(pillar)))
+    _problems(__utils__["serverfix_schema.validate"](_raw_pillar(pillar), _own(__utils__)))
 
     def in_run(*names):
         return phases is None or any(name in phases for name in names)
@@ -180,8 +186,10 @@ def preflight(config, pillar=None, phases=None):
 
 def _facts(config, proc_swaps):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
-    cfg, errors, source = __utils__["serverfix_settings.load"](config, __pillar__)
-    return __utils__["serverfix_facts.gather"](cfg, __salt__, proc_swaps=proc_swaps, source=source), errors
+    utils = _own(__utils__)
+    cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
+    facts = utils["serverfix_facts.gather"](cfg, _own(__salt__), utils, proc_swaps=proc_swaps, source=source)
+    return facts, errors
 
 
 def _report(function, items, order, facts, start):

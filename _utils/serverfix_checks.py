@@ -9,11 +9,6 @@ import statistics
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    __utils__: dict[str, Any]
-
 SECRET = "<secret>"
 VERIFY_CHECKS = ("redis-service", "redis-ping", "redis-loopback-only", "redis-eviction-policy", "env-keys",
                  "env-not-shadowed", "swap", "sysctl", "pm2-online", "pm2-removed", "backend-ready",
@@ -24,7 +19,7 @@ PROBE_BUDGET = 1.0            # seconds for the whole HTTP probe, so verify stay
 
 def _check(cid, status, title, evidence, fix=None):
     return {"id": cid, "status": status, "title": title, "evidence": evidence,
-            "fix": fix or __utils__["serverfix_facts.fix"]()}
+            "fix": fix or {"state": None, "pillar": None, "hint": ""}}
 
 
 def _verify_redis(facts):
@@ -103,7 +98,7 @@ def _verify_swap(facts):
                 _check("sysctl", "skip", "serverfix:swap:enabled is false", {})]
     status, error = facts.swapfile
     status = status or {}
-    wanted = __utils__["serverfix_size.parse_size"](swap["size"])
+    wanted = facts.utils["serverfix_size.parse_size"](swap["size"])
     size = int(status.get("size_bytes") or 0)  # the file's size; /proc/swaps shows one page less
     active = bool(status.get("active"))
     ok = active and size >= wanted

@@ -3,8 +3,8 @@ Read-once facts about the host for ``serverfix.diagnose`` and ``serverfix.verify
 npm dotenv reads it), Redis over its own protocol, the service manager, pm2's list, dump and
 logs (one ``pm2 jlist`` per run), memory, swap and sysctl. Read-only.
 
-Utils get no ``__salt__``: the module passes its own to :class:`Facts`, and every call goes
-through :func:`call`, so a module that is not loaded or a tool that fails becomes evidence
+Utils get no ``__salt__`` and no ``__utils__``: the module passes its own to :class:`Facts`, and
+every call goes through :func:`call`, so a module that is not loaded or a tool that fails becomes evidence
 instead of an exception. Reached as ``__utils__["serverfix_facts.<name>"]``; stdlib and salt only.
 """
 
@@ -13,11 +13,6 @@ import ipaddress
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    __utils__: dict[str, Any]
-
 SECRET = "<secret>"
 REDIS_TIMEOUT = 1.0           # seconds per Redis connection: loopback answers in milliseconds
 LOG_LINES = 200
@@ -38,10 +33,11 @@ LOG_SYMPTOMS = (
 )
 
 
-def gather(cfg, salt, proc_swaps="/proc/swaps", source="config"):
-    """The :class:`Facts` of this host for the merged settings ``cfg``, read lazily; ``salt`` is the
-    calling module's ``__salt__`` (the loader hands out functions, not classes)."""
-    return Facts(cfg, salt, proc_swaps=proc_swaps, source=source)
+def gather(cfg, salt, utils, proc_swaps="/proc/swaps", source="config"):
+    """The :class:`Facts` of this host for the merged settings ``cfg``, read lazily; ``salt`` and
+    ``utils`` are the calling module's ``__salt__``/``__utils__`` (the loader hands out functions,
+    not classes)."""
+    return Facts(cfg, salt, utils, proc_swaps=proc_swaps, source=source)
 
 
 def call(salt, function, *args, **kwargs):
@@ -105,12 +101,14 @@ class Facts:
     is_loopback = staticmethod(is_loopback)
     covered = staticmethod(covered)
 
-    def __init__(self, cfg, salt, proc_swaps="/proc/swaps", source="config"):
+    def __init__(self, cfg, salt, utils, proc_swaps="/proc/swaps", source="config"):
         self.cfg = cfg
-        self.salt = salt  # the calling module's __salt__ (utils get none of their own)
+        # the calling module's __salt__ and __utils__ (utils get none of their own)
+        self.salt = salt
+        self.utils = utils
         self.source = source
         self.proc_swaps = proc_swaps
-        self.wanted = __utils__["serverfix_settings.env_values"](cfg)
+        self.wanted = utils["serverfix_settings.env_values"](cfg, utils["serverfix_defaults.managed_env"]())
         listed = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
         # the dotenv module's rule (names with PASSWORD/SECRET/TOKEN/KEY too), else the listed keys
         self.secret_keys = listed | {key for key in self.wanted
@@ -250,7 +248,7 @@ class Facts:
                 modified = os.stat(path).st_mtime
             except OSError:
                 continue
-            files.append({"path": path, "lines": __utils__["serverfix_files.tail_lines"](path, LOG_LINES),
+            files.append({"path": path, "lines": self.utils["serverfix_files.tail_lines"](path, LOG_LINES),
                           "since_start": self.started is not None and modified >= self.started})
         return files, error
 
@@ -299,7 +297,7 @@ class Facts:
 
     @functools.cached_property
     def memory(self):
-        info = __utils__["serverfix_files.meminfo"]()
+        info = self.utils["serverfix_files.meminfo"]()
         total = info.get("MemTotal", 0)
         available = info.get("MemAvailable", 0)
         processes = {}

@@ -10,13 +10,8 @@ merges them (a unit test renders map.jinja and compares), and the .env values Ph
 Reached as ``__utils__["serverfix_settings.<func>"]``; stdlib and salt only.
 """
 
-from typing import TYPE_CHECKING, Any
-
 import salt.utils.yaml
 from salt.exceptions import SaltInvocationError
-
-if TYPE_CHECKING:
-    __utils__: dict[str, Any]
 
 PILLAR_KEY = "serverfix"
 NO_PILLAR_SOURCE = ("defaults only: no serverfix pillar is visible here (salt-ssh module calls get no "
@@ -61,14 +56,12 @@ def merge(defaults, given):
     return merged
 
 
-def env_values(settings, managed=None):
+def env_values(settings, managed):
     """
-    ``{KEY: value}`` as strings: the managed .env keys in the runbook's order (``managed``, by
-    default defaults.yaml's ``managed_env``), then the pillar's ``dotenv:extra`` keys, as
-    map.jinja's ``managed_env``. Private: it holds the Redis password.
+    ``{KEY: value}`` as strings: the managed .env keys in the runbook's order (``managed``:
+    defaults.yaml's ``managed_env``), then the pillar's ``dotenv:extra`` keys, as map.jinja's
+    ``managed_env``. Private: it holds the Redis password.
     """
-    if managed is None:
-        managed = __utils__["serverfix_defaults.managed_env"]()
     values = {}
     for env_key, where in managed.items():
         section, key = where.split(":", 1)
@@ -80,26 +73,26 @@ def env_values(settings, managed=None):
     return values
 
 
-def load(config, pillar):
+def load(config, pillar, utils):
     """
     ``(settings, pillar problems, source)`` for diagnose and verify: ``config`` (the merged
     settings from map.jinja, a mapping or its JSON/YAML text; ``{"pillar": key}`` references in it
     are read from ``pillar``) wins over the ``serverfix`` pillar, both over the shipped defaults.
-    ``source`` says which was used. Raises ``SaltInvocationError`` for a ``config`` that is not a
-    mapping.
+    ``source`` says which was used. ``utils`` is the caller's ``__utils__`` (utils get none of
+    their own). Raises ``SaltInvocationError`` for a ``config`` that is not a mapping.
     """
     if isinstance(config, str):
         config = salt.utils.yaml.safe_load(config)
     if config is not None and not isinstance(config, dict):
         raise SaltInvocationError("config: expected the merged serverfix settings as a mapping (map.jinja)")
-    defaults = __utils__["serverfix_defaults.defaults"]()
+    defaults = utils["serverfix_defaults.defaults"]()
     errors = []
     source = "config"
     if config is None:
-        given = __utils__["serverfix_schema.plain"]((pillar or {}).get(PILLAR_KEY))
+        given = utils["serverfix_schema.plain"]((pillar or {}).get(PILLAR_KEY))
         source = "pillar" if given is not None else NO_PILLAR_SOURCE
-        errors = __utils__["serverfix_schema.validate"](given)
+        errors = utils["serverfix_schema.validate"](given, utils)
         config = given if isinstance(given, dict) else {}
     else:
-        config = __utils__["serverfix_pillar.resolve_all"](config, pillar or {})
+        config = utils["serverfix_pillar.resolve_all"](config, pillar or {})
     return merge(defaults, config), errors, source

@@ -47,15 +47,13 @@ def node_tool(name):
     return str(path)
 
 
-def deep_merge(base, extra):
-    """``base`` updated recursively with ``extra`` (mappings merged, everything else replaced)."""
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+SETTINGS_UTIL = import_salt_module(UTILS_DIR / "serverfix_settings.py", "serverfix_settings_tests")
+
+
+def merge_settings(pillar=None):
+    """The merged settings for the ``serverfix`` pillar ``pillar``: the formula's own merge
+    (``_utils/serverfix_settings.py``, the one map.jinja is tested against) over defaults.yaml."""
+    return SETTINGS_UTIL.merge(DEFAULTS, pillar or {})
 
 
 @pytest.fixture(scope="session")

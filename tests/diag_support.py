@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.conftest import DEFAULTS, REPO, deep_merge
+from tests.conftest import REPO, merge_settings
 from tests.functional.pm2_support import Pm2Sandbox
 
 APPS = REPO / "tests" / "apps"
@@ -188,7 +188,7 @@ def fake_proc_swaps(path, entries=()):
 
 def settings(**sections):
     """The merged settings (defaults.yaml + the given sections), as map.jinja renders them."""
-    return deep_merge(DEFAULTS, sections)
+    return merge_settings(sections)
 
 
 def ids(report, key="findings"):

@@ -50,9 +50,10 @@ import time
 from pathlib import Path
 
 import pytest
+import salt.utils.dictupdate
 import yaml
 
-from tests.conftest import REPO, deep_merge
+from tests.conftest import REPO
 from tests.helpers import wait_for
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, Replica, SaltSsh, StateRun,
                                        run_command, venv_tool)
@@ -426,7 +427,8 @@ class Lab:
         """The lab's pillar with ``pillar`` merged over it (or instead of it, when not a mapping)."""
         if pillar is None:
             return self.pillar
-        return deep_merge(self.pillar, pillar) if isinstance(pillar, dict) else pillar
+        # merged as Salt merges a pillar= override into the pillar
+        return salt.utils.dictupdate.merge(self.pillar, pillar) if isinstance(pillar, dict) else pillar
 
     def salt(self, label, pillar=None, extra_secrets=()):
         """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or replacing)."""

@@ -16,9 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import salt.utils.dictupdate
 import yaml
 
-from tests.conftest import DEFAULTS, FORMULA_ROOT, REPO, deep_merge
+from tests.conftest import FORMULA_ROOT, REPO, merge_settings
 
 REPLICA_SH = REPO / "scripts" / "replica.sh"
 ROSTER_ID = "hetzner"
@@ -198,7 +199,7 @@ class SaltSsh:
     def settings(self, **override):
         """The merged settings (defaults.yaml + pillar) for module calls: salt-ssh module calls have
         no file server on the target, so ``serverfix.diagnose``/``verify`` get them as ``config``."""
-        return deep_merge(deep_merge(DEFAULTS, self.pillar), override)
+        return merge_settings(salt.utils.dictupdate.merge(self.pillar, override))
 
     def argv(self, *args):
         return [str(VENV_BIN / "salt-ssh"), "-c", str(self.dir), "--out=json", "--static", "--no-color",

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import DEFAULTS, deep_merge
+from tests.conftest import DEFAULTS
 from tests.functional.swap_support import active_swap, read_sysctl
 
 pytestmark = pytest.mark.destructive_test
@@ -56,13 +56,13 @@ def _pillar(swap_dir, sysctl_file, **swap):
     env = os.path.join(swap_dir, "app.env")
     with open(env, "a", encoding="utf-8"):
         pass
-    return {"serverfix": deep_merge({
+    return {"serverfix": {
         "redis": {"enabled": False},
         "remove_processes": [],
         "dotenv": {"file": env},
         "swap": {"file": os.path.join(swap_dir, "swapfile"), "size": "64M", "sysctl_file": sysctl_file,
-                 "swappiness": 10, "vfs_cache_pressure": 50},
-    }, {"swap": swap})}
+                 "swappiness": 10, "vfs_cache_pressure": 50, **swap},
+    }}
 
 
 def _by_id(result):
@@ -124,6 +124,6 @@ def test_swap_sls_not_enough_disk_stops_in_preflight(modules, swap_dir, sysctl_f
 
 
 def test_defaults_are_the_runbooks():
-    swap = deep_merge(DEFAULTS, {})["swap"]
+    swap = DEFAULTS["swap"]
     assert (swap["file"], swap["size"], swap["swappiness"], swap["vfs_cache_pressure"]) == ("/swapfile", "2G", 10, 50)
     assert swap["sysctl_file"] > "/etc/sysctl.d/99-sysctl.conf"  # sorts after Debian's link to /etc/sysctl.conf

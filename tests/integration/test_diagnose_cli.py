@@ -17,7 +17,7 @@ import time
 import pytest
 from saltfactories.utils import random_string
 
-from tests.conftest import DEFAULTS, FILE_ROOTS, deep_merge
+from tests.conftest import FILE_ROOTS, merge_settings
 from tests.diag_support import BACKEND_APP, IDLE_APP, Pm2, fake_proc_swaps, free_port, problems, write_env
 from tests.helpers import by_id
 
@@ -119,7 +119,7 @@ def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
 def test_salt_ssh_with_config(salt_ssh_cli, world):
     """salt-ssh runs modules on the target without the master's file server or pillar: the defaults
     travel with the custom modules (_utils); ``config`` gives the rest."""
-    config = deep_merge(DEFAULTS, world["pillar"])
+    config = merge_settings(world["pillar"])
     ret = salt_ssh_cli.run("serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}")
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS

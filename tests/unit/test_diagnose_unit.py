@@ -1,40 +1,50 @@
 """
-diagnose/verify without the formula's other modules, and the report outputter on its own.
+diagnose/verify without the formula's other modules, the settings merge against map.jinja, the
+generated defaults, and the report outputter on its own.
 
-The module is imported by path and given a loader that has none of the other modules (no
-dotenv, pm2, redis_server, service, pkg, cp): what a minion sees when saltutil.sync_modules was
-not run. Every probe must become a clear "not available" finding instead of an exception.
+The module and its _utils are imported by path and given a loader that has none of the other
+modules (no dotenv, pm2, redis_server, service, pkg, cp): what a minion sees when
+saltutil.sync_modules was not run. Every probe must become a clear "not available" finding
+instead of an exception.
 """
 
+import inspect
 import json
+import subprocess
+import sys
 
+import jinja2
 import pytest
 import salt.config
+from salt.utils.jinja import SerializerExtension
 
-from tests.conftest import DEFAULTS, MODULES_DIR, REPO, deep_merge, import_salt_module
+from tests.conftest import (
+    DEFAULTS, FORMULA_ROOT, MODULES_DIR, REPO, UTILS_DIR, import_salt_module, merge_settings,
+)
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
-serverfix_defaults = import_salt_module(REPO / "_utils" / "serverfix_defaults.py", "serverfix_test_defaults_util")
-serverfix_files = import_salt_module(REPO / "_utils" / "serverfix_files.py", "serverfix_test_files_util")
-serverfix_size = import_salt_module(REPO / "_utils" / "serverfix_size.py", "serverfix_test_size_util")
 report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output")
+UTIL_NAMES = ("serverfix_defaults", "serverfix_files", "serverfix_size", "serverfix_pillar", "serverfix_schema",
+              "serverfix_settings", "serverfix_facts", "serverfix_findings", "serverfix_checks")
+UTIL_MODULES = {name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit") for name in UTIL_NAMES}
+# what the loader's __utils__ holds: every public function of those files, as "<file>.<function>"
+UTILS = {f"{name}.{attr}": func for name, module in UTIL_MODULES.items()
+         for attr, func in vars(module).items() if inspect.isfunction(func) and not attr.startswith("_")}
 
 
 @pytest.fixture
 def configure_loader_modules():
-    return {serverfix: {"__salt__": {}, "__context__": {}, "__opts__": {},
-                        "__pillar__": {"serverfix": {"queue": {"concurrency": 7}}},
-                        "__utils__": {"serverfix_defaults.defaults": serverfix_defaults.defaults,
-                                      "serverfix_files.meminfo": serverfix_files.meminfo,
-                                      "serverfix_files.tail_lines": serverfix_files.tail_lines,
-                                      "serverfix_size.parse_size": serverfix_size.parse_size}}}
+    pillar = {"serverfix": {"queue": {"concurrency": 7}}}
+    return {
+        serverfix: {"__salt__": {}, "__context__": {}, "__opts__": {}, "__pillar__": pillar, "__utils__": UTILS},
+    }
 
 
 @pytest.fixture
 def config(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
-    return deep_merge(DEFAULTS, {"dotenv": {"file": str(env_file)}, "pm2": {"home": str(tmp_path / "pm2")}})
+    return merge_settings({"dotenv": {"file": str(env_file)}, "pm2": {"home": str(tmp_path / "pm2")}})
 
 
 def test_diagnose_without_the_other_modules(config):
@@ -56,24 +66,93 @@ def test_verify_without_the_other_modules(config):
 
 def test_without_config_the_pillar_is_merged_over_the_shipped_defaults():
     # no file server needed (a salt-ssh target has none): the defaults travel with _utils
-    settings, errors, source = serverfix._settings(None)  # pylint: disable=protected-access
+    pillar = {"serverfix": {"queue": {"concurrency": 7}}}
+    settings, errors, source = UTILS["serverfix_settings.load"](None, pillar, UTILS)
     assert errors == [] and source == "pillar"
-    assert settings == deep_merge(DEFAULTS, {"queue": {"concurrency": 7}})
+    assert settings == merge_settings({"queue": {"concurrency": 7}})
+    assert UTILS["serverfix_defaults.defaults"]() == DEFAULTS
 
 
-def test_settings_merge_like_map_jinja():
-    merged = serverfix._merge_settings(  # pylint: disable=protected-access
-        DEFAULTS, {"redis": {"port": 6380, "bind": "127.0.0.1"}, "remove_processes": "prisma-studio", "queue": 3})
+def test_settings_merge_keeps_defaults_for_values_of_the_wrong_kind():
+    merged = merge_settings({"redis": {"port": 6380, "bind": "127.0.0.1"}, "remove_processes": "prisma-studio",
+                             "queue": 3})
     assert merged["redis"]["port"] == 6380
     assert merged["redis"]["bind"] == DEFAULTS["redis"]["bind"]  # a string where a list belongs: default kept
     assert merged["remove_processes"] == DEFAULTS["remove_processes"]
     assert merged["queue"] == DEFAULTS["queue"]
 
 
+@pytest.mark.parametrize("pillar, keep", [
+    ({}, 5), ({"backups": {"keep": 8}}, 8), ({"dotenv": {"backup_keep": 3}}, 3),
+    ({"backups": {"keep": 8}, "dotenv": {"backup_keep": 3}}, 8), ({"backups": "x", "dotenv": {"backup_keep": 2}}, 2),
+])
+def test_backups_keep_with_its_deprecated_alias(pillar, keep):
+    merged = merge_settings(pillar)
+    assert merged["backups"]["keep"] == keep and merged["dotenv"]["backup_keep"] == keep
+
+
+def _render_map(pillar):
+    """map.jinja rendered with plain Jinja2 and Salt's serializer tags, ``salt['pillar.get']`` faked."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(FORMULA_ROOT)),
+                             extensions=["jinja2.ext.do", SerializerExtension])
+    template = env.from_string(
+        '{%- set tpldir = "serverfix" %}'
+        '{%- from "serverfix/map.jinja" import serverfix, state_config, managed_env with context %}'
+        '{{ {"serverfix": serverfix, "state_config": state_config, "managed_env": managed_env} | json(sort_keys=False) }}')
+    return json.loads(template.render(salt={"pillar.get": lambda key, default=None: pillar}))
+
+
+MAP_PILLARS = [
+    {},
+    {"redis": {"port": 6380, "password": "pw-1234", "bind": ["127.0.0.1"]}, "queue": {"enabled": False}},
+    {"dotenv": {"extra": {"SESSION_TIMEOUT": 3600}, "backup_keep": 3}, "remove_processes": []},
+    {"backups": {"keep": 9}, "dotenv": {"backup_keep": 2}, "swap": {"size": "1G", "enabled": False}},
+    # wrong kinds: a string for a mapping or a list, a mapping for a scalar, a list for a mapping
+    {"redis": "x", "remove_processes": "prisma-studio", "queue": {"concurrency": {"a": 1}}, "pm2": ["root"]},
+    {"backend": {"ready_patterns": "ready", "restart": True}, "verify": None, "backups": "3"},
+    # missing or empty sections and unknown keys
+    {"redis": {}, "dotenv": None, "unknown": {"a": 1}, "swap": {"typo": 1}},
+    "not a mapping",
+]
+
+
+@pytest.mark.parametrize("pillar", MAP_PILLARS, ids=range(len(MAP_PILLARS)))
+def test_map_jinja_merges_like_the_python_merge(pillar):
+    rendered = _render_map(pillar)
+    merged = UTILS["serverfix_settings.merge"](UTILS["serverfix_defaults.defaults"](), pillar)
+    assert rendered["serverfix"] == merged
+    # the managed .env keys in the same order, with the same values (password and extra as references)
+    values = UTILS["serverfix_settings.env_values"](merged, UTILS["serverfix_defaults.managed_env"]())
+    assert list(rendered["managed_env"]) == list(values)
+    for key, value in rendered["managed_env"].items():
+        if isinstance(value, dict):
+            assert value == {"pillar": "serverfix:redis:password" if key == "REDIS_PASSWORD"
+                             else f"serverfix:dotenv:extra:{key}"}
+        else:
+            assert str(value) == values[key], key
+
+
+def test_generated_defaults_and_pillar_example_are_fresh():
+    # defaults.yaml is the one source: --check fails when _utils/serverfix_defaults.py or
+    # pillar.example were not regenerated after an edit
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-defaults.py"), "--check"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "backups:keep" in (REPO / "pillar.example").read_text(encoding="utf-8")
+
+
+def test_schema_knows_every_default_and_the_managed_keys():
+    schema = UTIL_MODULES["serverfix_schema"].pillar_schema(UTILS["serverfix_size.parse_size"], {})
+    assert {s: set(v) if isinstance(v, dict) else None for s, v in schema.items()} == \
+        {s: set(v) if isinstance(v, dict) else None for s, v in DEFAULTS.items()}
+    assert list(UTILS["serverfix_defaults.managed_env"]()) == [
+        "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "QUEUE_ENABLED", "QUEUE_CONCURRENCY"]
+    assert UTILS["serverfix_schema.validate"](DEFAULTS, UTILS) == []
+
+
 def test_secrets_are_scrubbed_everywhere():
     data = {"a": ["x hunter22 y", {"b": "hunter22"}], "c": 5}
-    assert serverfix._scrub(data, {"hunter22"}) == {  # pylint: disable=protected-access
-        "a": ["x <secret> y", {"b": "<secret>"}], "c": 5}
+    assert UTILS["serverfix_facts.scrub"](data, {"hunter22"}) == {"a": ["x <secret> y", {"b": "<secret>"}], "c": 5}
 
 
 SAMPLE = {
