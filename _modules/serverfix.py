@@ -34,7 +34,11 @@ REPORT_VERSION = 1
 PROCESSES_PHASES = ("processes", "prisma_studio")
 
 # the pillar section a generic module's preflight message is about (those modules know no pillar)
-MODULE_KEYS = {"dotenv": "serverfix:dotenv:file", "pm2": "serverfix:pm2", "swapfile": "serverfix:swap"}
+MODULE_KEYS = {
+    "dotenv": "serverfix:dotenv:file",
+    "pm2": "serverfix:pm2",
+    "swapfile": "serverfix:swap",
+}
 
 
 def __virtual__():
@@ -85,17 +89,26 @@ def validate_pillar(pillar=None):
 def _redis_host_problem(host, bind, port):
     addresses = __utils__["serverfix_facts.resolve_ordered"](host, port)
     if not addresses:
-        return (f"{PILLAR_KEY}:redis:host: {host!r} does not resolve on this host; "
-                "use 127.0.0.1 (the default)")
+        return (
+            f"{PILLAR_KEY}:redis:host: {host!r} does not resolve on this host; "
+            "use 127.0.0.1 (the default)"
+        )
     listen = {addr.lstrip("-!") for addr in __salt__["redis_server.bind_addresses"](bind)}
-    if listen & {"*", "0.0.0.0", "::", "*::"}:  # wildcard binds cover everything (not loopback-only!)
+    if listen & {
+        "*",
+        "0.0.0.0",
+        "::",
+        "*::",
+    }:  # wildcard binds cover everything (not loopback-only!)
         return ""
     missing = [addr for addr in addresses if addr not in listen]
     if missing:
-        return (f"{PILLAR_KEY}:redis:host: {host!r} resolves to {', '.join(addresses)} but Redis will "
-                f"listen on {', '.join(sorted(listen))} only ({', '.join(missing)} not covered: the "
-                "IPv4/IPv6 localhost pitfall); set serverfix:redis:host to 127.0.0.1 or add the "
-                "address to serverfix:redis:bind")
+        return (
+            f"{PILLAR_KEY}:redis:host: {host!r} resolves to {', '.join(addresses)} but Redis will "
+            f"listen on {', '.join(sorted(listen))} only ({', '.join(missing)} not covered: the "
+            "IPv4/IPv6 localhost pitfall); set serverfix:redis:host to 127.0.0.1 or add the "
+            "address to serverfix:redis:bind"
+        )
     return ""
 
 
@@ -167,13 +180,18 @@ def preflight(config, pillar=None, phases=None):
 
     errors = []
     redis = config["redis"]
-    if redis["enabled"] and in_run("redis", "env"):  # the bind (Phase 1) must cover REDIS_HOST (Phase 2)
+    if redis["enabled"] and in_run(
+        "redis", "env"
+    ):  # the bind (Phase 1) must cover REDIS_HOST (Phase 2)
         problem = _redis_host_problem(redis["host"], redis["bind"], redis["port"])
         errors += [problem] if problem else []
     pm2 = config["pm2"]
-    if ((config["remove_processes"] and in_run(*PROCESSES_PHASES))
-            or (config["backend"]["restart"] and in_run("backend"))):
-        errors += _module_preflight("pm2", user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"])
+    if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
+        config["backend"]["restart"] and in_run("backend")
+    ):
+        errors += _module_preflight(
+            "pm2", user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"]
+        )
     dotenv = config["dotenv"]
     if in_run("env"):
         errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
@@ -188,7 +206,9 @@ def _facts(config, proc_swaps):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
-    facts = utils["serverfix_facts.gather"](cfg, _own(__salt__), utils, proc_swaps=proc_swaps, source=source)
+    facts = utils["serverfix_facts.gather"](
+        cfg, _own(__salt__), utils, proc_swaps=proc_swaps, source=source
+    )
     return facts, errors
 
 

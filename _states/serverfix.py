@@ -22,8 +22,11 @@ __virtualname__ = "serverfix"
 def __virtual__():
     if "serverfix.preflight" in __salt__:
         return __virtualname__
-    return (False, "the serverfix execution module is not loaded: run saltutil.sync_all, "
-                   "or state.apply serverfix sync_mods=all")
+    return (
+        False,
+        "the serverfix execution module is not loaded: run saltutil.sync_all, "
+        "or state.apply serverfix sync_mods=all",
+    )
 
 
 def preflight(name, config):
@@ -47,21 +50,24 @@ def preflight(name, config):
     config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)
     # only the phases this run applies (state.apply serverfix.redis needs no .env yet)
     lowstate = globals().get("__lowstate__") or []
-    phases = sorted({str(chunk.get("__sls__", "")).rsplit(".", 1)[-1] for chunk in lowstate}) or None
+    phases = (
+        sorted({str(chunk.get("__sls__", "")).rsplit(".", 1)[-1] for chunk in lowstate}) or None
+    )
     try:
         __salt__["serverfix.preflight"](config, phases=phases)
     except SaltException as exc:
         errors = (getattr(exc, "info", None) or {}).get("errors") or [str(exc)]
         ret["result"] = False
-        ret["comment"] = ("Nothing was changed: fix these first (see pillar.example):\n- "
-                          + "\n- ".join(errors))
+        ret["comment"] = (
+            "Nothing was changed: fix these first (see pillar.example):\n- " + "\n- ".join(errors)
+        )
         return ret
     ret["comment"] = "Pillar, files and tools are fine."
     return ret
 
 
 def _verify_lines(report):
-    """One line per check, problems first: the state comment (the table is ``serverfix.verify``'s)."""
+    """One line per check, problems first: the state comment (the table is serverfix.verify's)."""
     order = {"fail": 0, "warn": 1, "pass": 2, "info": 3, "skip": 4}
     lines = []
     for check in sorted(report["checks"], key=lambda c: order.get(c["status"], 5)):
@@ -102,11 +108,15 @@ def verified(name, config):
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     lines = _verify_lines(report)
     if report["ok"]:
-        ret["comment"] = f"All checks passed ({summary}; {report['duration_ms']} ms):\n" + "\n".join(lines)
+        ret["comment"] = (
+            f"All checks passed ({summary}; {report['duration_ms']} ms):\n" + "\n".join(lines)
+        )
     elif __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = (f"Would verify after the changes above; checked now ({summary}), these do not pass "
-                          "yet:\n" + "\n".join(lines))
+        ret["comment"] = (
+            f"Would verify after the changes above; checked now ({summary}), these do not pass "
+            "yet:\n" + "\n".join(lines)
+        )
     else:
         ret["result"] = False
         ret["comment"] = f"Verification failed ({summary}):\n" + "\n".join(lines)

@@ -3,9 +3,10 @@ Read-once facts about the host for ``serverfix.diagnose`` and ``serverfix.verify
 npm dotenv reads it), Redis over its own protocol, the service manager, pm2's list, dump and
 logs (one ``pm2 jlist`` per run), memory, swap and sysctl. Read-only.
 
-Utils get no ``__salt__`` and no ``__utils__``: the module passes its own to :class:`Facts`, and
-every call goes through :func:`call`, so a module that is not loaded or a tool that fails becomes evidence
-instead of an exception. Reached as ``__utils__["serverfix_facts.<name>"]``; stdlib and salt only.
+Utils get no ``__salt__`` and no ``__utils__``: the module passes its own to :func:`gather`.
+Every call goes through :func:`call`, so a module that is not loaded or a tool that fails becomes
+evidence instead of an exception. Reached as ``__utils__["serverfix_facts.<name>"]``; stdlib and
+salt only.
 """
 
 import functools
@@ -13,23 +14,33 @@ import ipaddress
 import os
 import socket
 import time
+
 SECRET = "<secret>"
-REDIS_TIMEOUT = 1.0           # seconds per Redis connection: loopback answers in milliseconds
+REDIS_TIMEOUT = 1.0  # seconds per Redis connection: loopback answers in milliseconds
 LOG_LINES = 200
 SYSCTL_KEYS = {"vm.swappiness": "swappiness", "vm.vfs_cache_pressure": "vfs_cache_pressure"}
 
 # The runbook's troubleshooting symptoms as the backend logs them, the findings that cause them
 # and the runbook's fix for each.
 LOG_SYMPTOMS = (
-    {"id": "econnrefused", "pattern": "connect ECONNREFUSED",
-     "causes": ("redis-not-running", "redis-host-mismatch"),
-     "fix": "serverfix.redis: start Redis where REDIS_HOST/REDIS_PORT point, then restart the backend"},
-    {"id": "queue-disabled", "pattern": "Queue-System ist deaktiviert",
-     "causes": ("env-queue-config",),
-     "fix": "serverfix.env: QUEUE_ENABLED=true in the .env, then restart the backend"},
-    {"id": "workers-not-started", "pattern": "Redis nicht verfügbar - Workers werden nicht gestartet",
-     "causes": ("redis-not-running", "redis-host-mismatch", "redis-auth-failed"),
-     "fix": "serverfix.redis: make Redis answer PING, then restart the backend"},
+    {
+        "id": "econnrefused",
+        "pattern": "connect ECONNREFUSED",
+        "causes": ("redis-not-running", "redis-host-mismatch"),
+        "fix": "serverfix.redis: start Redis where REDIS_HOST/REDIS_PORT point, then restart the backend",
+    },
+    {
+        "id": "queue-disabled",
+        "pattern": "Queue-System ist deaktiviert",
+        "causes": ("env-queue-config",),
+        "fix": "serverfix.env: QUEUE_ENABLED=true in the .env, then restart the backend",
+    },
+    {
+        "id": "workers-not-started",
+        "pattern": "Redis nicht verfügbar - Workers werden nicht gestartet",
+        "causes": ("redis-not-running", "redis-host-mismatch", "redis-auth-failed"),
+        "fix": "serverfix.redis: make Redis answer PING, then restart the backend",
+    },
 )
 
 
@@ -45,8 +56,10 @@ def call(salt, function, *args, **kwargs):
     failing tool becomes evidence, since diagnose and verify report instead of raising."""
     if function not in salt:
         module = function.split(".", 1)[0]
-        return None, (f"the {module} execution module is not available here "
-                      "(it ships with this formula: run saltutil.sync_modules)")
+        return None, (
+            f"the {module} execution module is not available here "
+            "(it ships with this formula: run saltutil.sync_modules)"
+        )
     try:
         return salt[function](*args, **kwargs), None
     except OSError as exc:  # "Connection refused", not "[Errno 111] Connection refused"
@@ -108,11 +121,16 @@ class Facts:
         self.utils = utils
         self.source = source
         self.proc_swaps = proc_swaps
-        self.wanted = utils["serverfix_settings.env_values"](cfg, utils["serverfix_defaults.managed_env"]())
+        self.wanted = utils["serverfix_settings.env_values"](
+            cfg, utils["serverfix_defaults.managed_env"]()
+        )
         listed = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
         # the dotenv module's rule (names with PASSWORD/SECRET/TOKEN/KEY too), else the listed keys
-        self.secret_keys = listed | {key for key in self.wanted
-                                     if self.call("dotenv.is_secret", key, secret_keys=sorted(listed))[0]}
+        self.secret_keys = listed | {
+            key
+            for key in self.wanted
+            if self.call("dotenv.is_secret", key, secret_keys=sorted(listed))[0]
+        }
         pm2 = cfg["pm2"]
         self.pm2_args = {"user": pm2["user"], "pm2_home": pm2["home"]}
         self.backend_name = cfg["backend"]["name"]
@@ -153,7 +171,9 @@ class Facts:
         port = env.get("REDIS_PORT", "")
         return {
             "host": env.get("REDIS_HOST") or str(redis["host"]),
-            "port": int(port) if str(port).isdigit() and 0 < int(port) < 65536 else int(redis["port"]),
+            "port": int(port)
+            if str(port).isdigit() and 0 < int(port) < 65536
+            else int(redis["port"]),
             # without REDIS_PASSWORD in its .env the backend sends no password
             "password": env.get("REDIS_PASSWORD", "") if from_env else str(redis["password"] or ""),
             "source": ".env" if from_env else "pillar",
@@ -169,8 +189,14 @@ class Facts:
 
     def _redis(self, *args):
         target = self.redis_target
-        return self.call("redis_server.command", *args, host=target["host"], port=target["port"],
-                     password=target["password"], timeout=REDIS_TIMEOUT)
+        return self.call(
+            "redis_server.command",
+            *args,
+            host=target["host"],
+            port=target["port"],
+            password=target["password"],
+            timeout=REDIS_TIMEOUT,
+        )
 
     @functools.cached_property
     def ping(self):
@@ -180,10 +206,16 @@ class Facts:
         elapsed = round((time.perf_counter() - start) * 1000, 1)
         if error is None and isinstance(reply, str) and reply != "PONG":
             error = f"Redis answered {reply.split()[0] if reply.split() else reply!r}"
-        if error and ": " in error:  # "redis_server.command: [Errno 111] Connection refused" -> the reason
+        if (
+            error and ": " in error
+        ):  # "redis_server.command: [Errno 111] Connection refused" -> the reason
             error = error.split(": ", 1)[1]
-        return {"ok": error is None and reply == "PONG", "reply": reply if error is None else None,
-                "error": error, "ms": elapsed}
+        return {
+            "ok": error is None and reply == "PONG",
+            "reply": reply if error is None else None,
+            "error": error,
+            "ms": elapsed,
+        }
 
     @functools.cached_property
     def eviction_policy(self):
@@ -241,15 +273,22 @@ class Facts:
         start holds only older lines)."""
         if self.backend is None:
             return [], f"{self.backend_name} is not in pm2's list"
-        paths, error = self.call("pm2.log_paths", self.backend_name, pm2_bin=self.cfg["pm2"]["bin"], **self.pm2_args)
+        paths, error = self.call(
+            "pm2.log_paths", self.backend_name, pm2_bin=self.cfg["pm2"]["bin"], **self.pm2_args
+        )
         files = []
         for path in paths or []:
             try:
                 modified = os.stat(path).st_mtime
             except OSError:
                 continue
-            files.append({"path": path, "lines": self.utils["serverfix_files.tail_lines"](path, LOG_LINES),
-                          "since_start": self.started is not None and modified >= self.started})
+            files.append(
+                {
+                    "path": path,
+                    "lines": self.utils["serverfix_files.tail_lines"](path, LOG_LINES),
+                    "since_start": self.started is not None and modified >= self.started,
+                }
+            )
         return files, error
 
     def mask_secrets(self):
@@ -260,8 +299,13 @@ class Facts:
         return sorted({str(v) for v in values if v not in (None, "")})
 
     def masked(self, line):
-        masked, _ = self.call("pm2.mask", line, secrets=self.mask_secrets(), user=self.pm2_args["user"],
-                              pm2_home=self.pm2_args["pm2_home"])
+        masked, _ = self.call(
+            "pm2.mask",
+            line,
+            secrets=self.mask_secrets(),
+            user=self.pm2_args["user"],
+            pm2_home=self.pm2_args["pm2_home"],
+        )
         return (masked if masked is not None else line).strip()[:200]
 
     @functools.cached_property
@@ -276,17 +320,28 @@ class Facts:
             if not log_file["since_start"]:
                 continue
             lines = log_file["lines"]
-            last = {p: max((i for i, line in enumerate(lines) if p in line), default=-1) for p in ready}
+            last = {
+                p: max((i for i, line in enumerate(lines) if p in line), default=-1) for p in ready
+            }
             all_ready_after = min(last.values(), default=-1)
             for pattern in ready:
                 ready_seen[pattern] |= last[pattern] >= 0
             for symptom in LOG_SYMPTOMS:
-                hits = [i for i, line in enumerate(lines) if symptom["pattern"] in line and i > all_ready_after]
+                hits = [
+                    i
+                    for i, line in enumerate(lines)
+                    if symptom["pattern"] in line and i > all_ready_after
+                ]
                 if hits:
-                    hit = symptoms.setdefault(symptom["id"], {"symptom": symptom, "count": 0, "line": ""})
+                    hit = symptoms.setdefault(
+                        symptom["id"], {"symptom": symptom, "count": 0, "line": ""}
+                    )
                     hit["count"] += len(hits)
                     hit["line"] = self.masked(lines[hits[-1]])
-        return {"ready": ready_seen, "symptoms": [symptoms[s["id"]] for s in LOG_SYMPTOMS if s["id"] in symptoms]}
+        return {
+            "ready": ready_seen,
+            "symptoms": [symptoms[s["id"]] for s in LOG_SYMPTOMS if s["id"] in symptoms],
+        }
 
     @functools.cached_property
     def restart_pending(self):
@@ -330,9 +385,14 @@ class Facts:
     def sysctl(self):
         swap = self.cfg["swap"]
         runtime, _ = self.call("sysctl_persist.runtime", list(SYSCTL_KEYS))
-        current = {key: int(value) if value and value.lstrip("-").isdigit() else None
-                   for key, value in (runtime or {}).items()}
-        return {key: {"current": current.get(key), "wanted": int(swap[name])} for key, name in SYSCTL_KEYS.items()}
+        current = {
+            key: int(value) if value and value.lstrip("-").isdigit() else None
+            for key, value in (runtime or {}).items()
+        }
+        return {
+            key: {"current": current.get(key), "wanted": int(swap[name])}
+            for key, name in SYSCTL_KEYS.items()
+        }
 
     def env_differences(self):
         """``(missing keys, {key: {found, wanted}})`` of the wanted keys; secrets masked."""
@@ -355,9 +415,14 @@ class Facts:
         return sorted(set(self.backend.get("env_keys") or []) & set(self.wanted))
 
     def settings_summary(self):
-        return {"env_file": self.cfg["dotenv"]["file"], "backend": self.backend_name,
-                "pm2_home": self.cfg["pm2"]["home"], "redis_port": self.redis_target["port"],
-                "swap_file": self.cfg["swap"]["file"], "source": self.source}
+        return {
+            "env_file": self.cfg["dotenv"]["file"],
+            "backend": self.backend_name,
+            "pm2_home": self.cfg["pm2"]["home"],
+            "redis_port": self.redis_target["port"],
+            "swap_file": self.cfg["swap"]["file"],
+            "source": self.source,
+        }
 
 
 def scrub(data, secrets):

@@ -69,21 +69,37 @@ def _list_rule(item_rule, expected):
 
 
 BOOL = _Rule("true or false", lambda v: isinstance(v, bool))
-ABS_PATH = _str_rule("an absolute path on one line (e.g. /var/www/intranet/backend/.env)",
-                     pattern=r"^/", allow_empty=False)
+ABS_PATH = _str_rule(
+    "an absolute path on one line (e.g. /var/www/intranet/backend/.env)",
+    pattern=r"^/",
+    allow_empty=False,
+)
 OPT_ABS_PATH = _str_rule("an absolute path on one line, or '' to find it on PATH", pattern=r"^/")
-NAME = _str_rule("a name on one line without spaces (e.g. root)", pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
-MODE = _str_rule("an octal file mode as a string (e.g. '0640')", pattern=r"^0?[0-7]{3}$", allow_empty=False)
-ENV_KEY = _str_rule("a .env key of letters, digits, '_', '.', '-' only (npm dotenv ignores others)",
-                    pattern=ENV_KEY_RE.pattern, allow_empty=False)
+NAME = _str_rule(
+    "a name on one line without spaces (e.g. root)", pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$"
+)
+MODE = _str_rule(
+    "an octal file mode as a string (e.g. '0640')", pattern=r"^0?[0-7]{3}$", allow_empty=False
+)
+ENV_KEY = _str_rule(
+    "a .env key of letters, digits, '_', '.', '-' only (npm dotenv ignores others)",
+    pattern=ENV_KEY_RE.pattern,
+    allow_empty=False,
+)
 PM2_NAME = _Rule(
     "a pm2 process name that is not 'all', not a number and has no newline",
     lambda v: _single_line(v) and bool(PM2_NAME_RE.match(v)) and v != "all" and not v.isdigit(),
 )
-HOSTNAME = _str_rule("a host name or IP address on one line (e.g. 127.0.0.1)",
-                     pattern=r"^[A-Za-z0-9_.:-]+$", allow_empty=False)
-BIND_ADDR = _str_rule("an IP address, optionally prefixed with '-' (optional) or '!' (e.g. 127.0.0.1, -::1)",
-                      pattern=r"^[-!]?[0-9A-Fa-f.:*]+$", allow_empty=False)
+HOSTNAME = _str_rule(
+    "a host name or IP address on one line (e.g. 127.0.0.1)",
+    pattern=r"^[A-Za-z0-9_.:-]+$",
+    allow_empty=False,
+)
+BIND_ADDR = _str_rule(
+    "an IP address, optionally prefixed with '-' (optional) or '!' (e.g. 127.0.0.1, -::1)",
+    pattern=r"^[-!]?[0-9A-Fa-f.:*]+$",
+    allow_empty=False,
+)
 
 
 def _size_rule(parse_size):
@@ -104,7 +120,9 @@ def _env_value_check(value):
     return isinstance(value, (str, int, float))
 
 
-ENV_VALUE = _Rule("a string or number (lists, mappings and null cannot be written to a .env)", _env_value_check)
+ENV_VALUE = _Rule(
+    "a string or number (lists, mappings and null cannot be written to a .env)", _env_value_check
+)
 
 
 def _extra_rule(managed):
@@ -112,10 +130,14 @@ def _extra_rule(managed):
     # would fight the pillar's own setting
     def check(value):
         return isinstance(value, dict) and all(
-            ENV_KEY.check(k) and ENV_VALUE.check(v) and k not in managed for k, v in value.items())
+            ENV_KEY.check(k) and ENV_VALUE.check(v) and k not in managed for k, v in value.items()
+        )
 
-    return _Rule("a mapping of .env keys (letters, digits, '_', '.', '-'; not one the formula sets "
-                 "from serverfix:redis/queue, e.g. REDIS_HOST) to strings or numbers", check)
+    return _Rule(
+        "a mapping of .env keys (letters, digits, '_', '.', '-'; not one the formula sets "
+        "from serverfix:redis/queue, e.g. REDIS_HOST) to strings or numbers",
+        check,
+    )
 
 
 def pillar_schema(parse_size, managed):
@@ -131,8 +153,14 @@ def pillar_schema(parse_size, managed):
         "dotenv": {
             "file": ABS_PATH,
             "create": BOOL,
-            "user": _str_rule("a user name, or '' to keep the file's owner", pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$"),
-            "group": _str_rule("a group name, or '' to keep the file's group", pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$"),
+            "user": _str_rule(
+                "a user name, or '' to keep the file's owner",
+                pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$",
+            ),
+            "group": _str_rule(
+                "a group name, or '' to keep the file's group",
+                pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$",
+            ),
             "mode": MODE,
             "backup_keep": _int_rule(1, 1000, 5),  # deprecated alias of backups:keep
             "secret_keys": _list_rule(ENV_KEY, "a list of .env keys (e.g. [JWT_SECRET])"),
@@ -144,17 +172,35 @@ def pillar_schema(parse_size, managed):
             "service": NAME,
             "config": ABS_PATH,
             "host": HOSTNAME,
-            "bind": _Rule("a non-empty list of IP addresses (e.g. [127.0.0.1, -::1])",
-                          lambda v: isinstance(v, list) and bool(v) and all(BIND_ADDR.check(a) for a in v)),
+            "bind": _Rule(
+                "a non-empty list of IP addresses (e.g. [127.0.0.1, -::1])",
+                lambda v: isinstance(v, list) and bool(v) and all(BIND_ADDR.check(a) for a in v),
+            ),
             "port": _int_rule(1, 65535, 6379),
-            "password": _str_rule("a single-line string without spaces or quotes, or '' for none",
-                                  pattern=r"^[^\s\"']*$", secret=True),
+            "password": _str_rule(
+                "a single-line string without spaces or quotes, or '' for none",
+                pattern=r"^[^\s\"']*$",
+                secret=True,
+            ),
             "db": _int_rule(0, 15, 0),
-            "maxmemory": _Rule("'' (no limit) or a Redis memory size such as 256mb or 1gb",
-                               lambda v: v == "" or (_is_int(v) and v >= 0) or
-                               (isinstance(v, str) and bool(REDIS_MEMORY_RE.match(v)))),
-            "maxmemory_policy": _choice_rule("noeviction", "allkeys-lru", "volatile-lru", "allkeys-lfu",
-                                             "volatile-lfu", "allkeys-random", "volatile-random", "volatile-ttl"),
+            "maxmemory": _Rule(
+                "'' (no limit) or a Redis memory size such as 256mb or 1gb",
+                lambda v: (
+                    v == ""
+                    or (_is_int(v) and v >= 0)
+                    or (isinstance(v, str) and bool(REDIS_MEMORY_RE.match(v)))
+                ),
+            ),
+            "maxmemory_policy": _choice_rule(
+                "noeviction",
+                "allkeys-lru",
+                "volatile-lru",
+                "allkeys-lfu",
+                "volatile-lfu",
+                "allkeys-random",
+                "volatile-random",
+                "volatile-ttl",
+            ),
             "appendonly": BOOL,
             "appendfsync": _choice_rule("always", "everysec", "no"),
         },
@@ -167,30 +213,39 @@ def pillar_schema(parse_size, managed):
             "home": ABS_PATH,
             "bin": OPT_ABS_PATH,
         },
-        "remove_processes": _list_rule(PM2_NAME, "a list of pm2 process names (e.g. [prisma-studio])"),
+        "remove_processes": _list_rule(
+            PM2_NAME, "a list of pm2 process names (e.g. [prisma-studio])"
+        ),
         "swap": {
             "enabled": BOOL,
             "file": ABS_PATH,
             "size": _size_rule(parse_size),
             "swappiness": _int_rule(0, 200, 10),
             "vfs_cache_pressure": _int_rule(0, 1000, 50),
-            "sysctl_file": _str_rule("an absolute path under /etc/sysctl.d/ ending in .conf",
-                                     pattern=r"^/etc/sysctl\.d/[^/]+\.conf$", allow_empty=False),
+            "sysctl_file": _str_rule(
+                "an absolute path under /etc/sysctl.d/ ending in .conf",
+                pattern=r"^/etc/sysctl\.d/[^/]+\.conf$",
+                allow_empty=False,
+            ),
         },
         "backend": {
             "name": PM2_NAME,
             "restart": BOOL,
             "force_restart": BOOL,
-            "ready_patterns": _list_rule(_str_rule("a log line pattern", allow_empty=False),
-                                         "a list of single-line log substrings"),
+            "ready_patterns": _list_rule(
+                _str_rule("a log line pattern", allow_empty=False),
+                "a list of single-line log substrings",
+            ),
             "ready_timeout": _int_rule(1, 3600, 60),
             "rollback": BOOL,
             "shadowed_env": _choice_rule("fail", "warn"),
         },
         "verify": {
             "enabled": BOOL,
-            "url": _str_rule("'' (no probe) or an http:// URL on this host (e.g. http://127.0.0.1:3000/health)",
-                             pattern=r"^https?://"),
+            "url": _str_rule(
+                "'' (no probe) or an http:// URL on this host (e.g. http://127.0.0.1:3000/health)",
+                pattern=r"^https?://",
+            ),
             "requests": _int_rule(1, 1000, 10),
             "limit_ms": _int_rule(1, 600000, 100),
         },
@@ -222,33 +277,44 @@ def validate(pillar, utils):
     (empty: valid). Unknown keys are reported with the closest known key (a likely typo).
     ``utils`` is the caller's ``__utils__`` (for the size parser and the managed .env keys).
     """
-    schema = pillar_schema(utils["serverfix_size.parse_size"], utils["serverfix_defaults.managed_env"]())
+    schema = pillar_schema(
+        utils["serverfix_size.parse_size"], utils["serverfix_defaults.managed_env"]()
+    )
     if pillar in (None, ""):
         return []
     if not isinstance(pillar, dict):
-        return [f"{PILLAR_KEY}: {pillar!r} is not valid; expected a mapping of settings (see pillar.example)"]
+        return [
+            f"{PILLAR_KEY}: {pillar!r} is not valid; expected a mapping of settings (see pillar.example)"
+        ]
     errors = []
     for section, value in pillar.items():
         where = f"{PILLAR_KEY}:{section}"
         if section not in schema:
-            errors.append(f"{where}: unknown key{_suggest(section, schema)}; "
-                          f"known keys: {', '.join(schema)}")
+            errors.append(
+                f"{where}: unknown key{_suggest(section, schema)}; known keys: {', '.join(schema)}"
+            )
             continue
         spec = schema[section]
         if isinstance(spec, _Rule):
             if not spec.check(value):
-                errors.append(f"{where}: {_show(value, spec)} is not valid; expected {spec.expected}")
+                errors.append(
+                    f"{where}: {_show(value, spec)} is not valid; expected {spec.expected}"
+                )
             continue
         if not isinstance(value, dict):
-            errors.append(f"{where}: {value!r} is not valid; expected a mapping with keys {', '.join(spec)}")
+            errors.append(
+                f"{where}: {value!r} is not valid; expected a mapping with keys {', '.join(spec)}"
+            )
             continue
         for key, sub_value in value.items():
             sub_where = f"{where}:{key}"
             if key not in spec:
-                errors.append(f"{sub_where}: unknown key{_suggest(key, spec)}; known keys: {', '.join(spec)}")
+                errors.append(
+                    f"{sub_where}: unknown key{_suggest(key, spec)}; known keys: {', '.join(spec)}"
+                )
             elif not spec[key].check(sub_value):
-                errors.append(f"{sub_where}: {_show(sub_value, spec[key])} is not valid; "
-                              f"expected {spec[key].expected}")
+                errors.append(
+                    f"{sub_where}: {_show(sub_value, spec[key])} is not valid; "
+                    f"expected {spec[key].expected}"
+                )
     return errors
-
-

@@ -14,8 +14,10 @@ import salt.utils.yaml
 from salt.exceptions import SaltInvocationError
 
 PILLAR_KEY = "serverfix"
-NO_PILLAR_SOURCE = ("defaults only: no serverfix pillar is visible here (salt-ssh module calls get no "
-                    "pillar): pass config=, or run state.apply serverfix.verify, which gets it")
+NO_PILLAR_SOURCE = (
+    "defaults only: no serverfix pillar is visible here (salt-ssh module calls get no "
+    "pillar): pass config=, or run state.apply serverfix.verify, which gets it"
+)
 
 
 def kind(value):
@@ -42,14 +44,19 @@ def merge(defaults, given):
         if kind(value) != kind(default):
             value = default
         if isinstance(default, dict):
-            value = {key: (value.get(key, sub) if kind(value.get(key, sub)) == kind(sub) else sub)
-                     for key, sub in default.items()}
+            value = {
+                key: (value.get(key, sub) if kind(value.get(key, sub)) == kind(sub) else sub)
+                for key, sub in default.items()
+            }
         merged[section] = value
     if "backups" in merged and "dotenv" in merged:
         given_backups = given.get("backups")
         given_dotenv = given.get("dotenv")
-        alias_only = (not (isinstance(given_backups, dict) and "keep" in given_backups)
-                      and isinstance(given_dotenv, dict) and "backup_keep" in given_dotenv)
+        alias_only = (
+            not (isinstance(given_backups, dict) and "keep" in given_backups)
+            and isinstance(given_dotenv, dict)
+            and "backup_keep" in given_dotenv
+        )
         keep = merged["dotenv"]["backup_keep"] if alias_only else merged["backups"]["keep"]
         merged["backups"]["keep"] = keep
         merged["dotenv"]["backup_keep"] = keep
@@ -84,7 +91,9 @@ def load(config, pillar, utils):
     if isinstance(config, str):
         config = salt.utils.yaml.safe_load(config)
     if config is not None and not isinstance(config, dict):
-        raise SaltInvocationError("config: expected the merged serverfix settings as a mapping (map.jinja)")
+        raise SaltInvocationError(
+            "config: expected the merged serverfix settings as a mapping (map.jinja)"
+        )
     defaults = utils["serverfix_defaults.defaults"]()
     errors = []
     source = "config"
