@@ -295,12 +295,22 @@ def check_redis_host(host, bind, port=6379):
     return ""
 
 
-def _module_preflight(module, **kwargs):
-    """Run ``<module>.preflight`` when that module is loaded; its messages are read-only findings."""
+def _module_preflight(module, keys=None, **kwargs):
+    """Run ``<module>.preflight`` when that module is loaded; its messages are read-only findings.
+    A module that raises gives ``exc.info["errors"]``; with ``keys`` (argument -> pillar key) and
+    ``exc.info["arguments"]`` each message is prefixed by the pillar key it is about."""
     func = f"{module}.preflight"
     if func not in __salt__:  # pylint: disable=undefined-variable
         return []
-    return list(__salt__[func](**kwargs) or [])  # pylint: disable=undefined-variable
+    try:
+        result = __salt__[func](**kwargs)  # pylint: disable=undefined-variable
+    except CommandExecutionError as exc:
+        info = exc.info if isinstance(exc.info, dict) else {}
+        errors = list(info.get("errors") or [str(exc)])
+        arguments = list(info.get("arguments") or [])
+        return [f"{(keys or {})[arg]}: {msg}" if arg in (keys or {}) else msg
+                for arg, msg in zip(arguments + [None] * len(errors), errors)]
+    return [] if result is True else list(result or [])
 
 
 def preflight(config, pillar=None, phases=None):
@@ -340,8 +350,12 @@ def preflight(config, pillar=None, phases=None):
         if message:
             errors.append(message)
     pm2 = config["pm2"]
-    if (config["remove_processes"] and in_run("prisma_studio")) or (config["backend"]["restart"] and in_run("backend")):
-        errors += _module_preflight("pm2", user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"])
+    if ((config["remove_processes"] and in_run("processes", "prisma_studio"))
+            or (config["backend"]["restart"] and in_run("backend"))):
+        keys = {"user": f"{PILLAR_KEY}:pm2:user", "pm2_home": f"{PILLAR_KEY}:pm2:home",
+                "pm2_bin": f"{PILLAR_KEY}:pm2:bin"}
+        errors += _module_preflight("pm2", keys, user=pm2["user"], pm2_home=pm2["home"],
+                                    pm2_bin=pm2["bin"])
     dotenv = config["dotenv"]
     if in_run("env"):
         errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
@@ -675,7 +689,9 @@ class _Facts:
         return files, error
 
     def masked(self, line):
-        masked, _ = _call("pm2.mask", line, user=self.pm2_args["user"], pm2_home=self.pm2_args["pm2_home"])
+        # pm2.mask knows the apps' secret env values; the Redis password is passed in
+        masked, _ = _call("pm2.mask", line, [self.cfg["redis"]["password"]],
+                          user=self.pm2_args["user"], pm2_home=self.pm2_args["pm2_home"])
         return (masked if masked is not None else line).strip()[:200]
 
     @functools.cached_property
