@@ -9,6 +9,9 @@ no daemon read the saved ``dump.pm2`` instead, and mutating calls refuse.
 
 ``pm2 jlist`` carries the whole start-time environment of every app (secrets included): it is
 parsed once per run (cached in ``__context__``), values are dropped, only key names are kept.
+Everything comes in as arguments (no pillar); errors raise ``CommandExecutionError``. The pure
+parts (parsing, masking, the per-run cache) are in ``_utils/serverfix_pm2.py``; restarting with
+a readiness check and the ``.env`` rollback are in ``_modules/pm2_app.py``.
 Standard library and salt only.
 """
 
@@ -20,37 +23,23 @@ import pwd
 import re
 import shutil
 import time
+from typing import TYPE_CHECKING, Any
 
-import salt.utils.data
 from salt.exceptions import CommandExecutionError
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __context__: dict[str, Any]
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "pm2"
 
-BIN_KEY = "serverfix:pm2:bin"
-MASK = "<secret>"
-CACHE_KEY = "pm2.jlist"
-SECRETS_KEY = "pm2.secrets"
-CALLS_KEY = "pm2.calls"
-NAMES_KEY = "pm2.names"
-STALE_KEY = "pm2.stale"
 SANE_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 # nvm/volta/npm-prefix installs the operator may have used; '~' is the owning user's home
 USER_BIN_GLOBS = ["~/.npm-global/bin", "~/.local/bin", "~/.volta/bin", "~/.nvm/versions/node/*/bin",
                   "/usr/local/nvm/versions/node/*/bin", "/opt/nvm/versions/node/*/bin"]
-# pm2 reads a name containing one of these as an ecosystem file (Common.isConfigFile)
-CONFIG_FILE_MARKS = (".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs")
-# what JavaScript's isNaN() accepts as a number: pm2 then treats the name as a process id
-JS_NUMBER_RE = re.compile(
-    r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|Infinity)$|^0[xX][0-9a-fA-F]+$"
-    r"|^0[oO][0-7]+$|^0[bB][01]+$"
-)
-SECRET_NAME_RE = re.compile(r"PASS|SECRET|TOKEN|KEY|AUTH|CREDENTIAL|PRIVATE|COOKIE|SESSION|SALT", re.IGNORECASE)
-SECRET_ASSIGN_RE = re.compile(r"((?:password|passwd|pwd|secret|token|api[_-]?key)\w*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;]+)",
-                              re.IGNORECASE)
-URL_CREDENTIALS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)@", re.IGNORECASE)
-ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def __virtual__():
@@ -58,12 +47,17 @@ def __virtual__():
     return __virtualname__
 
 
+def _u(name):
+    return __utils__[f"serverfix_pm2.{name}"]
+
+
 # ---------------------------------------------------------------- names and secrets
 
 
-def name_problem(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
+def check_name(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
     """
-    Why pm2 would not read ``name`` as exactly one app name ('' when it would).
+    ``True`` when pm2 reads ``name`` as exactly one app name; else raises
+    ``CommandExecutionError`` with ``info={"errors": [why]}``.
 
     pm2 reads ``all``, numbers (JavaScript's idea of one: ``12``, ``0x1f``, ``1e3``, ``''``),
     ``/regex/``, ecosystem file names and ``-`` (stdin) as something else; a leading ``-`` is
@@ -74,54 +68,33 @@ def name_problem(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
 
     .. code-block:: bash
 
-        salt '*' pm2.name_problem all
-        salt '*' pm2.name_problem default user=root
+        salt '*' pm2.check_name prisma-studio
+        salt '*' pm2.check_name default user=root
     """
-    if not isinstance(name, str):
-        return f"{name!r} is not a string"
-    if any(c in name for c in "\r\n\0"):
-        return f"{name!r} contains a line break or NUL"
-    if name == "all":
-        return "'all' means every app to pm2"
-    if not name.strip() or JS_NUMBER_RE.match(name.strip()):
-        return f"{name!r} is read by pm2 as a process id"
-    if name.startswith("-"):
-        return f"{name!r} starts with '-' and is read as an option (or stdin)"
-    if len(name) > 1 and name.startswith("/") and name.endswith("/"):
-        return f"{name!r} is read by pm2 as a regular expression"
-    for mark in CONFIG_FILE_MARKS:
-        if mark in name:
-            return f"{name!r} contains {mark!r} and is read by pm2 as an ecosystem file"
-    if user is not None:
-        names, namespaces = _names_index(user, pm2_home, pm2_bin)
-        if name not in names and name in namespaces:
-            return (f"no app is named {name!r} but it is a pm2 namespace, so pm2 would act on every app "
-                    "in it")
-    return ""
-
-
-def _names_index(user, pm2_home, pm2_bin):
-    """(app names, namespaces) from the last list: stop/restart/save never change them, so a
-    mutating call needs no fresh ``jlist`` just to check its name; delete drops its name."""
-    index = __context__.get(NAMES_KEY, {}).get((user, pm2_home))  # pylint: disable=undefined-variable
-    if index is None:
-        procs = list_(user, pm2_home, pm2_bin)
-        index = ({p["name"] for p in procs}, {p["namespace"] for p in procs})
-    return index
-
-
-def _check_name(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
-    problem = name_problem(name, user, pm2_home, pm2_bin)
+    problem = _u("name_problem")(name)
+    if not problem and user is not None:
+        # stop/restart/save never change names or namespaces, so a mutating call needs no
+        # fresh `jlist` just to check its name; delete drops its name from the index
+        index = _u("names_index")(__context__, (user, pm2_home))
+        if index is None:
+            procs = list_(user, pm2_home, pm2_bin)
+            index = ({p["name"] for p in procs}, {p["namespace"] for p in procs})
+        if name not in index[0] and name in index[1]:
+            problem = (f"no app is named {name!r} but it is a pm2 namespace, so pm2 would act on "
+                       "every app in it")
     if problem:
-        raise CommandExecutionError(f"refusing pm2 process name: {problem}; use the app's own name")
+        raise CommandExecutionError(f"refusing pm2 process name: {problem}; use the app's own name",
+                                    info={"errors": [problem]})
+    return True
 
 
 def mask(text, secrets=(), user=None, pm2_home="/root/.pm2"):
     """
-    Replace secrets in ``text`` with ``<secret>``: the given values (4+ characters), anything
-    after ``password=``/``token:``-like words, and passwords in URLs (``redis://:pw@host``).
-    With ``user``, also the Redis password and the values of the secret-looking environment
-    keys of that user's apps (seen by :func:`list`; they never leave this module).
+    Replace secrets in ``text`` with ``<secret>``: the given ``secrets`` values (4+ characters;
+    callers pass e.g. the Redis password and the .env's secret values), anything after
+    ``password=``/``token:``-like words, and passwords in URLs (``redis://:pw@host``). With
+    ``user``, also the values of the secret-looking environment keys of that user's apps (seen
+    by :func:`list`; they never leave this module).
 
     CLI Example:
 
@@ -129,38 +102,10 @@ def mask(text, secrets=(), user=None, pm2_home="/root/.pm2"):
 
         salt '*' pm2.mask 'redis://:hunter22@127.0.0.1'
     """
-    secrets = set(secrets or ())
+    found = set(secrets or ())
     if user is not None:
-        secrets |= _known_secrets(user, pm2_home)
-    for value in sorted({str(s) for s in secrets if s is not None and len(str(s)) >= 4}, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    text = SECRET_ASSIGN_RE.sub(lambda m: m.group(1) + MASK, text)
-    return URL_CREDENTIALS_RE.sub(lambda m: m.group(1) + MASK + "@", text)
-
-
-def _env_secrets(env):
-    """Values of secret-looking keys of an app's environment (kept in memory only, for masking);
-    pm2 nests the ecosystem file's ``env`` block under the app's name, so nested blocks count too."""
-    found = set()
-    for key, value in (env or {}).items():
-        if isinstance(value, dict):
-            found |= _env_secrets(value)
-        elif SECRET_NAME_RE.search(str(key)) and isinstance(value, (str, int)) and not isinstance(value, bool):
-            found.add(str(value))
-    return found
-
-
-def _pillar(key, default=""):
-    # __pillar__, not pillar.get: Salt 3008's pillar.get hands modules masked values ("**********")
-    return salt.utils.data.traverse_dict_and_list(__pillar__, key, default)  # pylint: disable=undefined-variable
-
-
-def _known_secrets(user, pm2_home):
-    found = set(__context__.get(SECRETS_KEY, {}).get((user, pm2_home), ()))  # pylint: disable=undefined-variable
-    password = _pillar("serverfix:redis:password")
-    if password:
-        found.add(str(password))
-    return found
+        found |= _u("known_secrets")(__context__, (user, pm2_home))
+    return _u("mask")(text, found)
 
 
 # ---------------------------------------------------------------- binary, user, daemon
@@ -171,7 +116,7 @@ def _user_entry(user):
         return pwd.getpwnam(user)
     except KeyError:
         raise CommandExecutionError(  # pylint: disable=raise-missing-from
-            f"serverfix:pm2:user: user {user!r} does not exist; set it to the user that runs pm2 "
+            f"user {user!r} does not exist; pass the user that runs pm2 "
             "(ps -o user= -p \"$(cat ~/.pm2/pm2.pid)\")")
 
 
@@ -197,31 +142,30 @@ def _version_key(path):
 
 def find_bin(pm2_bin="", user="root"):
     """
-    Absolute path of the pm2 executable to use.
-
-    ``pm2_bin`` (or the pillar ``serverfix:pm2:bin``) when set; else ``pm2`` looked up in
-    /usr/local/bin, /usr/bin, ... and the owning user's ``~/.npm-global/bin``, ``~/.nvm/...``.
-    Raises an error naming ``serverfix:pm2:bin`` when pm2 is not there.
+    Absolute path of the pm2 executable to use: ``pm2_bin`` when given; else ``pm2`` looked up
+    in /usr/local/bin, /usr/bin, ... and the owning ``user``'s ``~/.npm-global/bin``,
+    ``~/.nvm/...``. Raises an error naming ``pm2_bin`` when pm2 is not there.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' pm2.find_bin user=deploy
+        salt '*' pm2.find_bin /home/deploy/.nvm/versions/node/v20.11.1/bin/pm2
     """
-    pm2_bin = pm2_bin or _pillar(BIN_KEY)
     if pm2_bin:
-        if not os.path.isabs(pm2_bin) or not os.path.isfile(pm2_bin) or not os.access(pm2_bin, os.X_OK):
+        if (not os.path.isabs(pm2_bin) or not os.path.isfile(pm2_bin)
+                or not os.access(pm2_bin, os.X_OK)):
             raise CommandExecutionError(
-                f"{BIN_KEY}: {pm2_bin!r} is not an executable file; set it to the absolute path of pm2 "
-                f"(as {user}: command -v pm2), or to '' to search the usual places")
+                f"pm2_bin {pm2_bin!r} is not an executable file; pass the absolute path of pm2 "
+                f"(as {user}: command -v pm2), or '' to search the usual places")
         return pm2_bin
     dirs = _candidate_dirs(user)
     found = shutil.which("pm2", path=os.pathsep.join(dirs))
     if not found:
         raise CommandExecutionError(
-            f"pm2 is not installed or not found (searched {', '.join(dirs)}); install it, or set the pillar "
-            f"{BIN_KEY} to its absolute path (as the pm2 user: command -v pm2)")
+            f"pm2 is not installed or not found (searched {', '.join(dirs)}); install it, or pass "
+            "pm2_bin, its absolute path (as the pm2 user: command -v pm2)")
     return found
 
 
@@ -239,7 +183,7 @@ def version(pm2_bin="", user="root"):
 
     .. code-block:: bash
 
-        salt '*' pm2.version
+        salt '*' pm2.version /usr/local/bin/pm2
     """
     real = os.path.realpath(find_bin(pm2_bin, user))
     for parent in (os.path.dirname(os.path.dirname(real)), os.path.dirname(real)):
@@ -291,8 +235,8 @@ def daemon_pid(user="root", pm2_home="/root/.pm2"):
     if owner != uid:
         owner_name = _uid_name(owner)
         raise CommandExecutionError(
-            f"the pm2 daemon in {pm2_home} (pid {pid}) runs as {owner_name}, not as serverfix:pm2:user {user!r}; "
-            f"if {owner_name} owns the apps set serverfix:pm2:user to {owner_name!r}, otherwise stop that daemon "
+            f"the pm2 daemon in {pm2_home} (pid {pid}) runs as {owner_name}, not as user {user!r}; "
+            f"if {owner_name} owns the apps pass user {owner_name!r}, otherwise stop that daemon "
             f"(as {owner_name}: PM2_HOME={pm2_home} pm2 kill) and start the apps as {user}")
     return pid
 
@@ -312,15 +256,11 @@ def _check_home_owner(user, pm2_home):
     uid = _user_entry(user).pw_uid
     if st.st_uid != uid:
         raise CommandExecutionError(
-            f"serverfix:pm2:home: {pm2_home} belongs to {_uid_name(st.st_uid)}, not to serverfix:pm2:user "
-            f"{user!r}; pm2 must run as the owner of its PM2_HOME (set serverfix:pm2:user or serverfix:pm2:home)")
+            f"pm2_home {pm2_home} belongs to {_uid_name(st.st_uid)}, not to user {user!r}; pm2 "
+            "must run as the owner of its PM2_HOME (pass that user, or that user's pm2_home)")
 
 
 # ---------------------------------------------------------------- running pm2
-
-
-def _count(command):
-    __context__.setdefault(CALLS_KEY, []).append(command)  # pylint: disable=undefined-variable
 
 
 def calls(reset=False):
@@ -334,10 +274,7 @@ def calls(reset=False):
 
         salt '*' pm2.calls
     """
-    made = list(__context__.get(CALLS_KEY, []))  # pylint: disable=undefined-variable
-    if reset:
-        __context__[CALLS_KEY] = []  # pylint: disable=undefined-variable
-    return {"total": len(made), "commands": made}
+    return _u("calls")(__context__, reset)
 
 
 def _argv(args, user, pm2_home, pm2_bin):
@@ -349,7 +286,8 @@ def _argv(args, user, pm2_home, pm2_bin):
     if os.geteuid() == entry.pw_uid:
         return command
     if os.geteuid() != 0:
-        raise CommandExecutionError(f"cannot run pm2 as {user!r}: this minion runs as uid {os.geteuid()}, not root")
+        raise CommandExecutionError(
+            f"cannot run pm2 as {user!r}: this minion runs as uid {os.geteuid()}, not root")
     return ["runuser", "-u", entry.pw_name, "--"] + command
 
 
@@ -358,101 +296,30 @@ def _run(args, user, pm2_home, pm2_bin, timeout=120):
     _check_home_owner(user, pm2_home)
     if daemon_pid(user, pm2_home) is None:
         raise CommandExecutionError(
-            f"no pm2 daemon runs for {user} in {pm2_home}, so no app is running there; serverfix never starts "
-            f"one (start the apps as {user}: PM2_HOME={pm2_home} pm2 resurrect)")
+            f"no pm2 daemon runs for {user} in {pm2_home}, so no app is running there; serverfix "
+            f"never starts one (start the apps as {user}: PM2_HOME={pm2_home} pm2 resurrect)")
     pm2_bin = find_bin(pm2_bin, user)
-    _count(args[0])
+    _u("count")(__context__, args[0])
     started = time.monotonic()
-    ret = __salt__["cmd.run_all"](  # pylint: disable=undefined-variable
+    ret = __salt__["cmd.run_all"](
         _argv(args, user, pm2_home, pm2_bin), python_shell=False, cwd="/", output_loglevel="quiet",
         ignore_retcode=True, timeout=timeout)
     log.debug("pm2 %s as %s (%s): rc %s in %.2fs", args[0], user, pm2_home, ret["retcode"],
               time.monotonic() - started)
     if args[0] in ("stop", "restart", "delete"):
         # that app's pid/status/uptime changed: the next read asks pm2 again
-        __context__.setdefault(STALE_KEY, {}).setdefault((user, pm2_home), set()).add(args[1])  # pylint: disable=undefined-variable
+        _u("mark_stale")(__context__, (user, pm2_home), args[1])
     return ret
-
-
-def _forget(user, pm2_home, name):
-    """``name`` is gone: drop it from the cached list (deleting one app changes no other; `save`
-    changes none), so the next state of the run needs no new ``jlist``."""
-    cached = __context__.get(CACHE_KEY, {}).get((user, pm2_home))  # pylint: disable=undefined-variable
-    if cached is not None:
-        cached[:] = [p for p in cached if p["name"] != name]
-    __context__.get(STALE_KEY, {}).get((user, pm2_home), set()).discard(name)  # pylint: disable=undefined-variable
-    __context__.get(NAMES_KEY, {}).get((user, pm2_home), (set(), set()))[0].discard(name)  # pylint: disable=undefined-variable
 
 
 def _fail(what, ret, user, pm2_home):
     # pm2 prints names and messages here, never env values; masked all the same
-    lines = ANSI_RE.sub("", ret["stderr"] + "\n" + ret["stdout"]).splitlines()
-    output = " ".join(line.strip() for line in lines
-                      if any(word in line.lower() for word in ("error", "not found", "denied")))
-    raise CommandExecutionError(mask(f"pm2 {what} failed (rc {ret['retcode']}): {output or 'no error message'}",
-                                     user=user, pm2_home=pm2_home))
+    output = _u("error_output")(ret["stdout"], ret["stderr"]) or "no error message"
+    message = f"pm2 {what} failed (rc {ret['retcode']}): {output}"
+    raise CommandExecutionError(mask(message, user=user, pm2_home=pm2_home))
 
 
 # ---------------------------------------------------------------- reading the process list
-
-
-def _parse_jlist(stdout):
-    """
-    The process list from ``pm2 jlist`` output: the JSON array is the last line, after any
-    daemon-spawn, banner or "In-memory PM2 is out-of-date" noise. Returns the raw list (with
-    environments: keep it in memory only). Raises without echoing the output (it holds secrets).
-    """
-    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("["):
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, list):
-                return data
-    raise CommandExecutionError(f"pm2 jlist printed no JSON process list ({len(stdout)} bytes of output, not shown: "
-                                "it may hold secrets)")
-
-
-def _summary(raw, source):
-    """One process as returned by :func:`list`: no environment values, only key names."""
-    env = raw.get("pm2_env") or raw  # dump.pm2 holds the pm2_env objects themselves
-    monit = raw.get("monit") or {}
-    return {
-        "name": env.get("name"),
-        "namespace": env.get("namespace", "default"),
-        "pm_id": env.get("pm_id", raw.get("pm_id")),
-        "pid": raw.get("pid", 0) if source == "jlist" else 0,
-        "status": env.get("status") if source == "jlist" else "stopped",
-        "memory": monit.get("memory", 0),
-        "cpu": monit.get("cpu", 0),
-        "restart_time": env.get("restart_time", 0),
-        "pm_uptime": env.get("pm_uptime", 0),
-        "out_log": env.get("pm_out_log_path", ""),
-        "err_log": env.get("pm_err_log_path", ""),
-        "env_keys": sorted((env.get("env") or {}).keys()),
-        "source": source,
-    }
-
-
-def _read_dump(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, list) else None
-
-
-def _dump_entries(pm2_home):
-    """``(file name, raw entries)`` of the saved list ``pm2 resurrect`` would start: ``dump.pm2``,
-    else ``dump.pm2.bak`` as pm2 does. The entries hold environments: keep them in memory only."""
-    for name in ("dump.pm2", "dump.pm2.bak"):
-        data = _read_dump(os.path.join(pm2_home, name))
-        if data is not None:
-            return name, data
-    return None, []
 
 
 def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
@@ -472,29 +339,19 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
 
         salt '*' pm2.list user=deploy pm2_home=/home/deploy/.pm2
     """
-    cache = __context__.setdefault(CACHE_KEY, {})  # pylint: disable=undefined-variable
     key = (user, pm2_home)
-    stale = __context__.setdefault(STALE_KEY, {}).setdefault(key, set())  # pylint: disable=undefined-variable
-    if key in cache and not refresh and not stale:
-        return [dict(p) for p in cache[key]]
-    stale.clear()
+    procs = _u("cached")(__context__, key, refresh)
+    if procs is not None:
+        return procs
     _check_home_owner(user, pm2_home)
     if daemon_pid(user, pm2_home) is None:
-        raws, source = _dump_entries(pm2_home)[1], "dump"
+        raws, source = _u("dump_entries")(pm2_home)[1], "dump"
     else:
         ret = _run(["jlist"], user, pm2_home, pm2_bin)
         if ret["retcode"] != 0:
             _fail("jlist", ret, user, pm2_home)
-        raws, source = _parse_jlist(ret["stdout"]), "jlist"
-    secrets = set()
-    raws = [raw for raw in raws if isinstance(raw, dict)]
-    for raw in raws:
-        secrets |= _env_secrets((raw.get("pm2_env") or raw).get("env"))
-    __context__.setdefault(SECRETS_KEY, {})[key] = secrets  # pylint: disable=undefined-variable
-    cache[key] = [_summary(raw, source) for raw in raws]
-    __context__.setdefault(NAMES_KEY, {})[key] = (  # pylint: disable=undefined-variable
-        {p["name"] for p in cache[key]}, {p["namespace"] for p in cache[key]})
-    return [dict(p) for p in cache[key]]
+        raws, source = _u("parse_jlist")(ret["stdout"]), "jlist"
+    return _u("remember")(__context__, key, raws, source)
 
 
 def status(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
@@ -508,7 +365,7 @@ def status(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
 
         salt '*' pm2.status intranet-backend
     """
-    _check_name(name)
+    check_name(name)
     return next((p for p in list_(user, pm2_home, pm2_bin) if p["name"] == name), None)
 
 
@@ -524,7 +381,7 @@ def saved_names(user="root", pm2_home="/root/.pm2"):
         salt '*' pm2.saved_names user=deploy pm2_home=/home/deploy/.pm2
     """
     _check_home_owner(user, pm2_home)
-    return [e.get("name") for e in _dump_entries(pm2_home)[1] if isinstance(e, dict)]
+    return [e.get("name") for e in _u("dump_entries")(pm2_home)[1] if isinstance(e, dict)]
 
 
 def log_paths(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
@@ -538,7 +395,7 @@ def log_paths(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
 
         salt '*' pm2.log_paths intranet-backend
     """
-    _check_name(name)
+    check_name(name)
     paths = []
     for proc in list_(user, pm2_home, pm2_bin):
         if proc["name"] == name:
@@ -553,7 +410,7 @@ def log_tail(name, lines=200, user="root", pm2_home="/root/.pm2", pm2_bin="", se
     """
     Recent log lines of app ``name``: up to ``lines`` from its out log, then up to ``lines``
     from its error log, read from the files (no pm2 call), secrets masked (values of the app's
-    secret-looking environment keys, the Redis password, ``secrets``, ``password=...``).
+    secret-looking environment keys, the given ``secrets``, ``password=...``).
 
     CLI Example:
 
@@ -564,7 +421,8 @@ def log_tail(name, lines=200, user="root", pm2_home="/root/.pm2", pm2_bin="", se
     paths = log_paths(name, user, pm2_home, pm2_bin)  # lists first: that learns the secrets to mask
     out = []
     for path in paths:
-        out += [mask(line, secrets, user, pm2_home) for line in __utils__["serverfix_files.tail_lines"](path, int(lines))]  # pylint: disable=undefined-variable
+        out += [mask(line, secrets, user, pm2_home)
+                for line in __utils__["serverfix_files.tail_lines"](path, int(lines))]
     return out
 
 
@@ -581,7 +439,7 @@ def stop(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
 
         salt '*' pm2.stop prisma-studio
     """
-    _check_name(name, user, pm2_home, pm2_bin)
+    check_name(name, user, pm2_home, pm2_bin)
     ret = _run(["stop", name], user, pm2_home, pm2_bin)
     if ret["retcode"] != 0:
         _fail(f"stop {name}", ret, user, pm2_home)
@@ -599,18 +457,18 @@ def delete(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
 
         salt '*' pm2.delete prisma-studio
     """
-    _check_name(name, user, pm2_home, pm2_bin)
+    check_name(name, user, pm2_home, pm2_bin)
     ret = _run(["delete", name], user, pm2_home, pm2_bin)
     if ret["retcode"] != 0:
         _fail(f"delete {name}", ret, user, pm2_home)
-    _forget(user, pm2_home, name)
+    _u("forget")(__context__, (user, pm2_home), name)
     return True
 
 
 def restart(name, user="root", pm2_home="/root/.pm2", pm2_bin="", update_env=True):
     """
     ``pm2 restart NAME --update-env`` as ``user``. pm2 returns 0 even when the app dies right
-    after: the ``pm2.restarted_ready`` state checks that it really came up. Refuses ``all``, ids
+    after: ``pm2_app.restart_and_wait`` checks that it really came up. Refuses ``all``, ids
     and namespaces; never starts a daemon.
 
     CLI Example:
@@ -619,8 +477,9 @@ def restart(name, user="root", pm2_home="/root/.pm2", pm2_bin="", update_env=Tru
 
         salt '*' pm2.restart intranet-backend
     """
-    _check_name(name, user, pm2_home, pm2_bin)
-    ret = _run(["restart", name] + (["--update-env"] if update_env else []), user, pm2_home, pm2_bin)
+    check_name(name, user, pm2_home, pm2_bin)
+    ret = _run(["restart", name] + (["--update-env"] if update_env else []), user, pm2_home,
+               pm2_bin)
     if ret["retcode"] != 0:
         _fail(f"restart {name}", ret, user, pm2_home)
     return True
@@ -657,29 +516,32 @@ def unsave(name, user="root", pm2_home="/root/.pm2", backup_keep=5):
 
         salt '*' pm2.unsave prisma-studio
     """
-    _check_name(name)
+    check_name(name)
     _check_home_owner(user, pm2_home)
-    source, entries = _dump_entries(pm2_home)
+    source, entries = _u("dump_entries")(pm2_home)
     kept = [e for e in entries if not (isinstance(e, dict) and e.get("name") == name)]
     removed = len(entries) - len(kept)
     if not removed:
         return 0
     dump = os.path.join(pm2_home, "dump.pm2")
     origin = os.path.join(pm2_home, source)
-    __utils__["serverfix_files.backup"](origin, keep=backup_keep)  # pylint: disable=undefined-variable
+    __utils__["serverfix_files.backup"](origin, keep=backup_keep)
     st = os.stat(origin)
     # pm2's own layout (JSON.stringify(list, '', 2)), owner and mode kept: pm2 keeps reading it
     data = json.dumps(kept, indent=2, ensure_ascii=False).encode("utf-8")
-    __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
+    __utils__["serverfix_files.atomic_write"](
         dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid)
-    _forget(user, pm2_home, name)
+    _u("forget")(__context__, (user, pm2_home), name)
     return removed
 
 
 def preflight(user="root", pm2_home="/root/.pm2", pm2_bin=""):
     """
-    Problems that would stop the pm2 phases, as messages naming the pillar key and the fix
-    (empty list: all clear). Read-only: no pm2 call, no daemon started.
+    Check what the pm2 phases need; read-only (no pm2 call, no daemon started). Returns
+    ``True`` when all is clear, else raises one ``CommandExecutionError`` with
+    ``info={"errors": [message, ...], "arguments": [argument, ...]}``: each message says what
+    is wrong and the fix, and ``arguments`` names, for each message, the argument it is about
+    (``user``, ``pm2_home`` or ``pm2_bin``), so a formula can name its own setting.
 
     CLI Example:
 
@@ -687,27 +549,34 @@ def preflight(user="root", pm2_home="/root/.pm2", pm2_bin=""):
 
         salt '*' pm2.preflight user=deploy pm2_home=/home/deploy/.pm2
     """
-    errors = []
+    problems = []
     try:
         _user_entry(user)
     except CommandExecutionError as exc:
-        return [str(exc)]
-    try:
-        found = find_bin(pm2_bin, user)
-        if not shutil.which("node", path=_path_for(found)):
-            errors.append(f"node not found next to {found} or in {', '.join(SANE_PATH)}; install Node.js there "
-                          f"or set {BIN_KEY} to a pm2 that sits next to its node (nvm)")
-    except CommandExecutionError as exc:
-        errors.append(str(exc))
-    for check in (_check_home_owner, daemon_pid):
+        problems.append(("user", str(exc)))
+    else:
         try:
-            check(user, pm2_home)
+            found = find_bin(pm2_bin, user)
+            if not shutil.which("node", path=_path_for(found)):
+                problems.append(("pm2_bin", f"node not found next to {found} or in "
+                                 f"{', '.join(SANE_PATH)}; install Node.js there or pass pm2_bin, "
+                                 "a pm2 that sits next to its node (nvm)"))
         except CommandExecutionError as exc:
-            errors.append(str(exc))
-    if os.geteuid() not in (0, pwd.getpwnam(user).pw_uid):
-        errors.append(f"serverfix:pm2:user: cannot run pm2 as {user!r}: the minion runs as uid {os.geteuid()}, "
-                      "not root")
-    return errors
+            problems.append(("pm2_bin", str(exc)))
+        for argument, check in (("pm2_home", _check_home_owner), ("user", daemon_pid)):
+            try:
+                check(user, pm2_home)
+            except CommandExecutionError as exc:
+                problems.append((argument, str(exc)))
+        if os.geteuid() not in (0, pwd.getpwnam(user).pw_uid):
+            problems.append(("user", f"cannot run pm2 as user {user!r}: the minion runs as uid "
+                                     f"{os.geteuid()}, not root"))
+    if problems:
+        errors = [message for _, message in problems]
+        arguments = [argument for argument, _ in problems]
+        raise CommandExecutionError("\n".join(errors),
+                                    info={"errors": errors, "arguments": arguments})
+    return True
 
 
 # ``list`` is the public name; ``list_`` avoids shadowing the builtin inside this file

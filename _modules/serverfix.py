@@ -131,19 +131,28 @@ def check_redis_host(host, bind, port=6379):
     return True
 
 
-def _module_preflight(module, **kwargs):
+def _module_preflight(module, keys=None, **kwargs):
     """The problems ``<module>.preflight`` finds (none when that module is not loaded), each
-    prefixed with the pillar key it is about unless it names a pillar key already."""
+    prefixed with the pillar key it is about: ``keys`` maps the module's argument names to pillar
+    keys (a module that says which argument a problem is about gives ``exc.info["arguments"]``);
+    otherwise the module's own pillar section, unless the message names a pillar key already."""
     func = f"{module}.preflight"
     if func not in __salt__:
         return []
     try:
-        # TODO(merge): the old contract returned the list; drop this once every module raises
-        errors = list(__salt__[func](**kwargs) or [])
+        __salt__[func](**kwargs)
     except CommandExecutionError as exc:
-        errors = list((exc.info or {}).get("errors") or [str(exc)])
-    key = MODULE_KEYS[module]
-    return [msg if f"{PILLAR_KEY}:" in msg else f"{key}: {msg}" for msg in errors]
+        info = exc.info if isinstance(exc.info, dict) else {}
+        errors = list(info.get("errors") or [str(exc)])
+        arguments = list(info.get("arguments") or [])
+    else:
+        return []
+    arguments += [None] * (len(errors) - len(arguments))
+    keys = keys or {}
+    return [
+        msg if f"{PILLAR_KEY}:" in msg else f"{keys.get(arg) or MODULE_KEYS[module]}: {msg}"
+        for arg, msg in zip(arguments, errors)
+    ]
 
 
 def preflight(config, pillar=None, phases=None):
@@ -189,8 +198,13 @@ def preflight(config, pillar=None, phases=None):
     if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
         config["backend"]["restart"] and in_run("backend")
     ):
+        keys = {
+            "user": f"{PILLAR_KEY}:pm2:user",
+            "pm2_home": f"{PILLAR_KEY}:pm2:home",
+            "pm2_bin": f"{PILLAR_KEY}:pm2:bin",
+        }
         errors += _module_preflight(
-            "pm2", user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"]
+            "pm2", keys, user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"]
         )
     dotenv = config["dotenv"]
     if in_run("env"):

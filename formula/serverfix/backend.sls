@@ -5,7 +5,7 @@
 # Without consent the run reports "RESTART PENDING" and how to allow it, and changes nothing.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix, managed_env with context %}
+{%- from tplroot ~ "/map.jinja" import serverfix, managed_env, state_config with context %}
 {%- set backend = serverfix.backend %}
 {%- set pm2 = serverfix.pm2 %}
 
@@ -13,7 +13,7 @@ include:
   - {{ tplroot }}.preflight
   - {{ tplroot }}.redis
   - {{ tplroot }}.env
-  - {{ tplroot }}.prisma_studio
+  - {{ tplroot }}.processes
   - {{ tplroot }}.swap
 
 serverfix-backend-restarted:
@@ -24,23 +24,27 @@ serverfix-backend-restarted:
     - pm2_bin: {{ pm2.bin | json }}
     - allowed: {{ backend.restart | json }}
     - force: {{ backend.force_restart | json }}
-    - ready_patterns: {{ backend.ready_patterns | json }}
-    - ready_timeout: {{ backend.ready_timeout | json }}
-    - rollback: {{ backend.rollback | json }}
-    - env_file: {{ serverfix.dotenv.file | json }}
-    - shadowed_env: {{ backend.shadowed_env | json }}
-    # if pm2's saved start-time env has one of these, dotenv will not override it
-    - managed_keys: {{ managed_env | list | json }}
-    - redis_host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
-    - redis_port: {{ serverfix.redis.port | json }}
-    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
-    # masked in the log lines a failed restart reports, besides the *PASSWORD*/*SECRET*/... keys
-    - secret_keys: {{ serverfix.dotenv.secret_keys | json }}
+    - ready:
+        patterns: {{ backend.ready_patterns | json }}
+        timeout: {{ backend.ready_timeout | json }}
+        rollback: {{ backend.rollback | json }}
+    - env:
+        file: {{ serverfix.dotenv.file | json }}
+        # if pm2's saved start-time env has one of these, dotenv will not override it
+        managed_keys: {{ managed_env | list | json }}
+        shadowed: {{ backend.shadowed_env | json }}
+        # masked in the log lines a failed restart reports, besides the *PASSWORD*/*SECRET*/... keys
+        secret_keys: {{ serverfix.dotenv.secret_keys | json }}
+        backup_keep: {{ serverfix.dotenv.backup_keep | json }}
+    - redis:
+        host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
+        port: {{ serverfix.redis.port | json }}
+        password: {{ state_config.redis.password | json }}  # a pillar reference
     - require:
       - serverfix-preflight
       # `[x]` globs match exactly that SLS but, unlike a plain name, tolerate one without
       # states (a phase switched off, e.g. serverfix:swap:enabled false)
-      - sls: '{{ tplroot }}.prisma_studi[o]'
+      - sls: '{{ tplroot }}.processe[s]'
       - sls: '{{ tplroot }}.swa[p]'
       - sls: '{{ tplroot }}.redi[s]'
       - sls: '{{ tplroot }}.en[v]'

@@ -6,7 +6,7 @@ include:
   - .preflight
   - .redis
   - .env
-  - .prisma_studio
+  - .processes
   - .swap
   - .backend
   - .verify

@@ -1,24 +1,5 @@
 # -*- coding: utf-8 -*-
 # vim: ft=sls
-# Phase 3: every app in serverfix:remove_processes (prisma-studio) stopped, deleted and gone
-# from pm2's saved list, so a reboot or `pm2 resurrect` does not bring it back.
+# The old name of Phase 3 (serverfix.processes: removes every listed pm2 app), kept for callers.
 ---
-{%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import serverfix with context %}
-{%- set pm2 = serverfix.pm2 %}
-
-include:
-  - {{ tplroot }}.preflight
-
-{%- for process in serverfix.remove_processes %}
-
-{{ ('serverfix-pm2-' ~ process ~ '-absent') | json }}:
-  pm2.absent:
-    - name: {{ process | json }}
-    - user: {{ pm2.user | json }}
-    - pm2_home: {{ pm2.home | json }}
-    - pm2_bin: {{ pm2.bin | json }}
-    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
-    - require:
-      - serverfix-preflight
-{%- endfor %}
+include: [{{ tpldir.split('/')[0] }}.processes]

@@ -12,7 +12,7 @@ include:
   - {{ tplroot }}.preflight
   - {{ tplroot }}.redis
   - {{ tplroot }}.env
-  - {{ tplroot }}.prisma_studio
+  - {{ tplroot }}.processes
   - {{ tplroot }}.swap
   - {{ tplroot }}.backend
 
@@ -28,7 +28,7 @@ serverfix-verified:
       # state (a phase switched off in the pillar); see backend.sls
       - sls: '{{ tplroot }}.redi[s]'
       - sls: '{{ tplroot }}.en[v]'
-      - sls: '{{ tplroot }}.prisma_studi[o]'
+      - sls: '{{ tplroot }}.processe[s]'
       - sls: '{{ tplroot }}.swa[p]'
       - sls: '{{ tplroot }}.backen[d]'
 {%- endif %}

@@ -3,8 +3,7 @@ The compiled formula (defaults only, nothing applied): every state depends on th
 bad input stops the run before anything changes; the phases run in runbook order.
 """
 
-# Phase 3 is processes.sls (prisma_studio.sls: its old name, kept as an include alias)
-PHASES = ["preflight", "redis", "env", "prisma_studio", "processes", "swap", "backend", "verify"]
+PHASES = ["preflight", "redis", "env", "processes", "swap", "backend", "verify"]
 
 
 def _requisite_ids(chunk):

@@ -19,6 +19,12 @@ pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
 ALLOW_HINT = "pillar='{\"serverfix\": {\"backend\": {\"restart\": true}}}'"
 APP = "intranet-backend"
+PILLAR_PASSWORD = "pillar-redis-pw-4321"
+
+
+@pytest.fixture(scope="module")
+def pillar_root(make_pillar):
+    return make_pillar("test_pm2_states", {"redis": {"password": PILLAR_PASSWORD}})
 
 
 @pytest.fixture
@@ -137,9 +143,10 @@ def _start(box, env_file, **kwargs):
     return box.wait_online(APP)[0]["pid"]
 
 
-def _rkw(box, env_file, **extra):
-    kw = dict(_kw(box), env_file=str(env_file), ready_patterns=READY, ready_timeout=15,
-              managed_keys=list(ENV_AFTER_VALUES))
+def _rkw(box, env_file, ready=None, env=None, **extra):
+    """The arguments backend.sls passes: pm2's, and the ready/env/redis groups."""
+    kw = dict(_kw(box), ready=dict({"patterns": READY, "timeout": 15}, **(ready or {})),
+              env=dict({"file": str(env_file), "managed_keys": list(ENV_AFTER_VALUES)}, **(env or {})))
     kw.update(extra)
     return kw
 
@@ -190,7 +197,7 @@ def test_old_ready_lines_do_not_count(states, box, backend):
         assert time.monotonic() < deadline, "the stand-in did not log its ready lines"
         time.sleep(0.2)
     write_env(backend, ENV_BEFORE)  # queue off now: after a restart the ready lines do not come again
-    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, ready_timeout=3, rollback=False))
+    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, ready={"timeout": 3, "rollback": False}))
     assert ret.result is False, ret
     assert "ready lines not seen within 3s" in ret.comment and "Rollback is off" in ret.comment
     assert box.procs(APP)[0]["pm2_env"]["status"] == "online"  # up, just not ready: left as it is
@@ -236,8 +243,8 @@ def test_shadowed_env_fails_or_warns(states, modules, box, backend):
     assert ret.result is False and "sets QUEUE_ENABLED" in ret.comment and "Not restarting" in ret.comment
     assert box.calls() == ["jlist"] and box.procs(APP)[0]["pid"] == pid
 
-    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, shadowed_env="warn",
-                                                 ready_patterns=[]))
+    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, env={"shadowed": "warn"},
+                                                 ready={"patterns": []}))
     assert ret.result is True and ret.changes["restarted"] == APP, ret
     assert any("QUEUE_ENABLED" in w for w in ret.warnings), ret.raw
 
@@ -274,10 +281,47 @@ def test_redis_started_after_the_app_makes_restart_pending(states, box, backend)
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
             assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
             time.sleep(0.05)
-        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis_host="127.0.0.1", redis_port=port))
+        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port}))
         assert ret.result is True and ret.comment.startswith("RESTART PENDING"), ret
         assert "Redis started at" in ret.comment
     finally:
         if alive(proc.pid):
             os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_redis_password_is_a_pillar_reference_read_at_run_time(states, box, backend):
+    """backend.sls passes {"pillar": "serverfix:redis:password"}: the state resolves it and asks
+    Redis with it (a wrong or missing password: Redis cannot be asked, so no reason from it)."""
+    redis = _redis_server()
+    _start(box, backend)
+    time.sleep(1.5)  # Redis reports its uptime in whole seconds
+    port = _free_port()
+    proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(box.root), "--requirepass", PILLAR_PASSWORD],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+        ref = {"pillar": "serverfix:redis:password"}
+        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port,
+                                                                          "password": ref}))
+        assert ret.result is True and "Redis started at" in ret.comment, ret
+        assert PILLAR_PASSWORD not in str(ret.raw)
+        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port}))
+        assert ret.result is True and "up to date" in ret.comment, ret
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_unknown_group_key_and_mod_watch(states, box, backend):
+    _start(box, backend)
+    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, ready={"timeuot": 3}))
+    assert ret.result is False and "ready: unknown key(s) timeuot" in ret.comment
+    ret = states.pm2.mod_watch(APP, sfun="restarted_ready", **_rkw(box, backend))
+    assert ret["result"] is True and ret["comment"].startswith("RESTART PENDING"), ret
+    assert "Phase 1/2 changed something in this run" in ret["comment"]
+    assert states.pm2.mod_watch(APP, sfun="nope")["result"] is False

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
 APP = "intranet-backend"
 CONSENT = 'pillar={"serverfix": {"backend": {"restart": true}}}'
-PHASES = "serverfix.prisma_studio,serverfix.backend"
+PHASES = "serverfix.processes,serverfix.backend"
 
 
 @pytest.fixture(scope="module")
