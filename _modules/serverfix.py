@@ -139,14 +139,15 @@ def _module_preflight(module, keys=None, **kwargs):
     func = f"{module}.preflight"
     if func not in __salt__:
         return []
+    arguments = []
     try:
-        __salt__[func](**kwargs)
+        result = __salt__[func](**kwargs)
+        # TODO(merge): the old contract returned the list; drop this once every module raises
+        errors = [] if result is True else list(result or [])
     except CommandExecutionError as exc:
         info = exc.info if isinstance(exc.info, dict) else {}
         errors = list(info.get("errors") or [str(exc)])
         arguments = list(info.get("arguments") or [])
-    else:
-        return []
     arguments += [None] * (len(errors) - len(arguments))
     keys = keys or {}
     return [
