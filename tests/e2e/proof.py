@@ -52,8 +52,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, deep_merge
-from tests.helpers import wait_for
+from tests.conftest import deep_merge
+from tests.support.host import wait_for
+from tests.support.paths import REPO
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, Replica, SaltSsh, StateRun,
                                        run_command, venv_tool)
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import DEFAULTS, FORMULA_ROOT, REPO, deep_merge
+from tests.conftest import deep_merge
+from tests.support.loader import DEFAULTS
+from tests.support.paths import FORMULA_ROOT, REPO
 
 REPLICA_SH = REPO / "scripts" / "replica.sh"
 ROSTER_ID = "hetzner"

@@ -1,7 +1,7 @@
 """
 The real npm dotenv as a test oracle: one long-lived ``node`` process (tests/data/dotenv_parse.js)
 parses .env contents with tests/node/node_modules/dotenv, in batches, so thousands of generated
-files cost seconds. Used by tests/*/test_dotenv*.py.
+files cost seconds (the session's ``npm_dotenv`` fixture).
 """
 
 import base64
@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import NODE_DIR, REPO
+from tests.support.paths import NODE_DIR, REPO
 
 PARSER_JS = REPO / "tests" / "data" / "dotenv_parse.js"
 
@@ -47,11 +47,3 @@ class NpmDotenv:
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
 
-
-@pytest.fixture(scope="session")
-def npm_dotenv():
-    oracle = NpmDotenv()
-    try:
-        yield oracle
-    finally:
-        oracle.close()

@@ -1,8 +1,8 @@
 """
-A real pm2 for the Phase 3/5 tests: the locally installed pm2 (tests/node) with its own PM2_HOME
-under a temp directory, run as a given user, with the stand-in apps of tests/apps. Teardown kills
-that daemon (``pm2 kill`` by its PM2_HOME, then by PID) and every app process it ran: no daemon
-is left behind.
+A real pm2 for the tests: the locally installed pm2 (tests/node) with its own PM2_HOME under a
+temp directory, run as a given user, with the stand-in apps of tests/apps. Teardown kills that
+daemon (``pm2 kill`` by its PM2_HOME, then by PID) and every app process it ran: no daemon is
+left behind.
 """
 
 import json
@@ -16,19 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import NODE_DIR, REPO, node_tool
-
-APPS = REPO / "tests" / "apps"
-NODE_MODULES = NODE_DIR / "node_modules"
-READY = ["[Queue Service] ✅ Redis-Verbindung hergestellt", "[Queue] ✅ Workers gestartet"]
-ENV_BEFORE = (
-    "# intranet backend (stand-in), before the fix\n"
-    "NODE_ENV=production\n"
-    "JWT_SECRET=jwt-s3cr3t-value\n"
-    "QUEUE_ENABLED=false\n"
-)
-ENV_AFTER_VALUES = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379", "REDIS_PASSWORD": "hunter2-redis-pw",
-                    "REDIS_DB": "0", "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": "5"}
+from tests.support.host import wait_for
+from tests.support.paths import APPS, NODE_MODULES, node_tool
 
 
 def workdir(prefix="sf-pm2-"):
@@ -36,16 +25,6 @@ def workdir(prefix="sf-pm2-"):
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     path.chmod(0o755)
     return path
-
-
-def write_env(path, text, mtime=None):
-    path.write_text(text, encoding="utf-8")
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-
-
-def env_after():
-    return ENV_BEFORE.replace("QUEUE_ENABLED=false\n", "") + "".join(f"{k}={v}\n" for k, v in ENV_AFTER_VALUES.items())
 
 
 def alive(pid):
@@ -107,6 +86,27 @@ class Pm2Sandbox:
         extra = ["--namespace", namespace] if namespace else []
         self.pm2("start", str(APPS / script), "--name", name, "--cwd", str(self.root), *extra, env=env)
         self.remember_pids()
+
+    def restart(self, name):
+        self.pm2("restart", name)
+        self.remember_pids()
+
+    def delete(self, name):
+        self.pm2("delete", name)
+
+    def save(self):
+        self.pm2("save", "--force")
+
+    def log_path(self, name, kind="out"):
+        return self.home / "logs" / f"{name}-{'out' if kind == 'out' else 'error'}.log"
+
+    def wait_log(self, name, lines, kind="out", timeout=10):
+        """Wait until ``name``'s log holds ``lines`` (one text or several, e.g. ``READY``)."""
+        path = self.log_path(name, kind)
+        lines = [lines] if isinstance(lines, str) else list(lines)
+        wait_for(lambda: path.exists() and all(line in path.read_text(encoding="utf-8", errors="replace")
+                                               for line in lines),
+                 timeout, interval=0.05, what=f"{lines!r} in {path}")
 
     def start_backend(self, name, env_file, crash_on_queue=False, env=None):
         extra = {"APP_ENV_FILE": str(env_file)}

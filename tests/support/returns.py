@@ -1,8 +1,4 @@
-"""Helpers for reading Salt state returns and host snapshots in tests."""
-
-import hashlib
-import subprocess
-import time
+"""Reading Salt state returns in tests."""
 
 
 def by_id(state_return):
@@ -17,29 +13,6 @@ def changed_ids(state_return):
 
 def failed_ids(state_return):
     return sorted(sid for sid, res in by_id(state_return).items() if res.get("result") is False)
-
-
-def sha256(path):
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def dpkg_installed(package):
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False)
-    return out.returncode == 0 and "ok installed" in out.stdout
-
-
-def wait_for(predicate, timeout, interval=0.5):
-    """Call ``predicate`` until it returns something true or ``timeout`` seconds pass; its last value."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval)
 
 
 def summary(ret):

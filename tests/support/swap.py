@@ -1,13 +1,12 @@
 """
-Fixtures and helpers for the real-swap tests (Phase 4): swap is kernel-global, so every test works
-under its own directory on ext4, cleans up whatever it swapped on or mounted there, and restores
-the vm.* sysctls it touched.
+Helpers for the real-swap tests (Phase 4): swap is kernel-global, so every test works under its own
+directory on ext4 (the ``swap_dir`` fixture), cleans up whatever it swapped on or mounted there, and
+restores the vm.* sysctls it touched (``sysctl_restore``).
 """
 
 import os
 import shutil
 import subprocess
-import tempfile
 from contextlib import contextmanager
 
 import pytest
@@ -61,7 +60,8 @@ def snapshot(root, *files):
     return {"swaps": swap_lines(str(root)), "tree": tree(root), "files": contents}
 
 
-def _cleanup(root):
+def cleanup(root):
+    """Swap off and unmount whatever is under ``root``, then remove it."""
     for line in swap_lines(root):
         subprocess.run(["swapoff", line.split()[0]], check=False)
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
@@ -69,19 +69,6 @@ def _cleanup(root):
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", point], check=False)
     shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def swap_dir():
-    """A fresh directory on ext4 (never tmpfs/overlayfs: swapon says EINVAL there); torn down fully."""
-    base = next((c for c in EXT4_CANDIDATES if os.path.isdir(c) and fs_type(c) == "ext4"), None)
-    if base is None:
-        pytest.skip(f"no ext4 directory among {EXT4_CANDIDATES} for swap tests")
-    root = tempfile.mkdtemp(prefix="serverfix-swap-", dir=base)
-    try:
-        yield root
-    finally:
-        _cleanup(root)
 
 
 @contextmanager
@@ -107,19 +94,12 @@ def loop_fs(root, fstype, size_mb):
         os.unlink(image)
 
 
-@pytest.fixture
-def sysctl_restore():
-    """Records the vm.* values swap tuning touches and writes them back afterwards."""
-    saved = {key: read_sysctl(key) for key in SYSCTL_KEYS}
-    try:
-        yield saved
-    finally:
-        for key, value in saved.items():
-            with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as handle:
-                handle.write(value)
-
-
 def read_sysctl(key):
     with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:
         return handle.read().strip()
+
+
+def write_sysctl(key, value):
+    with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as handle:
+        handle.write(str(value))
 

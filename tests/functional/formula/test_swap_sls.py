@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from tests.conftest import DEFAULTS, deep_merge
-from tests.functional.swap_support import active_swap, read_sysctl
+from tests.conftest import deep_merge
+from tests.support.loader import DEFAULTS
+from tests.support.swap import active_swap, read_sysctl
 
 pytestmark = pytest.mark.destructive_test
 

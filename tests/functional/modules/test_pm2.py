@@ -9,8 +9,8 @@ import os
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.conftest import node_tool
-from tests.functional.pm2_support import alive, sandbox, system_user
+from tests.support.paths import node_tool
+from tests.support.pm2 import alive, sandbox, system_user
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.support.host import free_port
+
 CONF = """# Redis configuration file example.
 bind 127.0.0.1 ::1
 protected-mode yes
@@ -75,12 +77,6 @@ def test_state_test_mode_predicts_and_writes_nothing(states, conf):
     assert conf.read_bytes() == before
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def redis_with_password(tmp_path):
     binary = shutil.which("redis-server")
@@ -88,7 +84,7 @@ def redis_with_password(tmp_path):
         subprocess.run(["apt-get", "install", "-y", "-q", "redis-server"], check=True, capture_output=True,
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         binary = shutil.which("redis-server")
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "r.conf"
     # the password goes in a config file, not argv
     conf.write_text(f"port {port}\nbind 127.0.0.1\nrequirepass pw-9f3\ndir {tmp_path}\nsave ''\n", encoding="utf-8")
@@ -119,12 +115,12 @@ def test_ping_with_auth_over_the_socket(modules, redis_with_password):
 
 
 def test_ping_closed_port(modules):
-    result = modules.redis_server.ping(port=_free_port(), password="")
+    result = modules.redis_server.ping(port=free_port(), password="")
     assert not result["ok"] and "refused" in result["error"].lower()
 
 
 def test_pong_state_fails_when_redis_is_down(states):
-    port = _free_port()
+    port = free_port()
     ret = states.redis_server.pong(name="127.0.0.1", port=port, password="", timeout=0.5)
     assert ret.result is False and "did not answer PING" in ret.comment
     ret = states.redis_server.pong(name="127.0.0.1", port=port, password="", test=True)

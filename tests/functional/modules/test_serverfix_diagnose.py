@@ -5,7 +5,7 @@ real pm2 (own PM2_HOME) running the stand-in apps tests/apps/diag_*.js.
 
 Swap is kernel-global (other tests switch it on and off concurrently): the "no swap" and
 "some swap" cases point diagnose's ``proc_swaps`` at a file in /proc/swaps' format
-(tests/diag_support.py); a real swap file is used in tests/functional/test_verify.py.
+(tests/support/diagnose.py); a real swap file is used in test_serverfix_verify.py.
 """
 
 import json
@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from tests.diag_support import (
-    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, RedisServer, fake_proc_swaps, free_port, problems, settings,
-    write_env,
-)
+from tests.support.backend import BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, write_env
+from tests.support.diagnose import fake_proc_swaps, problems, settings
+from tests.support.host import free_port
+from tests.support.redis import RedisServer
 
 PASSWORD = "Xq7-diag-secret-4711"
 SWAP_ON = [("/var/tmp/other.swap", 524284)]

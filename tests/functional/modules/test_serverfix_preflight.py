@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import DEFAULTS
+from tests.support.loader import DEFAULTS
 
 
 def test_defaults_are_valid(modules):

@@ -17,17 +17,13 @@ import time
 
 import pytest
 
-from tests.diag_support import (
-    BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, RedisServer, SysvService, free_port, problems, settings,
-    statuses, write_env,
-)
+from tests.support.backend import BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, write_env
+from tests.support.diagnose import problems, settings, statuses
+from tests.support.host import free_port
+from tests.support.redis import RedisServer, SysvService
+from tests.support.swap import read_sysctl
 
 PASSWORD = "Vf9-verify-secret-0815"
-
-
-def current_sysctl(key):
-    with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:
-        return int(handle.read())
 
 
 def _fs_type(path):
@@ -59,8 +55,8 @@ def fixed_settings(pm2, env_file, backend_name, redis, service, swap_file, **sec
         redis={"port": redis.port, "password": PASSWORD, "service": service},
         backend=dict({"name": backend_name}, **sections.pop("backend", {})),
         remove_processes=["verify-studio"],
-        swap={"file": swap_file, "size": "32M", "swappiness": current_sysctl("vm.swappiness"),
-              "vfs_cache_pressure": current_sysctl("vm.vfs_cache_pressure")},
+        swap={"file": swap_file, "size": "32M", "swappiness": int(read_sysctl("vm.swappiness")),
+              "vfs_cache_pressure": int(read_sysctl("vm.vfs_cache_pressure"))},
         **sections,
     )
 
@@ -74,7 +70,7 @@ def test_before_server_fails(modules, workdir, pm2):
         config = settings(dotenv={"file": str(env_file)}, pm2={"home": str(pm2.home), "bin": pm2.bin},
                           redis={"port": free_port(), "service": "serverfix-verify-absent"},
                           backend={"name": "before-backend"},
-                          swap={"file": str(workdir / "no.swap"), "swappiness": current_sysctl("vm.swappiness") + 1})
+                          swap={"file": str(workdir / "no.swap"), "swappiness": int(read_sysctl("vm.swappiness")) + 1})
         start = time.perf_counter()
         report = modules.serverfix.verify(config=config)
         wall = time.perf_counter() - start

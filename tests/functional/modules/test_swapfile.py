@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.functional.swap_support import active_swap, loop_fs, snapshot
+from tests.support.swap import active_swap, loop_fs, snapshot
 
 pytestmark = pytest.mark.destructive_test
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.functional.swap_support import read_sysctl
+from tests.support.swap import read_sysctl, write_sysctl
 
 pytestmark = pytest.mark.destructive_test
 
@@ -37,19 +37,14 @@ def confdirs(swap_dir):
     return layout
 
 
-def _set_runtime(key, value):
-    with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as handle:
-        handle.write(str(value))
-
-
 def _present(states, confdirs, test, values=None):
     return states.sysctl_persist.present(name=confdirs["target"], values=values or VALUES, dirs=confdirs["dirs"],
                                          sysctl_conf=confdirs["conf"], test=test)
 
 
 def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_restore):
-    _set_runtime("vm.swappiness", 61)
-    _set_runtime("vm.vfs_cache_pressure", 101)
+    write_sysctl("vm.swappiness", 61)
+    write_sysctl("vm.vfs_cache_pressure", 101)
 
     predicted = _present(states, confdirs, test=True)
     assert predicted.result is None, predicted.comment
@@ -75,7 +70,7 @@ def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_re
         again = _present(states, confdirs, test=test)
         assert again.result is True and again.changes == {}, again.comment
 
-    _set_runtime("vm.swappiness", 60)  # someone ran `sysctl -w` by hand: only the running value is put back
+    write_sysctl("vm.swappiness", 60)  # someone ran `sysctl -w` by hand: only the running value is put back
     fixed = _present(states, confdirs, test=False)
     assert fixed.changes == {"vm.swappiness": {"old": "60", "new": "10"}}
 
@@ -151,7 +146,7 @@ def test_bad_input_is_refused_before_anything_changes(modules, confdirs, sysctl_
 def test_read_only_proc_sys_is_a_clear_error(minion_opts, confdirs, sysctl_restore):
     # real fault: /proc/sys mounted read-only in a private mount namespace, as systemd-nspawn does
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    _set_runtime("vm.swappiness", 61)
+    write_sysctl("vm.swappiness", 61)
     script = "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\""
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
             salt_call, "-c", os.path.dirname(minion_opts["conf_file"]), "--local", "--out=json", "--log-level=quiet",

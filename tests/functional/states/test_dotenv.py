@@ -6,7 +6,6 @@ mode/owner (a real non-root user), symlinks, backups (0600, pruned), every bad i
 file byte-identical) and secrets (never in returns or logs).
 """
 
-import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.conftest import IS_ROOT
+from tests.support.host import IS_ROOT, sha256
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="owner, chattr and uid switches need root")
 
@@ -42,10 +41,6 @@ BACKEND_ENV = (
 )
 RUNBOOK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379, "REDIS_PASSWORD": "", "REDIS_DB": 0,
            "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": 5}
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture

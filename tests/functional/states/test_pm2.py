@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from tests.functional.pm2_support import ENV_AFTER_VALUES, ENV_BEFORE, READY, alive, sandbox, write_env
+from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, write_env
+from tests.support.host import free_port
+from tests.support.pm2 import alive, sandbox
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
@@ -256,17 +258,11 @@ def _redis_server():
     return shutil.which("redis-server")
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_redis_started_after_the_app_makes_restart_pending(states, box, backend):
     redis = _redis_server()
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(box.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -13,8 +13,10 @@ import subprocess
 
 import pytest
 
-from tests.conftest import MODULES_DIR, import_salt_module
-from tests.helpers import by_id, changed_ids, dpkg_installed, failed_ids, sha256, summary, wait_for
+from tests.support.host import dpkg_installed, sha256, wait_for
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR
+from tests.support.returns import by_id, changed_ids, failed_ids, summary
 
 # the module's own /proc readers (they need no Salt loader)
 redis_server = import_salt_module(MODULES_DIR / "redis_server.py", "serverfix_integ_redis_server")

@@ -8,7 +8,6 @@ message, and the secrets appear nowhere: not in the JSON output, stderr, or the 
 Redis (Phase 1) is disabled in this pillar: the Phase 1 test owns port 6379.
 """
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,7 +17,8 @@ import pytest
 import yaml
 from saltfactories.utils import random_string
 
-from tests.conftest import FILE_ROOTS, IS_ROOT
+from tests.support.host import IS_ROOT, sha256
+from tests.support.paths import FILE_ROOTS
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="salt-call state runs need root")
 
@@ -77,10 +77,6 @@ def salt_call(salt_factories, pillar_dir, tmp_path_factory):
         return proc.returncode, json.loads(proc.stdout)["local"]
 
     return run
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_preview_apply_reapply(salt_call, env_file, npm_dotenv):

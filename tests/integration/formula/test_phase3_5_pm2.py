@@ -16,9 +16,11 @@ import time
 import pytest
 from saltfactories.utils import random_string
 
-from tests.conftest import FILE_ROOTS
-from tests.functional.pm2_support import ENV_BEFORE, READY, owner_name, sandbox, system_user, write_env
-from tests.helpers import by_id, changed_ids, sha256
+from tests.support.backend import ENV_BEFORE, READY, write_env
+from tests.support.host import sha256
+from tests.support.paths import FILE_ROOTS
+from tests.support.pm2 import owner_name, sandbox, system_user
+from tests.support.returns import by_id, changed_ids
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 

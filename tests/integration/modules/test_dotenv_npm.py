@@ -8,7 +8,7 @@ The dotenv module against the real reader: npm dotenv (tests/node/node_modules/d
   dotenv, and every other key keeps its value; a value the writer refuses is refused with a
   message that does not contain it.
 
-The figures are printed: ``pytest tests/integration/test_dotenv_npm.py -q -rP | grep -E '^(parser|round trip):'``.
+The figures are printed: ``pytest tests/integration/modules/test_dotenv_npm.py -q -rP | grep -E '^(parser|round trip):'``.
 """
 
 import json
@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from salt.exceptions import SaltInvocationError
 
-from tests.conftest import MODULES_DIR, REPO, import_salt_module
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR, REPO
 
 dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_npm_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]

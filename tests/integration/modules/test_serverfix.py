@@ -5,7 +5,7 @@ machines, the return code, and `state.apply serverfix.verify test=True` over the
 
 The host is the runbook's "before" server: nothing listens on the configured Redis port, the .env
 has no queue keys, prisma-studio runs under pm2 (own PM2_HOME) next to the backend stand-in.
-"No swap" comes from a file in /proc/swaps' format (swap is kernel-global; see diag_support).
+"No swap" comes from a file in /proc/swaps' format (swap is kernel-global; see tests/support/diagnose.py).
 """
 
 import json
@@ -17,9 +17,14 @@ import time
 import pytest
 from saltfactories.utils import random_string
 
-from tests.conftest import DEFAULTS, FILE_ROOTS, deep_merge
-from tests.diag_support import BACKEND_APP, IDLE_APP, Pm2, fake_proc_swaps, free_port, problems, write_env
-from tests.helpers import by_id
+from tests.conftest import deep_merge
+from tests.support.backend import BACKEND_APP, IDLE_APP, write_env
+from tests.support.diagnose import fake_proc_swaps, problems
+from tests.support.host import free_port
+from tests.support.loader import DEFAULTS
+from tests.support.paths import FILE_ROOTS
+from tests.support.pm2 import Pm2Sandbox
+from tests.support.returns import by_id
 
 RUNBOOK_PROBLEMS = {"redis-not-running": "critical", "env-queue-config": "critical",
                     "swap-missing": "warning", "pm2-unwanted-processes": "warning"}
@@ -29,7 +34,7 @@ RUNBOOK_PROBLEMS = {"redis-not-running": "critical", "env-queue-config": "critic
 def world(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("diagcli")
     env_file = write_env(workdir / "backend" / ".env", {})
-    pm2 = Pm2(workdir)
+    pm2 = Pm2Sandbox(workdir)
     pm2.start("intranet-backend", BACKEND_APP, env={"ENV_FILE": str(env_file)})
     pm2.start("prisma-studio", IDLE_APP, env={"ALLOC_MB": "32"})
     pm2.save()

@@ -1,7 +1,7 @@
 """
 The dotenv module's pure parts (no loader, no files): the npm-dotenv parser against the 94 vectors
 recorded from npm dotenv, the value writer, and in-place edits that keep every other byte.
-The same functions are cross-checked against the real npm dotenv in tests/integration/test_dotenv_npm.py.
+The same functions are cross-checked against the real npm dotenv in tests/integration/modules/test_dotenv_npm.py.
 """
 
 import json
@@ -9,7 +9,8 @@ import json
 import pytest
 from salt.exceptions import SaltInvocationError
 
-from tests.conftest import MODULES_DIR, REPO, import_salt_module
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR, REPO
 
 dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_unit_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]

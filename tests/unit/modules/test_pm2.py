@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError
 
-from tests.conftest import MODULES_DIR, import_salt_module
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR
 
 pm2 = import_salt_module(MODULES_DIR / "pm2.py", "serverfix_test_modules_pm2")
 

@@ -11,7 +11,9 @@ import json
 import pytest
 import salt.config
 
-from tests.conftest import DEFAULTS, MODULES_DIR, REPO, deep_merge, import_salt_module
+from tests.conftest import deep_merge
+from tests.support.loader import DEFAULTS, import_salt_module
+from tests.support.paths import MODULES_DIR, REPO
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
 serverfix_defaults = import_salt_module(REPO / "_utils" / "serverfix_defaults.py", "serverfix_test_defaults_util")

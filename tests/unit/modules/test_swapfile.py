@@ -1,14 +1,15 @@
 """
 The swapfile and sysctl_persist modules' pure parts (no loader, no kernel): /proc/swaps, fstab and
 mountinfo parsing, the create/resize/rebuild/activate decision table, and the sysctl.d boot order.
-The real-kernel behaviour is covered in tests/functional/test_swapfile.py and test_sysctl_persist.py.
+The real-kernel behaviour is covered in tests/functional/modules/test_swapfile.py and test_sysctl_persist.py.
 """
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import MODULES_DIR, UTILS_DIR, import_salt_module
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR, UTILS_DIR
 
 swapfile = import_salt_module(MODULES_DIR / "swapfile.py", "serverfix_unit_swapfile")
 sysctl_persist = import_salt_module(MODULES_DIR / "sysctl_persist.py", "serverfix_unit_sysctl_persist")

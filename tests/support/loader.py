@@ -1,0 +1,19 @@
+"""What the tests load from the code under test: its loose module files by path, and its defaults."""
+
+import importlib.util
+import sys
+
+import yaml
+
+from tests.support.paths import FORMULA_ROOT
+
+DEFAULTS = yaml.safe_load((FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8"))["serverfix"]
+
+
+def import_salt_module(path, name):
+    """Import a loose ``_modules``/``_states``/``_utils`` file by path (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
