@@ -13,7 +13,8 @@ from saltfactories.utils.functional import Loaders
 
 from tests.support.paths import FILE_ROOTS
 from tests.support.pm2 import Pm2Sandbox
-from tests.support.swap import EXT4_CANDIDATES, SYSCTL_KEYS, cleanup, fs_type, read_sysctl, write_sysctl
+from tests.support.swap import (EXT4_CANDIDATES, SYSCTL_KEYS, cleanup, fs_type, read_sysctl,
+                                write_sysctl)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def pm2(workdir):  # pylint: disable=redefined-outer-name
 
 @pytest.fixture
 def swap_dir():
-    """A fresh directory on ext4 (never tmpfs/overlayfs: swapon says EINVAL there); torn down fully."""
+    """A fresh directory on ext4 (not tmpfs/overlayfs: swapon fails there); torn down fully."""
     base = next((c for c in EXT4_CANDIDATES if os.path.isdir(c) and fs_type(c) == "ext4"), None)
     if base is None:
         pytest.skip(f"no ext4 directory among {EXT4_CANDIDATES} for swap tests")

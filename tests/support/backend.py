@@ -20,17 +20,24 @@ ENV_BEFORE = (
     "QUEUE_ENABLED=false\n"
 )
 # the managed .env keys with the defaults' values; REDIS_HOST/REDIS_PORT are per test
-QUEUE_KEYS = {"REDIS_DB": str(DEFAULTS["redis"]["db"]), "REDIS_PASSWORD": DEFAULTS["redis"]["password"],
-              "QUEUE_ENABLED": "true" if DEFAULTS["queue"]["enabled"] else "false",
-              "QUEUE_CONCURRENCY": str(DEFAULTS["queue"]["concurrency"])}
+QUEUE_KEYS = {
+    "REDIS_DB": str(DEFAULTS["redis"]["db"]),
+    "REDIS_PASSWORD": DEFAULTS["redis"]["password"],
+    "QUEUE_ENABLED": "true" if DEFAULTS["queue"]["enabled"] else "false",
+    "QUEUE_CONCURRENCY": str(DEFAULTS["queue"]["concurrency"]),
+}
 # what Phase 2 writes for Redis on 127.0.0.1:6379 with a password, in the runbook's order
-ENV_AFTER_VALUES = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379", "REDIS_PASSWORD": "hunter2-redis-pw",
-                    **{key: value for key, value in QUEUE_KEYS.items() if key != "REDIS_PASSWORD"}}
+ENV_AFTER_VALUES = {
+    "REDIS_HOST": "127.0.0.1",
+    "REDIS_PORT": "6379",
+    "REDIS_PASSWORD": "hunter2-redis-pw",
+    **{key: value for key, value in QUEUE_KEYS.items() if key != "REDIS_PASSWORD"},
+}
 
 
 def write_env(path, content, mtime=None, header=ENV_HEADER):
-    """A backend .env at ``path`` (mode 0640, parent directories made): ``content`` as is when it is
-    text, else ``header`` and then the mapping as KEY=value lines; ``mtime`` (epoch seconds) if given."""
+    """A backend .env at ``path`` (mode 0640, parent directories made): ``content`` as is when it
+    is text, else ``header`` and then the mapping as KEY=value lines; ``mtime`` (epoch seconds)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(content, str):

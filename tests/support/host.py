@@ -1,4 +1,4 @@
-"""Small questions about this machine: root or not, a file's checksum, a package, a free port, waiting."""
+"""Small questions about this machine: root or not, a checksum, a package, a free port, waiting."""
 
 import hashlib
 import os
@@ -19,8 +19,8 @@ def sha256(path):
 
 
 def dpkg_installed(package):
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True,
+                         text=True, check=False)
     return out.returncode == 0 and "ok installed" in out.stdout
 
 
@@ -32,8 +32,8 @@ def free_port(host="127.0.0.1"):
 
 
 def wait_for(predicate, timeout=10.0, interval=0.5, what=None):
-    """Call ``predicate`` until it returns something true or ``timeout`` seconds pass; its last value.
-    With ``what``, a timeout fails the test instead (``AssertionError`` naming ``what``)."""
+    """Call ``predicate`` until it returns something true or ``timeout`` seconds pass; its last
+    value. With ``what``, a timeout fails the test instead (``AssertionError`` naming ``what``)."""
     end = time.monotonic() + timeout
     while True:
         value = predicate()

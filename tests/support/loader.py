@@ -1,4 +1,4 @@
-"""What the tests load from the code under test: its loose module files by path, and its defaults."""
+"""What the tests load from the code under test: its loose module files by path, its defaults."""
 
 import importlib.util
 import sys
@@ -7,7 +7,8 @@ import yaml
 
 from tests.support.paths import FORMULA_ROOT
 
-DEFAULTS = yaml.safe_load((FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8"))["serverfix"]
+DEFAULTS = yaml.safe_load(
+    (FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8"))["serverfix"]
 
 
 def import_salt_module(path, name):

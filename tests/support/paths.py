@@ -1,4 +1,4 @@
-"""Where things are: the repository's code and formula, and the test tools installed under tests/."""
+"""Where things are: the repository's code and formula, and the test tools under tests/."""
 
 from pathlib import Path
 
@@ -16,7 +16,8 @@ NODE_BIN = NODE_MODULES / ".bin"
 
 
 def node_tool(name):
-    """Path of a locally installed npm tool (``pm2``...); fails clearly when scripts/test.sh did not install it."""
+    """Path of a locally installed npm tool (``pm2``...); fails clearly when scripts/test.sh did
+    not install it."""
     path = NODE_BIN / name
     if not path.exists():
         pytest.fail(f"{path} missing: run ./scripts/test.sh (it installs tests/node locally)")

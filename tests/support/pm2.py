@@ -104,9 +104,11 @@ class Pm2Sandbox:
         """Wait until ``name``'s log holds ``lines`` (one text or several, e.g. ``READY``)."""
         path = self.log_path(name, kind)
         lines = [lines] if isinstance(lines, str) else list(lines)
-        wait_for(lambda: path.exists() and all(line in path.read_text(encoding="utf-8", errors="replace")
-                                               for line in lines),
-                 timeout, interval=0.05, what=f"{lines!r} in {path}")
+        def logged():
+            text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+            return all(line in text for line in lines)
+
+        wait_for(logged, timeout, interval=0.05, what=f"{lines!r} in {path}")
 
     def start_backend(self, name, env_file, crash_on_queue=False, env=None):
         extra = {"APP_ENV_FILE": str(env_file)}

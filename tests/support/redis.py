@@ -61,8 +61,8 @@ class RedisServer:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([redis_binary(self.dir.parent), str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([redis_binary(self.dir.parent), str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: redis_ping(self.port, self.host, self.password), 10, interval=0.05,
                  what=f"redis on {self.port}")
         return self
@@ -92,7 +92,8 @@ class SysvService:
     def __enter__(self):
         self.script.write_text(
             "#!/bin/sh\n# serverfix test service (tests/support/redis.py): status of a test Redis\n"
-            f'case "$1" in status) kill -0 "$(cat {self.redis.pidfile} 2>/dev/null)" 2>/dev/null ;; '
+            f'case "$1" in status) kill -0 "$(cat {self.redis.pidfile} 2>/dev/null)" 2>/dev/null'
+            " ;; "
             "*) exit 0 ;; esac\n", encoding="utf-8")
         self.script.chmod(0o755)
         self.link.symlink_to(f"../init.d/{self.name}")

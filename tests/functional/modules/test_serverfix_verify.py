@@ -70,7 +70,8 @@ def test_before_server_fails(modules, workdir, pm2):
         config = settings(dotenv={"file": str(env_file)}, pm2={"home": str(pm2.home), "bin": pm2.bin},
                           redis={"port": free_port(), "service": "serverfix-verify-absent"},
                           backend={"name": "before-backend"},
-                          swap={"file": str(workdir / "no.swap"), "swappiness": int(read_sysctl("vm.swappiness")) + 1})
+                          swap={"file": str(workdir / "no.swap"),
+                                "swappiness": int(read_sysctl("vm.swappiness")) + 1})
         start = time.perf_counter()
         report = modules.serverfix.verify(config=config)
         wall = time.perf_counter() - start

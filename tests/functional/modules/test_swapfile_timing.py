@@ -4,7 +4,8 @@ a second, swapon included) and, with SERVERFIX_MEASURE=1, with the zero-fill fal
 writes 2 GiB, so it is not part of every run). Each figure covers swapfile.ensure from nothing to
 an active swap (create, mkswap, swapon, fstab line); the file is swapped off and removed after.
 
-    SERVERFIX_MEASURE=1 python -m pytest --run-destructive -s tests/functional/modules/test_swapfile_timing.py
+    SERVERFIX_MEASURE=1 python -m pytest --run-destructive -s \
+        tests/functional/modules/test_swapfile_timing.py
 """
 
 import os

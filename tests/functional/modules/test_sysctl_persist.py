@@ -70,7 +70,8 @@ def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_re
         again = _present(states, confdirs, test=test)
         assert again.result is True and again.changes == {}, again.comment
 
-    write_sysctl("vm.swappiness", 60)  # someone ran `sysctl -w` by hand: only the running value is put back
+    # someone ran `sysctl -w` by hand: only the running value is put back
+    write_sysctl("vm.swappiness", 60)
     fixed = _present(states, confdirs, test=False)
     assert fixed.changes == {"vm.swappiness": {"old": "60", "new": "10"}}
 

@@ -8,7 +8,8 @@ The dotenv module against the real reader: npm dotenv (tests/node/node_modules/d
   dotenv, and every other key keeps its value; a value the writer refuses is refused with a
   message that does not contain it.
 
-The figures are printed: ``pytest tests/integration/modules/test_dotenv_npm.py -q -rP | grep -E '^(parser|round trip):'``.
+The figures are printed:
+``pytest tests/integration/modules/test_dotenv_npm.py -q -rP | grep -E '^(parser|round trip):'``.
 """
 
 import json

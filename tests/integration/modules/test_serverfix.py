@@ -5,7 +5,8 @@ machines, the return code, and `state.apply serverfix.verify test=True` over the
 
 The host is the runbook's "before" server: nothing listens on the configured Redis port, the .env
 has no queue keys, prisma-studio runs under pm2 (own PM2_HOME) next to the backend stand-in.
-"No swap" comes from a file in /proc/swaps' format (swap is kernel-global; see tests/support/diagnose.py).
+"No swap" comes from a file in /proc/swaps' format (swap is kernel-global; see
+tests/support/diagnose.py).
 """
 
 import json

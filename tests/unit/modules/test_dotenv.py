@@ -1,7 +1,8 @@
 """
 The dotenv module's pure parts (no loader, no files): the npm-dotenv parser against the 94 vectors
 recorded from npm dotenv, the value writer, and in-place edits that keep every other byte.
-The same functions are cross-checked against the real npm dotenv in tests/integration/modules/test_dotenv_npm.py.
+The same functions are cross-checked against the real npm dotenv in
+tests/integration/modules/test_dotenv_npm.py.
 """
 
 import json

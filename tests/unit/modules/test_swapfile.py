@@ -1,7 +1,8 @@
 """
 The swapfile and sysctl_persist modules' pure parts (no loader, no kernel): /proc/swaps, fstab and
 mountinfo parsing, the create/resize/rebuild/activate decision table, and the sysctl.d boot order.
-The real-kernel behaviour is covered in tests/functional/modules/test_swapfile.py and test_sysctl_persist.py.
+The real-kernel behaviour is covered in tests/functional/modules/test_swapfile.py and
+test_sysctl_persist.py.
 """
 
 import pytest
