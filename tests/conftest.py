@@ -1,5 +1,5 @@
 """
-Shared test plumbing for every layer (unit, functional, integration, e2e).
+Fixtures for every layer (unit, functional, integration, e2e); the helpers live in tests/support.
 
 Real components, no mocks where the real thing runs here: the tests drive the real Salt
 loader/daemons, real npm dotenv and pm2 (installed locally under tests/node by scripts/test.sh),
@@ -7,53 +7,12 @@ real redis-server, swapon and sysctl. Tests that change the machine carry
 ``@pytest.mark.destructive_test`` (run with ``--run-destructive``, as scripts/test.sh does).
 """
 
-import importlib.util
-import os
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-# fixture modules shared by several test files (their fixtures are requested by name)
-pytest_plugins = ["tests.diag_support", "tests.dotenv_npm", "tests.functional.swap_support"]
+from tests.support.dotenv_npm import NpmDotenv
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
-FORMULA_ROOT = REPO / "formula"            # the only file root: it links _modules/_states/_utils
-MODULES_DIR = REPO / "_modules"
-STATES_DIR = REPO / "_states"
-UTILS_DIR = REPO / "_utils"
-NODE_DIR = REPO / "tests" / "node"
-NODE_BIN = NODE_DIR / "node_modules" / ".bin"
-DEFAULTS = yaml.safe_load((FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8"))["serverfix"]
-FILE_ROOTS = [str(FORMULA_ROOT)]
-
-
-def import_salt_module(path, name):
-    """Import a loose ``_modules``/``_states`` file by path (they are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def node_tool(name):
-    """Path of a locally installed npm tool (``pm2``...); skips clearly when scripts/test.sh did not install it."""
-    path = NODE_BIN / name
-    if not path.exists():
-        pytest.fail(f"{path} missing: run ./scripts/test.sh (it installs tests/node locally)")
-    return str(path)
-
-
-SETTINGS_UTIL = import_salt_module(UTILS_DIR / "serverfix_settings.py", "serverfix_settings_tests")
-
-
-def merge_settings(pillar=None):
-    """The merged settings for the ``serverfix`` pillar ``pillar``: the formula's own merge
-    (``_utils/serverfix_settings.py``, the one map.jinja is tested against) over defaults.yaml."""
-    return SETTINGS_UTIL.merge(DEFAULTS, pillar or {})
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +52,16 @@ def testmode(request):
     return request.param
 
 
+@pytest.fixture(scope="session")
+def npm_dotenv():
+    """The real npm dotenv as a test oracle (tests/support/dotenv_npm.py)."""
+    oracle = NpmDotenv()
+    try:
+        yield oracle
+    finally:
+        oracle.close()
+
+
 def pytest_sessionfinish(session, exitstatus):
     # salt's deferred log handler holds pytest's captured stderr: flush it before pytest closes it
     try:
@@ -100,13 +69,3 @@ def pytest_sessionfinish(session, exitstatus):
     except ImportError:
         return
     salt._logging.shutdown_temp_handler()
-
-
-def which_or_skip(binary):
-    path = shutil.which(binary)
-    if not path:
-        pytest.skip(f"{binary} not installed")
-    return path
-
-
-IS_ROOT = os.geteuid() == 0

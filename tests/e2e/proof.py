@@ -53,8 +53,8 @@ import pytest
 import salt.utils.dictupdate
 import yaml
 
-from tests.conftest import REPO
-from tests.helpers import wait_for
+from tests.support.host import wait_for
+from tests.support.paths import REPO
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, Replica, SaltSsh, StateRun,
                                        run_command, venv_tool)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import salt.utils.dictupdate
 import yaml
 
-from tests.conftest import FORMULA_ROOT, REPO, merge_settings
+from tests.support.loader import merge_settings
+from tests.support.paths import FORMULA_ROOT, REPO
 
 REPLICA_SH = REPO / "scripts" / "replica.sh"
 ROSTER_ID = "hetzner"

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import FORMULA_ROOT
+from tests.support.paths import FORMULA_ROOT
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, StateRun, run_command, salt_pin,
                                        venv_tool)
 

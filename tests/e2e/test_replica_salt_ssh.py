@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, SaltSsh, fixture_secrets, landed,
                                        module_function_landed)
-from tests.helpers import wait_for
+from tests.support.host import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 

@@ -4,16 +4,23 @@ Functional layer: the real Salt loader in-process (saltfactories ``Loaders``), a
 ``Loaders`` syncs ``_modules``/``_states``/``_utils`` from the formula file root, like a minion.
 """
 
+import os
+import tempfile
+
 import pytest
 from saltfactories.utils import random_string
 from saltfactories.utils.functional import Loaders
 
-from tests.conftest import FILE_ROOTS
+from tests.support.paths import FILE_ROOTS
+from tests.support.pm2 import Pm2Sandbox
+from tests.support.swap import (EXT4_CANDIDATES, SYSCTL_KEYS, cleanup, fs_type, read_sysctl,
+                                write_sysctl)
 
 
 @pytest.fixture(scope="module")
 def pillar_root(make_pillar, request):
-    return make_pillar(request.module.__name__.rsplit(".", 1)[-1])
+    # the module's path below tests/functional: modules/test_pm2 and states/test_pm2 differ
+    return make_pillar(request.module.__name__.removeprefix(f"{__package__}."))
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +57,42 @@ def modules(loaders):
 @pytest.fixture
 def states(loaders):
     return loaders.states
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, request):
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+
+
+@pytest.fixture(scope="module")
+def pm2(workdir):  # pylint: disable=redefined-outer-name
+    """A pm2 with its own PM2_HOME for the module's stand-in apps; killed afterwards."""
+    manager = Pm2Sandbox(workdir)
+    try:
+        yield manager
+    finally:
+        manager.kill()
+
+
+@pytest.fixture
+def swap_dir():
+    """A fresh directory on ext4 (not tmpfs/overlayfs: swapon fails there); torn down fully."""
+    base = next((c for c in EXT4_CANDIDATES if os.path.isdir(c) and fs_type(c) == "ext4"), None)
+    if base is None:
+        pytest.skip(f"no ext4 directory among {EXT4_CANDIDATES} for swap tests")
+    root = tempfile.mkdtemp(prefix="serverfix-swap-", dir=base)
+    try:
+        yield root
+    finally:
+        cleanup(root)
+
+
+@pytest.fixture
+def sysctl_restore():
+    """Records the vm.* values swap tuning touches and writes them back afterwards."""
+    saved = {key: read_sysctl(key) for key in SYSCTL_KEYS}
+    try:
+        yield saved
+    finally:
+        for key, value in saved.items():
+            write_sysctl(key, value)

@@ -16,7 +16,7 @@ import shutil
 import pytest
 from saltfactories.utils import random_string
 
-from tests.conftest import FILE_ROOTS, NODE_BIN
+from tests.support.paths import FILE_ROOTS, NODE_BIN
 
 ENV_TEXT = (
     "# intranet backend settings (test copy)\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DEFAULTS, REPO, import_salt_module
+from tests.support.loader import DEFAULTS, import_salt_module
+from tests.support.paths import REPO
 
 CUSTOM_DIRS = ("_modules", "_states", "_utils", "_output")
 BIN = Path(sys.executable).parent

@@ -1,0 +1,89 @@
+"""
+Preflight through the real loader: valid defaults pass, every kind of bad pillar is named. Problems
+follow Salt's contract: one ``CommandExecutionError`` with every message in ``exc.info["errors"]``.
+"""
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.support.loader import DEFAULTS
+
+
+def problems(function, *args, **kwargs):
+    """The messages ``function`` raises (``[]`` when it returns ``True``)."""
+    try:
+        assert function(*args, **kwargs) is True
+    except CommandExecutionError as exc:
+        assert str(exc).startswith("\n".join(exc.info["errors"]))
+        return exc.info["errors"]
+    return []
+
+
+def test_defaults_are_valid(modules):
+    assert modules.serverfix.validate_pillar(DEFAULTS) is True
+
+
+@pytest.mark.parametrize(
+    "pillar, expected",
+    [
+        ({"redis": {"port": "abc"}}, "serverfix:redis:port: 'abc' is not valid; expected an integer from 1 to 65535"),
+        ({"redis": {"port": 70000}}, "serverfix:redis:port: 70000 is not valid"),
+        ({"swap": {"size": "2X"}}, "serverfix:swap:size: '2X' is not valid; expected a size such as 2G"),
+        ({"queue": {"concurrency": -1}}, "serverfix:queue:concurrency: -1 is not valid"),
+        ({"dotenv": {"extra": {"BAD KEY": "x"}}}, "serverfix:dotenv:extra: {'BAD KEY': 'x'} is not valid"),
+        ({"redis": {"host": "127.0.0.1\nevil"}}, "serverfix:redis:host: '127.0.0.1\\nevil' is not valid"),
+        ({"redis": {"password": "top\nsecret"}}, "serverfix:redis:password: <secret> is not valid"),
+        ({"reddis": {}}, "serverfix:reddis: unknown key (did you mean 'redis'?)"),
+        ({"redis": {"prot": 1}}, "serverfix:redis:prot: unknown key (did you mean 'port'?)"),
+        ({"backend": {"restart": "yes"}}, "serverfix:backend:restart: 'yes' is not valid; expected true or false"),
+        ({"remove_processes": ["all"]}, "serverfix:remove_processes: ['all'] is not valid"),
+        ({"redis": "x"}, "serverfix:redis: 'x' is not valid; expected a mapping"),
+        ({"dotenv": {"extra": {"REDIS_HOST": "::1"}}}, "not one the formula sets from serverfix:redis/queue"),
+        ({"backups": {"keep": 0}}, "serverfix:backups:keep: 0 is not valid; expected an integer from 1 to 1000"),
+        ({"backups": {"kept": 3}}, "serverfix:backups:kept: unknown key (did you mean 'keep'?)"),
+    ],
+)
+def test_bad_pillar_is_named(modules, pillar, expected):
+    errors = problems(modules.serverfix.validate_pillar, pillar)
+    assert any(expected in error for error in errors), errors
+
+
+def test_secret_never_echoed(modules):
+    errors = problems(modules.serverfix.validate_pillar, {"redis": {"password": "hunter2 x"}})
+    assert errors and all("hunter2" not in e for e in errors)
+
+
+def test_localhost_pitfall_detected(modules):
+    [msg] = problems(modules.serverfix.check_redis_host, "::1", ["127.0.0.1"])
+    assert "IPv4/IPv6" in msg and "serverfix:redis:host" in msg
+    assert modules.serverfix.check_redis_host("127.0.0.1", ["127.0.0.1", "-::1"]) is True
+
+
+@pytest.mark.parametrize("size, expected", [("2G", 2 << 30), ("512M", 512 << 20), ("64MiB", 64 << 20), (4096, 4096)])
+def test_parse_size(loaders, size, expected):
+    assert loaders.utils["serverfix_size.parse_size"](size) == expected
+
+
+def test_preflight_checks_only_the_phases_given(modules, tmp_path):
+    config = {**DEFAULTS, "dotenv": {**DEFAULTS["dotenv"], "file": str(tmp_path / "missing" / ".env")},
+              "remove_processes": [], "swap": {**DEFAULTS["swap"], "enabled": False}}
+    assert modules.serverfix.preflight(config, pillar={}, phases=["preflight", "redis"]) is True
+    errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis", "env"])
+    assert len(errors) == 1 and str(tmp_path / "missing" / ".env") in errors[0]
+    assert "serverfix:dotenv:file" in errors[0]  # the formula layer names the pillar key
+    assert problems(modules.serverfix.preflight, config, pillar={}) == errors  # None: every phase
+
+
+@pytest.mark.parametrize("phase", ["processes", "prisma_studio"])
+def test_preflight_phase_3_under_either_sls_name(modules, phase):
+    # Phase 3's SLS is processes.sls (prisma_studio.sls: its old name, an include alias): both ask
+    # the pm2 module, whose problems the preflight prefixes with the pillar key
+    config = {**DEFAULTS, "pm2": {**DEFAULTS["pm2"], "user": "serverfix-no-such-user"}}
+    errors = problems(modules.serverfix.preflight, config, pillar={}, phases=[phase])
+    assert errors and all(e.startswith("serverfix:pm2") for e in errors), errors
+    assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True  # no pm2 phase
+
+
+def test_preflight_stops_at_an_invalid_pillar(modules):
+    errors = problems(modules.serverfix.preflight, DEFAULTS, pillar={"redis": {"port": 0}})
+    assert errors == ["serverfix:redis:port: 0 is not valid; expected an integer from 1 to 65535 (e.g. 6379)"]

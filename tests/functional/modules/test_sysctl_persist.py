@@ -1,0 +1,162 @@
+"""
+sysctl_persist through the real Salt loader against the real kernel (/proc/sys) and the real boot
+tools (systemd-sysctl, procps `sysctl --system`). The sysctl.d directories are temporary ones;
+vm.swappiness and vm.vfs_cache_pressure are restored after every test.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.swap import read_sysctl, write_sysctl
+
+pytestmark = pytest.mark.destructive_test
+
+VALUES = {"vm.swappiness": 10, "vm.vfs_cache_pressure": 50}
+SYSTEMD_SYSCTL = next((p for p in ("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
+                       if os.path.exists(p)), None)
+
+
+@pytest.fixture
+def confdirs(swap_dir):
+    """A private copy of the sysctl.d layout: /etc/sysctl.d (with Debian's 99-sysctl.conf link to
+    /etc/sysctl.conf), /run/sysctl.d and /usr/lib/sysctl.d, plus sysctl.conf."""
+    layout = {name: os.path.join(swap_dir, name) for name in ("etc", "run", "usr")}
+    for path in layout.values():
+        os.makedirs(path)
+    conf = os.path.join(swap_dir, "sysctl.conf")
+    with open(conf, "w", encoding="utf-8") as handle:
+        handle.write("# /etc/sysctl.conf - Configuration file for setting system variables\n")
+    os.symlink(conf, os.path.join(layout["etc"], "99-sysctl.conf"))
+    layout["conf"] = conf
+    layout["target"] = os.path.join(layout["etc"], "99-zz-serverfix.conf")
+    layout["dirs"] = [layout["etc"], layout["run"], layout["usr"]]
+    return layout
+
+
+def _present(states, confdirs, test, values=None):
+    return states.sysctl_persist.present(name=confdirs["target"], values=values or VALUES, dirs=confdirs["dirs"],
+                                         sysctl_conf=confdirs["conf"], test=test)
+
+
+def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_restore):
+    write_sysctl("vm.swappiness", 61)
+    write_sysctl("vm.vfs_cache_pressure", 101)
+
+    predicted = _present(states, confdirs, test=True)
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes == {
+        "vm.swappiness": {"old": "61", "new": "10"},
+        "vm.vfs_cache_pressure": {"old": "101", "new": "50"},
+        confdirs["target"]: {"old": None, "new": {"vm.swappiness": "10", "vm.vfs_cache_pressure": "50"}},
+    }
+    assert (read_sysctl("vm.swappiness"), read_sysctl("vm.vfs_cache_pressure")) == ("61", "101")
+    assert not os.path.exists(confdirs["target"]), "test=True wrote the file"
+
+    real = _present(states, confdirs, test=False)
+    assert real.result is True, real.comment
+    assert real.changes == predicted.changes
+    assert (read_sysctl("vm.swappiness"), read_sysctl("vm.vfs_cache_pressure")) == ("10", "50")
+    with open(confdirs["target"], encoding="utf-8") as handle:
+        text = handle.read()
+    assert text.endswith("vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n") and text.startswith("# Managed by")
+    st = os.stat(confdirs["target"])
+    assert (st.st_mode & 0o777, st.st_uid) == (0o644, 0)
+
+    for test in (True, False):
+        again = _present(states, confdirs, test=test)
+        assert again.result is True and again.changes == {}, again.comment
+
+    # someone ran `sysctl -w` by hand: only the running value is put back
+    write_sysctl("vm.swappiness", 60)
+    fixed = _present(states, confdirs, test=False)
+    assert fixed.changes == {"vm.swappiness": {"old": "60", "new": "10"}}
+
+
+@pytest.mark.skipif(SYSTEMD_SYSCTL is None, reason="systemd-sysctl not installed")
+def test_order_beats_99_sysctl_conf_with_the_real_boot_tools(states, modules, confdirs, swap_dir, sysctl_restore):
+    # the runbook's way: values appended to /etc/sysctl.conf (read at boot as 99-sysctl.conf)
+    with open(confdirs["conf"], "a", encoding="utf-8") as handle:
+        handle.write("vm.swappiness = 33\n")
+    late = os.path.join(confdirs["usr"], "99-zzz-vendor.conf")  # sorts after ours, from another directory
+    with open(late, "w", encoding="utf-8") as handle:
+        handle.write("vm.vfs_cache_pressure = 200\n")
+
+    order = modules.sysctl_persist.config_files(confdirs["dirs"])
+    names = [os.path.basename(p) for p in order]
+    assert names == ["99-sysctl.conf", "99-zzz-vendor.conf"]  # ours is not written yet
+
+    ret = _present(states, confdirs, test=False)
+    assert ret.result is True, ret.comment
+    names = [os.path.basename(p) for p in modules.sysctl_persist.config_files(confdirs["dirs"])]
+    assert names.index("99-zz-serverfix.conf") > names.index("99-sysctl.conf")
+    warnings = ret.warnings
+    assert len(warnings) == 2, warnings
+    assert any(late in w and "vm.vfs_cache_pressure = 200" in w and "systemd-sysctl" in w for w in warnings)
+    assert any(confdirs["conf"] in w and "vm.swappiness = 33" in w and "sysctl --system" in w for w in warnings)
+    assert "Warning:" in ret.comment
+
+    # What the real tools do with exactly these files, in a private mount namespace where the
+    # temporary directories replace the system ones (the kernel settings are the real ones).
+    boot = _run_with_private_sysctl_dirs(confdirs, swap_dir, [SYSTEMD_SYSCTL])
+    assert boot == {"vm.swappiness": "10", "vm.vfs_cache_pressure": "200"}  # ours beats 99-sysctl.conf, as warned
+    procps = _run_with_private_sysctl_dirs(confdirs, swap_dir, ["sysctl", "--system"])
+    assert procps == {"vm.swappiness": "33", "vm.vfs_cache_pressure": "200"}  # sysctl.conf last, as warned
+
+    os.unlink(late)
+    with open(confdirs["conf"], "w", encoding="utf-8") as handle:
+        handle.write("vm.swappiness = 10\n")  # the same value is no conflict
+    quiet = _present(states, confdirs, test=False)
+    assert quiet.result is True and not quiet.warnings, quiet.warnings
+
+
+def _run_with_private_sysctl_dirs(confdirs, scratch, argv):
+    empty = os.path.join(scratch, "empty")
+    os.makedirs(empty, exist_ok=True)
+    binds = [(confdirs["etc"], "/etc/sysctl.d"), (confdirs["conf"], "/etc/sysctl.conf")]
+    binds += [(confdirs["run"], d) for d in ("/run/sysctl.d",) if os.path.isdir(d)]
+    binds += [(confdirs["usr"], "/usr/lib/sysctl.d")]
+    binds += [(empty, d) for d in ("/lib/sysctl.d", "/usr/local/lib/sysctl.d")
+              if os.path.isdir(d) and os.path.realpath(d) != "/usr/lib/sysctl.d"]
+    script = "".join(f'mount --bind "{src}" "{dst}" && ' for src, dst in binds) + 'exec "$@"'
+    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+                   check=True, capture_output=True)
+    return {key: read_sysctl(key) for key in VALUES}
+
+
+def test_bad_input_is_refused_before_anything_changes(modules, confdirs, sysctl_restore):
+    before = {key: read_sysctl(key) for key in VALUES}
+    cases = [
+        ({"vm.swapiness": 10}, "vm.swapiness: this kernel has no such setting"),
+        ({"vm swappiness": 10}, "'vm swappiness' is not a sysctl key"),
+        ({"vm.swappiness": "10\nkernel.panic = 1"}, "is not a single-line value"),
+        ({}, "expected a mapping"),
+    ]
+    for values, expected in cases:
+        plan = modules.sysctl_persist.plan(confdirs["target"], values, dirs=confdirs["dirs"])
+        assert any(expected in e for e in plan["errors"]), (values, plan)
+    with pytest.raises(Exception, match="the kernel rejected the value|Nothing was changed"):
+        modules.sysctl_persist.apply(confdirs["target"], {"vm.swappiness": 10, "vm.nope": 1}, dirs=confdirs["dirs"])
+    assert not os.path.exists(confdirs["target"])
+    assert {key: read_sysctl(key) for key in VALUES} == before
+
+
+def test_read_only_proc_sys_is_a_clear_error(minion_opts, confdirs, sysctl_restore):
+    # real fault: /proc/sys mounted read-only in a private mount namespace, as systemd-nspawn does
+    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    write_sysctl("vm.swappiness", 61)
+    script = "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\""
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+            salt_call, "-c", os.path.dirname(minion_opts["conf_file"]), "--local", "--out=json", "--log-level=quiet",
+            "state.single", "sysctl_persist.present", confdirs["target"],
+            "values=" + json.dumps(VALUES), "dirs=" + json.dumps(confdirs["dirs"]), f"sysctl_conf={confdirs['conf']}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    (result,) = json.loads(out.stdout)["local"].values()
+    assert result["result"] is False, result
+    assert "not writable here" in result["comment"] and "SYSTEMD_NSPAWN_API_VFS_WRITABLE" in result["comment"]
+    assert "Nothing was changed" in result["comment"]
+    assert not os.path.exists(confdirs["target"]) and read_sysctl("vm.swappiness") == "61"
+

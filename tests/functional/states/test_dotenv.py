@@ -1,0 +1,295 @@
+"""
+dotenv states and module through the real Salt loader, on real files, checked with the real npm dotenv.
+
+Phase 2 on a realistic backend .env, test mode (byte-identical, exact prediction), idempotence,
+mode/owner (a real non-root user), symlinks, backups (0600, pruned), every bad input (clear message,
+file byte-identical) and secrets (never in returns or logs).
+"""
+
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from tests.support.host import IS_ROOT, sha256
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="owner, chattr and uid switches need root")
+
+JWT = "jwt-Sup3r$ecret#with'quote and \\backslash"
+REDIS_PW = "r3dis-pw-8f2k1q"
+BACKEND_ENV = (
+    "# Intranet backend — production settings\n"
+    "NODE_ENV=production\n"
+    "PORT=3000\n"
+    "\n"
+    "# database (password URL-encoded; '#' inside quotes is not a comment)\n"
+    "DATABASE_URL=\"postgresql://intranet:p%40ss#w0rd!@127.0.0.1:5432/intranet?schema=public&sslmode=disable\"\n"
+    "JWT_SECRET='k9$Lx#2v\"Qp=='\n"
+    "JWT_REFRESH_SECRET=abc123==  # rotated 2024-01\n"
+    "export SMTP_PASSWORD=\"p@ss w0rd\"\n"
+    "REDIS_HOST=localhost\n"
+    "CORS_ORIGIN=https://intranet.example.local\n"
+    "PRIVATE_KEY=\"-----BEGIN KEY-----\nMIIB\\nabc\n-----END KEY-----\"\n"
+    "QUEUE_ENABLED=false # fallback: synchronous\n"
+)
+RUNBOOK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379, "REDIS_PASSWORD": "", "REDIS_DB": 0,
+           "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": 5}
+
+
+@pytest.fixture
+def env_file(tmp_path):
+    path = tmp_path / "backend" / ".env"
+    path.parent.mkdir()
+    path.write_text(BACKEND_ENV, encoding="utf-8")
+    path.chmod(0o640)
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_user():
+    """A real non-root user (and its group) owning the .env, as on the server; removed afterwards."""
+    name = f"sfxenv{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True)
+    try:
+        import pwd  # pylint: disable=import-outside-toplevel
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory a non-root user can reach (pytest's tmp dirs are 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix="sfx-dotenv-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(path)], check=False, capture_output=True)
+        shutil.rmtree(path)
+
+
+def without_backup(changes):
+    return {k: v for k, v in changes.items() if k != "backup"}
+
+
+def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
+    before_npm = npm_dotenv.parse(env_file.read_bytes())
+    checksum = sha256(env_file)
+
+    preview = states.dotenv.present(name=str(env_file), values=RUNBOOK, test=True)
+    assert preview.result is None
+    assert sha256(env_file) == checksum  # test=True: byte-identical
+    assert preview.changes["added"] == ["REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "QUEUE_CONCURRENCY"]
+    assert preview.changes["changed"] == ["REDIS_HOST", "QUEUE_ENABLED"]
+    assert "would add" in preview.comment and "after a backup" in preview.comment
+
+    ret = states.dotenv.present(name=str(env_file), values=RUNBOOK)
+    assert ret.result is True
+    assert without_backup(ret.changes) == preview.changes  # the preview was exact
+    assert Path(ret.changes["backup"]).read_text(encoding="utf-8") == BACKEND_ENV
+
+    after_npm = npm_dotenv.parse(env_file.read_bytes())
+    assert after_npm == dict(before_npm, **{k: str(v) for k, v in RUNBOOK.items()})
+    text = env_file.read_text(encoding="utf-8")
+    assert "REDIS_HOST=127.0.0.1\n" in text and "QUEUE_ENABLED=true # fallback: synchronous\n" in text
+    # every untouched line is byte-for-byte the same, in the same order
+    untouched = [line for line in BACKEND_ENV.splitlines() if not line.startswith(("REDIS_HOST", "QUEUE_ENABLED"))]
+    assert [line for line in text.splitlines() if line in untouched] == untouched
+
+    again = states.dotenv.present(name=str(env_file), values=RUNBOOK)
+    assert again.result is True and again.changes == {}
+    assert "already has" in again.comment
+    again_preview = states.dotenv.present(name=str(env_file), values=RUNBOOK, test=True)
+    assert again_preview.result is True and again_preview.changes == {}
+
+
+@pytest.mark.destructive_test  # adds (and removes) a system user
+def test_mode_owner_backups_and_pruning(states, env_file, app_user):
+    os.chown(env_file, app_user.pw_uid, app_user.pw_gid)
+    for round_ in range(4):
+        ret = states.dotenv.present(name=str(env_file), values={"QUEUE_CONCURRENCY": round_ + 1}, backup_keep=2)
+        assert ret.result is True and ret.changes["backup"]
+        st = env_file.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o640)
+    backups = sorted(env_file.parent.glob(".env.serverfix-*.bak"), key=lambda p: p.stat().st_mtime)
+    assert len(backups) == 2  # the two oldest were pruned
+    assert backups[-1] == Path(ret.changes["backup"])
+    for backup in backups:
+        st = backup.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o600)
+    assert "QUEUE_CONCURRENCY=3" in backups[-1].read_text(encoding="utf-8")
+
+
+def test_symlinked_env_edits_the_target(states, tmp_path, env_file):
+    link = tmp_path / "app" / ".env"
+    link.parent.mkdir()
+    link.symlink_to(env_file)
+    ret = states.dotenv.present(name=str(link), values={"REDIS_HOST": "127.0.0.1"})
+    assert ret.result is True and ret.changes["changed"] == ["REDIS_HOST"]
+    assert link.is_symlink() and os.readlink(link) == str(env_file)
+    assert "REDIS_HOST=127.0.0.1" in env_file.read_text(encoding="utf-8")
+    assert Path(ret.changes["backup"]).parent == env_file.parent
+
+
+@pytest.mark.destructive_test  # adds (and removes) a system user
+def test_create_with_owner_and_mode(states, tmp_path, app_user):
+    path = tmp_path / "new.env"
+    ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=True, create=True)
+    assert ret.result is None and ret.changes["created"] is True and not path.exists()
+    ret = states.dotenv.present(name=str(path), values=RUNBOOK, create=True, user=app_user.pw_name,
+                                group=app_user.pw_name, mode="0600")
+    assert ret.result is True and "backup" not in ret.changes
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o600)
+    assert states.dotenv.present(name=str(path), values=RUNBOOK, create=True).changes == {}
+
+
+def test_absent_removes_every_occurrence(states, tmp_path):
+    path = tmp_path / ".env"
+    path.write_bytes(b"A=1\r\nOLD=x # legacy\r\nB=2\r\nexport OLD='y'\r\n")
+    preview = states.dotenv.absent(name=str(path), keys=["OLD", "MISSING"], test=True)
+    assert preview.result is None and preview.changes["removed"] == ["OLD"]
+    ret = states.dotenv.absent(name=str(path), keys=["OLD", "MISSING"])
+    assert ret.result is True and path.read_bytes() == b"A=1\r\nB=2\r\n"
+    assert states.dotenv.absent(name=str(path), keys=["OLD"]).changes == {}
+    assert states.dotenv.absent(name=str(tmp_path / "none.env"), keys=["OLD"]).result is True
+
+
+def test_secrets_never_in_returns_or_logs(states, modules, env_file, caplog):
+    values = dict(RUNBOOK, REDIS_PASSWORD=REDIS_PW, JWT_SECRET=JWT, APP_SESSION="sess-value-77", STRIPE_KEY="sk_9x")
+    with caplog.at_level(logging.DEBUG):
+        preview = states.dotenv.present(name=str(env_file), values=values, secret_keys=["APP_SESSION"], test=True)
+        ret = states.dotenv.present(name=str(env_file), values=values, secret_keys=["APP_SESSION"])
+        plan = modules.dotenv.plan(str(env_file), values=dict(values, REDIS_PASSWORD="other-pw-31"))
+    assert ret.result is True and modules.dotenv.get(str(env_file), "REDIS_PASSWORD") == REDIS_PW
+    # the test harness itself (saltfactories) logs the call's arguments: everything else counts
+    logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("saltfactories."))
+    shown = repr(preview.raw) + repr(ret.raw) + repr(plan) + logs
+    for secret in (REDIS_PW, JWT, "sess-value-77", "sk_9x", "other-pw-31", "k9$Lx#2v"):
+        assert secret not in shown
+    assert ret.changes["values"]["REDIS_PASSWORD"] == {"old": None, "new": "<secret>"}
+    assert ret.changes["values"]["JWT_SECRET"] == {"old": "<secret>", "new": "<secret>"}
+    assert ret.changes["values"]["REDIS_HOST"] == {"old": "localhost", "new": "127.0.0.1"}
+
+
+BAD_INPUTS = [
+    ("invalid key", {"values": {"REDIS HOST": "x"}}, "'REDIS HOST' is not a valid .env key"),
+    ("non-ASCII key", {"values": {"ÄÖ": "x"}}, "'ÄÖ' is not a valid .env key"),
+    ("null value", {"values": {"A": None}}, "A: the value must be a string or a number, not NoneType"),
+    ("boolean value", {"values": {"QUEUE_ENABLED": True}}, "QUEUE_ENABLED: the value must be a string or a number"),
+    ("list value", {"values": {"A": [1]}}, "A: the value must be a string or a number, not list"),
+    ("values not a mapping", {"values": ["A=1"]}, "values must be a mapping"),
+    ("unencodable secret", {"values": {"JWT_SECRET": "a\rb\\nc"}}, "JWT_SECRET: cannot write this value"),
+    ("bad mode", {"values": {"A": 1}, "mode": "rw-r"}, "mode 'rw-r' is not an octal file mode"),
+    ("backup_keep 0", {"values": {"A": 1}, "backup_keep": 0}, "backup_keep 0 is not a whole number"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_file_untouched(states, env_file, testmode, kwargs, message):
+    checksum = sha256(env_file)
+    ret = states.dotenv.present(name=str(env_file), test=testmode, **kwargs)
+    assert ret.result is False and message in ret.comment and ret.comment.endswith("; nothing was changed")
+    assert ret.changes == {}
+    assert sha256(env_file) == checksum
+    assert "a\rb" not in ret.comment
+    assert not list(env_file.parent.glob("*.bak"))
+
+
+def test_value_that_would_change_a_neighbour_is_refused(states, tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("U='unterminated\nA=1\n", encoding="utf-8")
+    checksum = sha256(path)
+    ret = states.dotenv.present(name=str(path), values={"B": "a' #b"})  # every form would end U's quote
+    assert ret.result is False
+    assert ret.comment == ("B: cannot write the value here without changing how npm dotenv reads A, U (an "
+                           "unterminated quote in the file?); fix the quoting there by hand; nothing was changed")
+    assert sha256(path) == checksum
+
+
+def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
+    missing = tmp_path / "nope" / ".env"
+    ret = states.dotenv.present(name=str(missing), values=RUNBOOK, test=testmode)
+    assert ret.result is False and "no such file" in ret.comment and "serverfix:dotenv:create: true" in ret.comment
+    ret = states.dotenv.present(name=str(missing), values=RUNBOOK, create=True, test=testmode)
+    assert ret.result is False and f"directory {missing.parent} does not exist" in ret.comment
+    dangling = tmp_path / "dangling.env"
+    dangling.symlink_to(tmp_path / "gone")
+    ret = states.dotenv.present(name=str(dangling), values=RUNBOOK, test=testmode)
+    assert ret.result is False and "symlink points to a missing file" in ret.comment
+    ret = states.dotenv.present(name=str(tmp_path), values=RUNBOOK, test=testmode)
+    assert ret.result is False and "is not a regular file" in ret.comment
+    ret = states.dotenv.present(name=str(tmp_path / "x.env"), values=RUNBOOK, create=True, user="no-such-user-x",
+                                test=testmode)
+    assert ret.result is False and "user 'no-such-user-x' does not exist" in ret.comment
+    assert not missing.exists() and not (tmp_path / "x.env").exists()
+
+
+@pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp file and directory
+def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
+    path = shared_dir / ".env"
+    path.write_text(BACKEND_ENV, encoding="utf-8")
+    checksum = sha256(path)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=testmode)
+        assert ret.result is False and "is not writable (read-only file system or immutable" in ret.comment
+        assert modules.dotenv.preflight(str(path)) == [ret.comment.split("; nothing was changed")[0]]
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    subprocess.run(["chattr", "+i", str(shared_dir)], check=True)
+    try:
+        ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=testmode)
+        assert ret.result is False and f"its directory {shared_dir} is not writable" in ret.comment
+    finally:
+        subprocess.run(["chattr", "-i", str(shared_dir)], check=True)
+    assert sha256(path) == checksum and not list(shared_dir.glob("*.bak"))
+
+
+@pytest.mark.destructive_test  # adds (and removes) a system user
+def test_unreadable_file(modules, states, shared_dir, app_user):
+    # the minion runs as root, which reads everything: the real fault needs a non-root uid, so the
+    # module call runs with the real and effective uid of the test user (saved uid 0 brings root
+    # back). The state itself cannot run so: salt's file server writes to root-only cache dirs.
+    path = shared_dir / ".env"
+    path.write_text(BACKEND_ENV, encoding="utf-8")
+    path.chmod(0o600)
+    checksum = sha256(path)
+    modules.dotenv.preflight(str(shared_dir))  # load the module as root first
+    os.setresuid(app_user.pw_uid, app_user.pw_uid, 0)
+    try:
+        errors = modules.dotenv.preflight(str(path))
+        with pytest.raises(CommandExecutionError) as exc:
+            modules.dotenv.plan(str(path), values=RUNBOOK)
+    finally:
+        os.setresuid(0, 0, 0)
+    assert errors[0] == f"{path}: is not readable; fix its permissions"
+    assert f"{path}: is not writable (permission denied for uid {app_user.pw_uid}: run as root)" in errors[1]
+    assert str(exc.value).startswith(f"{path}: is not readable; fix its permissions; ")
+    assert str(exc.value).endswith("; nothing was changed")
+    assert sha256(path) == checksum
+
+
+def test_preflight_messages(modules, tmp_path, env_file):
+    assert modules.dotenv.preflight(str(env_file)) == []
+    assert modules.dotenv.preflight("relative/.env") == [
+        "serverfix:dotenv:file: 'relative/.env' is not an absolute path; set the .env file's full path"]
+    assert modules.dotenv.preflight(str(tmp_path / "missing.env"), create=True) == []
+    assert "serverfix:dotenv:create: true" in modules.dotenv.preflight(str(tmp_path / "missing.env"))[0]
+
+
+def test_read_and_get(modules, env_file):
+    data = modules.dotenv.read(str(env_file))
+    assert data["DATABASE_URL"].startswith("postgresql://intranet:p%40ss#w0rd!@")
+    assert data["JWT_REFRESH_SECRET"] == "abc123=="
+    assert data["PRIVATE_KEY"] == "-----BEGIN KEY-----\nMIIB\nabc\n-----END KEY-----"
+    assert modules.dotenv.get(str(env_file), "NOPE", "dflt") == "dflt"

@@ -1,0 +1,45 @@
+"""Small questions about this machine: root or not, a checksum, a package, a free port, waiting."""
+
+import hashlib
+import os
+import socket
+import subprocess
+import time
+
+IS_ROOT = os.geteuid() == 0
+
+
+def sha256(path):
+    """The file's SHA-256 hex digest, or ``None`` when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def dpkg_installed(package):
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True,
+                         text=True, check=False)
+    return out.returncode == 0 and "ok installed" in out.stdout
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nothing listens on at ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.5, what=None):
+    """Call ``predicate`` until it returns something true or ``timeout`` seconds pass; its last
+    value. With ``what``, a timeout fails the test instead (``AssertionError`` naming ``what``)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            break
+        time.sleep(interval)
+    if not value and what is not None:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return value

@@ -1,0 +1,252 @@
+"""
+The pure parts of the pm2 modules (_utils/serverfix_pm2.py, _modules/pm2.py, _modules/pm2_app.py):
+jlist JSON after any noise, environments stripped to key names, secrets masked, names pm2 would
+read as something else (checked against Node's own isNaN), the binary lookup without any pillar,
+the clean command line, the error contract, and the .env rollback on files. No pm2 daemon here.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from salt.exceptions import CommandExecutionError
+
+from tests.support.loader import import_salt_module
+from tests.support.paths import MODULES_DIR, REPO, STATES_DIR, UTILS_DIR
+
+pm2 = import_salt_module(MODULES_DIR / "pm2.py", "serverfix_test_modules_pm2")
+pm2_app = import_salt_module(MODULES_DIR / "pm2_app.py", "serverfix_test_modules_pm2_app")
+util = import_salt_module(UTILS_DIR / "serverfix_pm2.py", "serverfix_test_utils_pm2")
+files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_test_utils_files")
+
+SPAWN_NOISE = ("\x1b[32m[PM2] \x1b[39mSpawning PM2 daemon with pm2_home=/tmp/x\n"
+               "\x1b[32m[PM2] \x1b[39mPM2 Successfully daemonized\n")
+OUT_OF_DATE = (">>>> In-memory PM2 is out-of-date, do:\n>>>> $ pm2 update\n"
+               ">>>> In memory PM2 version: 5.3.1\n>>>> Local PM2 version: 7.0.4\n\n")
+BANNER = "\n".join(["                        -------------", "__/\\\\\\\\\\\\\\\\\\\\\\\\\\____", "[PM2] banner line",
+                    "                Start and Daemonize any application:", "                $ pm2 start app.js"])
+RAW = [{
+    "pid": 4242, "name": "intranet-backend", "pm_id": 0, "monit": {"memory": 73400320, "cpu": 1.5},
+    "pm2_env": {"name": "intranet-backend", "namespace": "default", "pm_id": 0, "status": "online",
+                "restart_time": 3, "pm_uptime": 1795991055467,
+                "pm_out_log_path": "/root/.pm2/logs/intranet-backend-out.log",
+                "pm_err_log_path": "/root/.pm2/logs/intranet-backend-error.log",
+                "REDIS_PASSWORD": "top-level-copy-pw",
+                "env": {"REDIS_PASSWORD": "hunter2-redis-pw", "DATABASE_URL": "postgres://u:dbpw1234@h/db",
+                        "NODE_ENV": "production"}},
+}]
+
+
+def _utils():
+    found = {f"serverfix_pm2.{n}": getattr(util, n) for n in dir(util) if not n.startswith("_")}
+    found.update({f"serverfix_files.{n}": getattr(files, n) for n in dir(files)
+                  if not n.startswith("_")})
+    return found
+
+
+@pytest.fixture
+def configure_loader_modules():
+    # a pillar with the formula's keys: the generic modules must not read it
+    pillar = {"serverfix": {"pm2": {"bin": "/pillar/bin/pm2"}, "redis": {"password": "pillar-pw-5678"}}}
+    return {pm2: {"__pillar__": pillar, "__context__": {}, "__utils__": _utils()},
+            pm2_app: {"__salt__": {}, "__utils__": _utils()}}
+
+
+@pytest.mark.parametrize("noise", ["", SPAWN_NOISE, BANNER + "\n" + SPAWN_NOISE, OUT_OF_DATE * 1,
+                                   SPAWN_NOISE + OUT_OF_DATE])
+def test_json_is_read_after_any_noise(noise):
+    assert util.parse_jlist(noise + json.dumps(RAW) + "\n") == RAW
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c"
+                                               "\x1c\x1d\x1e\x85\u2028\u2029"), max_size=60), max_size=8))
+def test_json_survives_arbitrary_noise_lines(lines):
+    stdout = "".join(line + "\n" for line in lines) + json.dumps(RAW) + "\n"
+    assert util.parse_jlist(stdout) == RAW
+
+
+def test_no_json_error_never_echoes_the_output():
+    with pytest.raises(CommandExecutionError) as err:
+        util.parse_jlist(SPAWN_NOISE + '[{"env": {"REDIS_PASSWORD": "hunter2-redis-pw"')
+    assert "hunter2" not in str(err.value) and "bytes of output" in str(err.value)
+
+
+def test_summary_keeps_key_names_only():
+    summary = util.summary(RAW[0], "jlist")
+    assert summary["env_keys"] == ["DATABASE_URL", "NODE_ENV", "REDIS_PASSWORD"]
+    assert summary["memory"] == 73400320 and summary["pm_uptime"] == 1795991055467 and summary["pid"] == 4242
+    text = json.dumps(summary)
+    for secret in ("hunter2-redis-pw", "dbpw1234", "top-level-copy-pw"):
+        assert secret not in text
+    assert util.env_secrets(RAW[0]["pm2_env"]["env"]) == {"hunter2-redis-pw"}
+
+
+def test_dump_entries_show_stopped():
+    summary = util.summary(RAW[0]["pm2_env"], "dump")  # dump.pm2 holds pm2_env objects
+    assert (summary["name"], summary["status"], summary["pid"], summary["source"]) == \
+        ("intranet-backend", "stopped", 0, "dump")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("connect redis://:hunter2-redis-pw@127.0.0.1:6379", "connect redis://:<secret>@127.0.0.1:6379"),
+    ("postgres://intranet:p4ss@db/x", "postgres://intranet:<secret>@db/x"),
+    ("REDIS_PASSWORD=abc123 ok", "REDIS_PASSWORD=<secret> ok"),
+    ('{"password": "s3cr3t", "user": "x"}', '{"password": "<secret>", "user": "x"}'),
+    ("token: abcdef", "token: <secret>"),
+    ("value hunter2-redis-pw inside", "value <secret> inside"),
+    ("[Queue] ✅ Workers gestartet", "[Queue] ✅ Workers gestartet"),
+])
+def test_mask(text, expected):
+    assert util.mask(text, ["hunter2-redis-pw", "ab"]) == expected
+    assert pm2.mask(text, ["hunter2-redis-pw", "ab"]) == expected
+
+
+def test_mask_masks_only_what_it_is_given():
+    # the pillar's Redis password is not looked up: callers pass the resolved value
+    assert pm2.mask("auth pillar-pw-5678 x") == "auth pillar-pw-5678 x"
+    assert pm2.mask("auth pillar-pw-5678 x", ["pillar-pw-5678"]) == "auth <secret> x"
+
+
+def test_node_agrees_which_names_are_ids():
+    """pm2 treats a name as a process id when JavaScript's isNaN(name) is false: ask Node itself."""
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node not installed (scripts/test.sh installs it)")
+    names = ["12", " 12 ", "0x1f", "0o17", "0b101", "1e3", ".5", "5.", "-3", "+3", "Infinity", "-Infinity", "",
+             " ", "\t", "1_000", "12a", "0x", "NaN", "prisma-studio", "intranet-backend", "v2", "1.2.3", "1e", "e3"]
+    out = subprocess.run([node, "-e", "const n = JSON.parse(process.argv[1]);"
+                          "console.log(JSON.stringify(n.map(x => !isNaN(x))))", json.dumps(names)],
+                         capture_output=True, text=True, check=True)
+    is_id = dict(zip(names, json.loads(out.stdout)))
+    for name, numeric in is_id.items():
+        problem = util.name_problem(name)
+        assert ("process id" in problem) == numeric, (name, problem)
+
+
+@pytest.mark.parametrize("name", ["all", "/stud.*/", "apps.json", "x.config.js", "a.yml", "-x", "-", "a\nb", 7])
+def test_names_pm2_reads_otherwise(name):
+    problem = util.name_problem(name)
+    assert problem
+    with pytest.raises(CommandExecutionError, match="refusing pm2 process name") as err:
+        pm2.check_name(name)
+    assert err.value.info == {"errors": [problem]}
+
+
+@pytest.mark.parametrize("name", ["prisma-studio", "intranet-backend", "api@2", "my app", "all-apps"])
+def test_plain_names_pass(name):
+    assert util.name_problem(name) == "" and pm2.check_name(name) is True
+
+
+def test_missing_pm2_names_the_argument(tmp_path, monkeypatch):
+    # a machine without pm2: the search directories are empty ones (no pm2 can be uninstalled here)
+    monkeypatch.setattr(pm2, "SANE_PATH", [str(tmp_path)])
+    monkeypatch.setattr(pm2, "USER_BIN_GLOBS", [])
+    with pytest.raises(CommandExecutionError) as err:
+        pm2.find_bin("", "root")
+    assert "pm2_bin" in str(err.value) and str(tmp_path) in str(err.value)
+    assert "serverfix" not in str(err.value) and "/pillar/bin/pm2" not in str(err.value)
+    with pytest.raises(CommandExecutionError, match="pm2_bin '/nonexistent/pm2' is not an exec"):
+        pm2.find_bin("/nonexistent/pm2")
+
+
+def test_nvm_directories_are_searched_newest_first(tmp_path, monkeypatch):
+    for version in ("v18.20.4", "v20.11.1", "v9.11.2"):
+        bin_dir = tmp_path / ".nvm" / "versions" / "node" / version / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "pm2").write_text("#!/bin/sh\n")
+        (bin_dir / "pm2").chmod(0o755)
+    monkeypatch.setattr(pm2, "SANE_PATH", [str(tmp_path / "empty")])
+    monkeypatch.setattr(pm2, "USER_BIN_GLOBS", [str(tmp_path) + "/.nvm/versions/node/*/bin"])
+    assert pm2.find_bin("", "root") == str(tmp_path / ".nvm/versions/node/v20.11.1/bin/pm2")
+
+
+def test_command_line_is_clean_and_runs_as_the_owner(monkeypatch):
+    monkeypatch.setenv("SALT_SECRET_FROM_MINION_ENV", "leak")
+    argv = pm2._argv(["jlist"], "nobody", "/srv/pm2", "/opt/node/bin/pm2")
+    if os.geteuid() == 0:
+        assert argv[:4] == ["runuser", "-u", "nobody", "--"]
+    env_part = argv[argv.index("-i") + 1:argv.index("/opt/node/bin/pm2")]
+    assert [e.split("=")[0] for e in env_part] == ["HOME", "PATH", "PM2_HOME"]
+    assert "PM2_HOME=/srv/pm2" in env_part and env_part[1].startswith("PATH=/opt/node/bin:")
+    assert not any("leak" in a for a in argv)
+
+
+def test_preflight_raises_every_problem_with_its_argument():
+    with pytest.raises(CommandExecutionError) as err:
+        pm2.preflight("nobody-here-sf", "/nonexistent/pm2-home", "/nonexistent/pm2")
+    errors = err.value.info["errors"]
+    assert errors == ["user 'nobody-here-sf' does not exist; pass the user that runs pm2 "
+                      "(ps -o user= -p \"$(cat ~/.pm2/pm2.pid)\")"]
+    # str() of an exception with info appends it: callers read info["errors"]
+    assert err.value.info["arguments"] == ["user"] and str(err.value).startswith(errors[0])
+    with pytest.raises(CommandExecutionError) as err:
+        pm2.preflight("root", "/nonexistent/pm2-home", "/nonexistent/pm2")
+    assert err.value.info["arguments"] == ["pm2_bin"], err.value.info
+    assert "pm2_bin '/nonexistent/pm2'" in err.value.info["errors"][0]
+
+
+def test_no_formula_pillar_key_in_the_pm2_modules():
+    for path in [MODULES_DIR / "pm2.py", MODULES_DIR / "pm2_app.py", STATES_DIR / "pm2.py",
+                 UTILS_DIR / "serverfix_pm2.py"]:
+        assert "serverfix:" not in path.read_text(encoding="utf-8"), path
+    assert (REPO / "formula" / "serverfix" / "processes.sls").exists()
+
+
+def _backups(env_file, contents):
+    made = []
+    for i, text in enumerate(contents):
+        path = f"{env_file}.serverfix-2026010{i}T000000.bak"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.utime(path, (1000 + i, 1000 + i))
+        made.append(path)
+    return made
+
+
+def test_previous_env_is_the_oldest_differing_backup_since_the_start(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("NEW=1\n", encoding="utf-8")
+    old, ran_with, same = _backups(env_file, ["OLDER=1\n", "RAN=1\n", "NEW=1\n"])
+    assert pm2_app.previous_env(str(env_file), 1000.5) == ran_with  # `old` predates the start
+    assert pm2_app.previous_env(str(env_file), 999) == old
+    assert pm2_app.previous_env(str(env_file), 1001.5) is None  # only a copy of the current file
+    assert same and pm2_app.rollback_env(str(env_file), 5000) == {"env_restored_from": None}
+    assert env_file.read_text(encoding="utf-8") == "NEW=1\n"
+    with pytest.raises(CommandExecutionError, match="cannot read"):
+        pm2_app.previous_env(str(tmp_path / "missing.env"), 0)
+
+
+def test_rollback_env_restores_and_keeps_the_failing_file(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
+    env_file.chmod(0o640)
+    _, ran_with = _backups(env_file, ["OLDER=1\n", "QUEUE_ENABLED=false\n"])
+    done = pm2_app.rollback_env(str(env_file), 1000.5, backup_keep=3)
+    assert done["env_restored_from"] == ran_with
+    assert env_file.read_text(encoding="utf-8") == "QUEUE_ENABLED=false\n"
+    assert env_file.stat().st_mode & 0o777 == 0o640
+    assert ".env.failed-" in done["failed_env_saved_as"]
+    with open(done["failed_env_saved_as"], encoding="utf-8") as handle:
+        assert handle.read() == "QUEUE_ENABLED=true\n"
+    # the failing copy has its own tag: never taken for "the .env the app ran with"
+    assert done["failed_env_saved_as"] not in files.list_backups(str(env_file))
+
+
+def test_redis_started_without_a_redis_module_or_host():
+    assert pm2_app.redis_started("") is None
+    assert pm2_app.redis_started("127.0.0.1", 6379, "pw") is None  # redis_server not loaded
+
+
+@pytest.mark.parametrize("procs, why", [
+    ([], "it left pm2's list"),
+    ([{"status": "errored", "restart_time": 1, "pm_id": 0}], "it is errored"),
+    ([{"status": "online", "restart_time": 3, "pm_id": 0}], "it crashed after the restart"),
+    ([{"status": "online", "restart_time": 2, "pm_id": 0}], ""),
+])
+def test_what_counts_as_down_after_a_restart(procs, why):
+    assert pm2_app._failure(procs, {0: 1}).startswith(why)
