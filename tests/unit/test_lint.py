@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tomllib
 from fnmatch import fnmatch
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +33,7 @@ LINT = PYPROJECT["tool"]["serverfix"]["lint"]
 LOADER_DUNDERS = frozenset(PYPROJECT["tool"]["ruff"]["builtins"])
 # where the loader injects them: the custom modules (tests and tools import nothing of the kind)
 SALT_MODULE_DIRS = ("_modules", "_states", "_utils", "_output", "_wrapper")
-EXCLUDED = ("tests/node/",)
+EXCLUDED = ("tests/node",)
 TIMEOUT = 900  # pylint over the whole scope takes about a minute on the 2-CPU build machine
 GATES = ("format", "check", "pylint", "dunders")
 
@@ -47,22 +47,27 @@ def scope():
 
 
 def in_scope(path):
-    """Whether a file (as pre-commit passes it, relative to the repository) is in the scope."""
-    rel = PurePosixPath(Path(path).resolve().relative_to(REPO).as_posix())
-    if rel.suffix != ".py" or any(str(rel).startswith(x) for x in EXCLUDED):
+    """Whether a file (as pre-commit passes it, relative to the repository) is in the scope.
+
+    Compared by real path: the module dirs are linked between the top level and ``formula/``.
+    """
+    real = Path(path).resolve()
+    if real.suffix != ".py":
+        return False
+    if any(real.is_relative_to((REPO / x).resolve()) for x in EXCLUDED):
         return False
     for entry in LINT["scope"]:
         if "*" in entry:
             parent, pattern = entry.rsplit("/", 1)
-            if str(rel.parent) == parent and fnmatch(rel.name, pattern):
+            if real.parent == (REPO / parent).resolve() and fnmatch(real.name, pattern):
                 return True
-        elif str(rel).startswith(entry + "/"):
+        elif real.is_relative_to((REPO / entry).resolve()):
             return True
     return False
 
 
 def _is_test(path):
-    return path == "tests" or path.startswith("tests/")
+    return Path(REPO / path).resolve().is_relative_to((REPO / "tests").resolve())
 
 
 def commands(gate, files=None):
@@ -163,6 +168,8 @@ def test_lint_scope_covers_the_custom_modules():
     assert in_scope(REPO / "scripts" / "gen-defaults.py")
     assert not in_scope(REPO / "tests" / "node" / "x.py")
     assert not in_scope(REPO / "formula" / "serverfix" / "map.jinja")
+    # the same module, by its top-level path or through formula/ (whichever is the link)
+    assert in_scope(REPO / "formula" / "_modules" / "pm2.py")
 
 
 def main(argv):
