@@ -27,15 +27,14 @@ import pytest
 import yaml
 
 from tests.conftest import FORMULA_ROOT
-from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, StateRun, run_command, salt_pin,
-                                       venv_tool)
+from tests.support.replica import (HEALTH_URL_IN_GUEST, REPLICA_SH, RESTART_FLAG, ROSTER_ID, StateRun,
+                                   run_command, salt_pin, venv_tool)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
 STEPS_IN_ORDER = True
 WHEELS = Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica")) / "salt-wheels"
 GUEST_VENV = "/opt/salt"
-RESTART_FLAG = 'pillar={"serverfix": {"backend": {"restart": true}}}'
 
 
 def free_port(address):

@@ -17,7 +17,8 @@ import urllib.request
 BIG = 64 << 20  # a swap file's bytes say nothing: size, mode and owner are enough
 
 
-def sha256(path):
+def file_facts(path):
+    """sha256 (files up to BIG), mode, owner and size of ``path``; None when it does not exist."""
     try:
         st = os.stat(path)
         digest = hashlib.sha256()
@@ -88,7 +89,7 @@ def main():
             sysctl[key] = int(handle.read())
     redis_pkg = run("dpkg-query", "-W", "-f=${Status}", "redis-server")
     facts = {
-        "files": {path: sha256(path) for path in args["files"]},
+        "files": {path: file_facts(path) for path in args["files"]},
         "dirs": {path: listing(path) for path in args["dirs"]},
         "redis_installed": redis_pkg[0] == 0 and "ok installed" in redis_pkg[1],
         "redis_active": run("systemctl", "is-active", "redis-server")[1],

@@ -1,13 +1,14 @@
 """
-Host-side helpers for the replica host (scripts/replica.sh): boot it, talk to it over ssh,
-drive the formula with salt-ssh exactly as the operator does (roster entry ``hetzner``), take
-read-only snapshots of what the formula touches, and time ``POST /reservations``.
+Host-side driver of the replica host (scripts/replica.sh): boot it, talk to it over ssh, drive
+the formula with salt-ssh exactly as the operator does (roster entry ``hetzner``), take read-only
+snapshots of what the formula touches (tests/support/guest.py, run in the guest), and time
+``POST /reservations``. Used by the e2e tests and by the programs built on the replica
+(``python -m tools.mainjob``, ``python -m tools.proof``).
 
 Everything here runs on the host with the standard library (plus PyYAML, which Salt brings).
 """
 
 import concurrent.futures
-import hashlib
 import json
 import os
 import shutil
@@ -25,11 +26,15 @@ ROSTER_ID = "hetzner"
 APP_PORT = 3000
 HEALTH_URL_IN_GUEST = f"http://127.0.0.1:{APP_PORT}/health"
 VENV_BIN = Path(os.environ.get("SERVERFIX_VENV", "/var/cache/serverfix/venv")) / "bin"
-PLACEHOLDER = "Placeholder: filled in by its own issue."
+APP_DIR = "/var/www/intranet/backend"   # where the server keeps the backend
+ENV_FILE = f"{APP_DIR}/.env"
+BACKEND = "intranet-backend"            # its pm2 process
+RESTART_FLAG = 'pillar={"serverfix": {"backend": {"restart": true}}}'   # the operator's consent
+THIN_DIR = "/var/tmp/serverfix-salt"   # salt-ssh's thin Salt on the guest (the roster's thin_dir)
 
 # what the formula may touch on the server; step 2 checksums all of it before and after test=True
 TOUCHED_FILES = [
-    "/var/www/intranet/backend/.env",
+    ENV_FILE,
     "/etc/fstab",
     "/etc/sysctl.conf",
     "/etc/sysctl.d/99-zz-serverfix.conf",
@@ -37,28 +42,7 @@ TOUCHED_FILES = [
     "/root/.pm2/dump.pm2",
     "/swapfile",
 ]
-TOUCHED_DIRS = ["/var/www/intranet/backend", "/etc/sysctl.d", "/etc/redis", "/root/.pm2"]
-
-
-def landed(part):
-    """Has this part of the formula landed (module and a non-placeholder SLS)? Steps adapt to it."""
-    sls, modules = {
-        "redis": ("redis", ["redis_server"]),
-        "env": ("env", ["dotenv"]),
-        "prisma_studio": ("prisma_studio", ["pm2"]),
-        "swap": ("swap", ["swapfile"]),
-        "backend": ("backend", ["pm2"]),
-        "verify": ("verify", []),
-    }[part]
-    text = (FORMULA_ROOT / "serverfix" / f"{sls}.sls").read_text(encoding="utf-8")
-    return PLACEHOLDER not in text and all((REPO / "_modules" / f"{m}.py").exists() for m in modules)
-
-
-def module_function_landed(name):
-    """``serverfix.diagnose`` / ``serverfix.verify``: is the function in the module yet?"""
-    module, func = name.split(".")
-    path = REPO / "_modules" / f"{module}.py"
-    return path.exists() and f"\ndef {func}(" in path.read_text(encoding="utf-8")
+TOUCHED_DIRS = [APP_DIR, "/etc/sysctl.d", "/etc/redis", "/root/.pm2"]
 
 
 def run_command(argv, timeout, check=True, **kwargs):
@@ -100,15 +84,15 @@ class Replica:
         return time.monotonic() - started
 
     def snapshot(self, swap_file="/swapfile"):
-        """Read-only facts about everything the formula may change (runs guest_probe.py in the guest)."""
-        probe = (Path(__file__).parent / "guest_probe.py").read_text(encoding="utf-8")
+        """Read-only facts about everything the formula may change (runs guest.py in the guest)."""
+        probe = (Path(__file__).parent / "guest.py").read_text(encoding="utf-8")
         args = json.dumps({"files": TOUCHED_FILES, "dirs": TOUCHED_DIRS, "swap_file": swap_file,
                            "health_url": HEALTH_URL_IN_GUEST})
         proc = self.ssh(f"python3 - '{args}'", stdin=probe, timeout=60)
         return json.loads(proc.stdout)
 
     def backend_log(self, lines=400):
-        return self.ssh(f"tail -n {lines} /root/.pm2/logs/intranet-backend-out.log", timeout=30).stdout.splitlines()
+        return self.ssh(f"tail -n {lines} /root/.pm2/logs/{BACKEND}-out.log", timeout=30).stdout.splitlines()
 
     # --- the app, from the host over the veth -------------------------------------------------------
     def url(self, path):
@@ -181,7 +165,7 @@ class SaltSsh:
             "host": facts["REPLICA_IP"],
             "user": "root",
             "priv": facts["REPLICA_KEY"],
-            "thin_dir": "/var/tmp/serverfix-salt",
+            "thin_dir": THIN_DIR,
         }}), encoding="utf-8")
         (self.dir / "master").write_text(yaml.safe_dump({
             "root_dir": str(self.dir),   # salt puts pki_dir, cachedir and log_file below it
@@ -274,14 +258,6 @@ def fixture_secrets():
             if "://" in value:  # the password inside the URL on its own
                 secrets.append(value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1])
     return [secret for secret in secrets if len(secret) >= 8]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def salt_pin():
