@@ -6,7 +6,7 @@ the .env byte-identical or restored from its backup, the backend running, no hal
 - Refused in the preflight (one replica: each case proves with a snapshot that nothing changed,
   so the next starts clean too): pm2 missing, disk too small for the swap file, .env immutable,
   .env on a read-only mount, a bad pillar value of each kind (``SERVERFIX_PROOF_MODE=full``: every
-  case of faults.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key, wrong type, a
+  case of preflight_faults.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key, wrong type, a
   secret that must stay masked, a Redis host its bind does not cover).
 - On a fresh replica each: Redis cannot start (port taken), .env symlinked, CRLF, duplicate keys,
   backend crashing after the restart (rollback), SSH connection lost mid-run (re-run completes).
@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from tools.proof import faults
+from tools.proof import faults, preflight_faults
 from tools.proof.report import record_faults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 PROOF_NAME = "faults"                                  # the proof_lab fixture (conftest.py)
 PROOF_MODE = MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
 REFUSED = (["pm2 missing", "disk too small", ".env immutable"] + ([".env read-only mount"] if MODE == "full" else []) +
-           ["bad pillar: " + case[0] for case in faults.PILLAR_CASES if MODE == "full" or case[3]])
+           ["bad pillar: " + case[0] for case in preflight_faults.PILLAR_CASES if MODE == "full" or case[3]])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def lab(proof_lab):
 
 @pytest.fixture(scope="module")
 def refused(lab):
-    return {entry["id"]: entry for entry in record_faults(lab, faults.faults_refused_in_preflight)}
+    return {entry["id"]: entry for entry in record_faults(lab, preflight_faults.faults_refused_in_preflight)}
 
 
 def failed_checks(entry):

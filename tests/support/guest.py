@@ -26,8 +26,12 @@ def file_facts(path):
             with open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
-        return {"sha256": digest.hexdigest() if st.st_size <= BIG else None,
-                "mode": oct(st.st_mode & 0o7777), "uid": st.st_uid, "size": st.st_size}
+        return {
+            "sha256": digest.hexdigest() if st.st_size <= BIG else None,
+            "mode": oct(st.st_mode & 0o7777),
+            "uid": st.st_uid,
+            "size": st.st_size,
+        }
     except FileNotFoundError:
         return None
 
@@ -54,9 +58,19 @@ def pm2_processes(pm2_home="/root/.pm2"):
     proc = subprocess.run(["pm2", "jlist"], capture_output=True, text=True, env=env, check=False)
     start = proc.stdout.find("[")
     procs = json.loads(proc.stdout[start:]) if start >= 0 else []
-    return sorted(({"name": p["name"], "pid": p.get("pid"), "status": p["pm2_env"].get("status"),
-                    "restart_time": p["pm2_env"].get("restart_time"), "pm_uptime": p["pm2_env"].get("pm_uptime")}
-                   for p in procs), key=lambda p: p["name"])
+    return sorted(
+        (
+            {
+                "name": p["name"],
+                "pid": p.get("pid"),
+                "status": p["pm2_env"].get("status"),
+                "restart_time": p["pm2_env"].get("restart_time"),
+                "pm_uptime": p["pm2_env"].get("pm_uptime"),
+            }
+            for p in procs
+        ),
+        key=lambda p: p["name"],
+    )
 
 
 def pm2_saved(pm2_home="/root/.pm2"):

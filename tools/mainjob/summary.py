@@ -6,8 +6,10 @@ from pathlib import Path
 
 from tools.mainjob.steps import STEPS
 
-REPORT_FILE = Path(os.environ.get("SERVERFIX_E2E_REPORT") or
-                   Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica")) / "last-run.json")
+REPORT_FILE = Path(
+    os.environ.get("SERVERFIX_E2E_REPORT")
+    or Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica")) / "last-run.json"
+)
 TITLES = {key: title for key, title, _ in STEPS}
 TITLES["master_minion"] = "salt-master + salt-minion (salt hetzner state.apply serverfix)"
 

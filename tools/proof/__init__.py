@@ -37,7 +37,7 @@ The package, one job per file:
 - ``argv.py``: the argv sampler (guest ``ps`` and host ``/proc``);
 - ``stats.py``: fidelity, idempotence and run summaries from state returns;
 - ``scenarios.py``: the main sequence, speed, secrets scan, one go, half-fixed;
-- ``faults.py``: the fault matrix;
+- ``faults.py``: the fault matrix on fresh replicas; ``preflight_faults.py``: what the preflight refuses;
 - ``report.py``: recording sections, the goals, the JSON file; ``render.py``: the table;
 - ``__main__.py``: the command line (``python -m tools.proof``).
 """

@@ -10,12 +10,21 @@ from tools.proof.lab import ARTIFACTS, MODES, Lab
 from tools.proof.render import table
 from tools.proof.report import run_all, write
 
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tools.proof", description=tools.proof.__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=sorted(MODES), default="full",
-                        help="full: 7 repetitions, 3 full applies, every pillar case (default); ci: the CI subset")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.proof", description=tools.proof.__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--mode",
+        choices=sorted(MODES),
+        default="full",
+        help="full: 7 repetitions, 3 full applies, every pillar case (default); ci: the CI subset",
+    )
     parser.add_argument("--reps", type=int, help="speed repetitions (overrides the mode's)")
-    parser.add_argument("--out", default=str(ARTIFACTS / "proof-report.json"), help="the JSON report")
+    parser.add_argument(
+        "--out", default=str(ARTIFACTS / "proof-report.json"), help="the JSON report"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -35,7 +44,9 @@ def main(argv=None):
     path = write(report, args.out)
     print()
     print("\n".join(table(report)))
-    print(f"(all figures: {path}; {report['meta']['seconds']} s, {report['meta']['replica_boots']} replica boots)")
+    print(
+        f"(all figures: {path}; {report['meta']['seconds']} s, {report['meta']['replica_boots']} replica boots)"
+    )
     return 0 if all(g["ok"] for g in report["goals"]) else 1
 
 

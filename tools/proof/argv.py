@@ -4,6 +4,7 @@ import os
 import subprocess
 import threading
 
+
 class ArgvSampler:
     """Every distinct argv seen by ``ps`` in the guest (every 0.1 s) and in /proc on this host."""
 
@@ -18,9 +19,15 @@ class ArgvSampler:
     def __enter__(self):
         self._proc = subprocess.Popen(  # pylint: disable=consider-using-with
             self.replica.ssh_argv("while :; do ps -eo args=; echo @@; sleep 0.1; done"),
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.replica.env)
-        self._threads = [threading.Thread(target=self._read_guest, daemon=True),
-                         threading.Thread(target=self._sample_host, daemon=True)]
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.replica.env,
+        )
+        self._threads = [
+            threading.Thread(target=self._read_guest, daemon=True),
+            threading.Thread(target=self._sample_host, daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         return self
@@ -44,13 +51,16 @@ class ArgvSampler:
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._proc.kill()   # the ssh client this sampler started (replica.sh ssh execs it)
+        self._proc.kill()  # the ssh client this sampler started (replica.sh ssh execs it)
         self._proc.wait(timeout=10)
         for thread in self._threads:
             thread.join(timeout=10)
 
     def found(self, secret):
-        return {"guest": sum(secret in a for a in self.guest), "host": sum(secret in a for a in self.host)}
+        return {
+            "guest": sum(secret in a for a in self.guest),
+            "host": sum(secret in a for a in self.host),
+        }
 
 
 def descendants(pid):

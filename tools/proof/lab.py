@@ -18,14 +18,32 @@ import yaml
 
 from tests.conftest import REPO, deep_merge
 from tests.helpers import wait_for
-from tests.support.replica import (BACKEND, ENV_FILE, HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID,
-                                   THIN_DIR, Replica, SaltSsh, StateRun, run_command, venv_tool)
-from tools.proof.calls import (CALLS_DIR, CALLS_LOG, INSTRUMENT, MARKER, WRAPPED, WRAPPER,
-                               summarize_calls)
+from tests.support.replica import (
+    BACKEND,
+    ENV_FILE,
+    HEALTH_URL_IN_GUEST,
+    REPLICA_SH,
+    ROSTER_ID,
+    THIN_DIR,
+    Replica,
+    SaltSsh,
+    StateRun,
+    run_command,
+    venv_tool,
+)
+from tools.proof.calls import (
+    CALLS_DIR,
+    CALLS_LOG,
+    INSTRUMENT,
+    MARKER,
+    WRAPPED,
+    WRAPPER,
+    summarize_calls,
+)
 
 BASELINE_SLS = "proof_baseline"
 ARTIFACTS = REPO / "artifacts"
-SPEED_GOAL = 1.5                              # no-op serverfix / one-state SLS, same transport
+SPEED_GOAL = 1.5  # no-op serverfix / one-state SLS, same transport
 # the replica of the proof: its own name and subnet (never the main job's), waiting for the lock
 REPLICA_ENV = {
     "REPLICA_NAME": os.environ.get("SERVERFIX_PROOF_REPLICA", "proof"),
@@ -36,12 +54,24 @@ MODES = {
     # CI: every scenario and fault once, 3 interleaved speed repetitions of the state runs (diagnose
     # and verify timed once), four kinds of bad pillar value, the .env made read-only by chattr +i
     # only (not also by a read-only mount), the files written during the runs scanned
-    "ci": {"reps": 3, "full_apply_reps": 1, "pillar_cases": "ci", "world_scan": "changed", "ro_mount": False,
-           "speed_kinds": ("noop", "baseline", "preview", "baseline_preview")},
+    "ci": {
+        "reps": 3,
+        "full_apply_reps": 1,
+        "pillar_cases": "ci",
+        "world_scan": "changed",
+        "ro_mount": False,
+        "speed_kinds": ("noop", "baseline", "preview", "baseline_preview"),
+    },
     # local: 7 repetitions (diagnose and verify too), the full apply timed on 3 fresh replicas, every
     # pillar case, and the world-readable scan over the whole guest file system
-    "full": {"reps": 7, "full_apply_reps": 3, "pillar_cases": "all", "world_scan": "all", "ro_mount": True,
-             "speed_kinds": ("noop", "baseline", "preview", "baseline_preview", "diagnose", "verify")},
+    "full": {
+        "reps": 7,
+        "full_apply_reps": 3,
+        "pillar_cases": "all",
+        "world_scan": "all",
+        "ro_mount": True,
+        "speed_kinds": ("noop", "baseline", "preview", "baseline_preview", "diagnose", "verify"),
+    },
 }
 
 
@@ -53,10 +83,14 @@ class ProofReplica(Replica):
         self.env = dict(os.environ, **REPLICA_ENV)
 
     def script(self, *args, timeout=900, check=True):
-        return run_command(["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env)
+        return run_command(
+            ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env
+        )
 
     def ssh(self, command, timeout=300, check=True, stdin=None):
-        return run_command(self.ssh_argv(command), timeout=timeout, check=check, input=stdin, env=self.env)
+        return run_command(
+            self.ssh_argv(command), timeout=timeout, check=check, input=stdin, env=self.env
+        )
 
     def ssh_argv(self, command):
         """The argv of ``replica.sh ssh`` (for a process this side keeps running)."""
@@ -72,10 +106,18 @@ class ProofReplica(Replica):
         return seconds
 
     def instrument(self):
-        script = [INSTRUMENT.replace("@DIR@", CALLS_DIR).replace("@LOG@", CALLS_LOG).replace("@MARKER@", MARKER)]
+        script = [
+            INSTRUMENT.replace("@DIR@", CALLS_DIR)
+            .replace("@LOG@", CALLS_LOG)
+            .replace("@MARKER@", MARKER)
+        ]
         for name, real in list(WRAPPED.items()) + [("pm2", "@PM2_REAL@")]:
-            body = (WRAPPER.replace("@NAME@", name).replace("@THIN@", THIN_DIR).replace("@LOG@", CALLS_LOG)
-                    .replace("@REAL@", real))
+            body = (
+                WRAPPER.replace("@NAME@", name)
+                .replace("@THIN@", THIN_DIR)
+                .replace("@LOG@", CALLS_LOG)
+                .replace("@REAL@", real)
+            )
             target = '"$pm2"' if name == "pm2" else f"/usr/local/sbin/{name}"
             script.append(f"cat > {target} <<'EOF'\n{body}EOF\nchmod 755 {target}")
         script.append('sed -i "s|@PM2_REAL@|$pm2.real|" "$pm2"')
@@ -88,12 +130,16 @@ class ProofReplica(Replica):
     def calls_since(self, mark=0):
         """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold newlines)."""
         out = self.ssh(f"tail -c +{mark + 1} {CALLS_LOG}", timeout=30).stdout
-        return [tuple((rec.split("\t", 2) + ["", ""])[:3]) for rec in out.split("\0") if rec.strip()]
+        return [
+            tuple((rec.split("\t", 2) + ["", ""])[:3]) for rec in out.split("\0") if rec.strip()
+        ]
 
     def dotenv_values(self, path=ENV_FILE):
         """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's node_modules)."""
-        code = ("const fs=require('fs');const d=require('/var/www/intranet/backend/node_modules/dotenv');"
-                f"process.stdout.write(JSON.stringify(d.parse(fs.readFileSync({json.dumps(path)}))))")
+        code = (
+            "const fs=require('fs');const d=require('/var/www/intranet/backend/node_modules/dotenv');"
+            f"process.stdout.write(JSON.stringify(d.parse(fs.readFileSync({json.dumps(path)}))))"
+        )
         return json.loads(self.ssh(f"node -e {shlex.quote(code)}", timeout=30).stdout)
 
     def backend(self):
@@ -104,7 +150,6 @@ class ProofReplica(Replica):
         except ValueError:
             procs = {}
         return procs.get(BACKEND)
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,10 +166,14 @@ class ProofSaltSsh(SaltSsh):
         extra_root.mkdir(exist_ok=True)
         (extra_root / f"{BASELINE_SLS}.sls").write_text(
             "# the cheapest possible state run over the same transport: one state, no change\n"
-            "proof-baseline-one-state:\n  test.succeed_without_changes: []\n", encoding="utf-8")
+            "proof-baseline-one-state:\n  test.succeed_without_changes: []\n",
+            encoding="utf-8",
+        )
         master = yaml.safe_load((self.dir / "master").read_text(encoding="utf-8"))
         master["file_roots"]["base"].append(str(extra_root))
-        if cachedir:   # one salt-ssh cache (its thin tarball) for all the lab's runs: less work per run
+        if (
+            cachedir
+        ):  # one salt-ssh cache (its thin tarball) for all the lab's runs: less work per run
             # relative: Salt puts every path option below root_dir, absolute ones too
             master["cachedir"] = os.path.relpath(cachedir, self.dir)
         (self.dir / "master").write_text(yaml.safe_dump(master), encoding="utf-8")
@@ -134,7 +183,8 @@ class ProofSaltSsh(SaltSsh):
         """Another pillar for the next runs (the same config dir, cache and keys)."""
         self.pillar = pillar
         (self.dir / "pillar" / "serverfix.sls").write_text(
-            yaml.safe_dump({"serverfix": pillar}, allow_unicode=True), encoding="utf-8")
+            yaml.safe_dump({"serverfix": pillar}, allow_unicode=True), encoding="utf-8"
+        )
         self.secret_values += [s for s in secret_values if s and s not in self.secret_values]
 
     def attempt(self, *args, timeout=900):
@@ -153,14 +203,21 @@ class ProofSaltSsh(SaltSsh):
     def leaks(self):
         """Secret values found in anything salt-ssh printed or logged on this side."""
         texts = list(self.transcript)
-        texts += [p.read_text(encoding="utf-8", errors="replace")
-                  for p in (self.dir / "master.log", self.dir / "ssh.log") if p.exists()]
+        texts += [
+            p.read_text(encoding="utf-8", errors="replace")
+            for p in (self.dir / "master.log", self.dir / "ssh.log")
+            if p.exists()
+        ]
         return sorted({s[:4] + "…" for s in self.secret_values if any(s in t for t in texts)})
 
 
 def state_run(data):
     """A StateRun, or None when salt-ssh returned no states (a render error, a lost connection)."""
-    return StateRun(data) if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()) else None
+    return (
+        StateRun(data)
+        if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values())
+        else None
+    )
 
 
 def first_error(data, output=""):
@@ -193,7 +250,7 @@ class Lab:
         # a Redis password of the allowed form: the secrets check looks for it everywhere
         self.password = "sfProof" + secrets.token_hex(12)
         self.pillar = {"verify": {"url": HEALTH_URL_IN_GUEST}, "redis": {"password": self.password}}
-        self.salt_runs = []        # every ProofSaltSsh of this lab (transcripts for the secrets check)
+        self.salt_runs = []  # every ProofSaltSsh of this lab (transcripts for the secrets check)
         self.boots = 0
         self.report = {"meta": meta(mode)}
 
@@ -220,8 +277,13 @@ class Lab:
         """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or replacing)."""
         merged = self.merged(pillar)
         path = self.workdir / f"salt-{len(self.salt_runs):02d}-{label}"
-        ssh = ProofSaltSsh(path, self.replica, merged, secret_values=[self.password, *extra_secrets],
-                           cachedir=self.workdir / "salt-cache")
+        ssh = ProofSaltSsh(
+            path,
+            self.replica,
+            merged,
+            secret_values=[self.password, *extra_secrets],
+            cachedir=self.workdir / "salt-cache",
+        )
         self.salt_runs.append(ssh)
         return ssh
 
@@ -235,16 +297,33 @@ class Lab:
         else:
             rc, data, seconds, output = ssh.attempt("state.apply", "serverfix", *args)
         calls = self.replica.calls_since(mark)
-        return {"rc": rc, "run": state_run(data), "seconds": round(seconds, 2), "calls": summarize_calls(calls),
-                "data": data, "output": output}
+        return {
+            "rc": rc,
+            "run": state_run(data),
+            "seconds": round(seconds, 2),
+            "calls": summarize_calls(calls),
+            "data": data,
+            "output": output,
+        }
 
 
 def meta(mode):
-    commit = run_command(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=30, check=False).stdout.strip()
-    salt_version = run_command([str(venv_tool("salt-ssh")), "--version"], timeout=60, check=False).stdout.strip()
-    return {"mode": mode, "opts": MODES[mode], "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "commit": commit, "salt": salt_version, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "transport": f"salt-ssh, roster entry {ROSTER_ID}, replica {REPLICA_ENV['REPLICA_NAME']}"}
+    commit = run_command(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=30, check=False
+    ).stdout.strip()
+    salt_version = run_command(
+        [str(venv_tool("salt-ssh")), "--version"], timeout=60, check=False
+    ).stdout.strip()
+    return {
+        "mode": mode,
+        "opts": MODES[mode],
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": commit,
+        "salt": salt_version,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "transport": f"salt-ssh, roster entry {ROSTER_ID}, replica {REPLICA_ENV['REPLICA_NAME']}",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -253,8 +332,11 @@ def meta(mode):
 
 def guest_file(replica, path):
     """(bytes or None, octal mode or None, is a symlink) of a guest file, via ssh (follows symlinks)."""
-    out = replica.ssh(f"if [ -e {path} ]; then stat -L -c %a {path}; [ -L {path} ] && echo link || echo file; "
-                      f"base64 -w0 < {path}; fi", timeout=30).stdout.split("\n")
+    out = replica.ssh(
+        f"if [ -e {path} ]; then stat -L -c %a {path}; [ -L {path} ] && echo link || echo file; "
+        f"base64 -w0 < {path}; fi",
+        timeout=30,
+    ).stdout.split("\n")
     if len(out) < 3:
         return None, None, False
     return base64.b64decode(out[2]), out[0], out[1] == "link"
@@ -262,14 +344,20 @@ def guest_file(replica, path):
 
 def backups(replica, path=ENV_FILE):
     """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's: ``<target>.*.bak``)."""
-    out = replica.ssh(f"t=$(readlink -f {path}); for f in \"$t\".*.bak; do [ -e \"$f\" ] && stat -c '%a %n' \"$f\"; done; true",
-                      timeout=30).stdout
-    return {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in out.splitlines() if " " in line}
+    out = replica.ssh(
+        f't=$(readlink -f {path}); for f in "$t".*.bak; do [ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
+        timeout=30,
+    ).stdout
+    return {
+        line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in out.splitlines() if " " in line
+    }
 
 
 def backend_up(replica, timeout=20):
     """The backend is online in pm2 and answers /health (waits out a restart in progress)."""
-    return bool(wait_for(lambda: replica.backend() == "online" and replica.app_mode() is not None, timeout))
+    return bool(
+        wait_for(lambda: replica.backend() == "online" and replica.app_mode() is not None, timeout)
+    )
 
 
 def swap_not_half_made(snapshot, size=2 << 30):
@@ -282,4 +370,9 @@ def swap_not_half_made(snapshot, size=2 << 30):
 
 def stray_swap_temps(replica):
     """Temp files a swap-file creation could leave next to it."""
-    return replica.ssh("ls -a / | grep -c -i 'swapfile.*new\\|swapfile.*tmp' || true", timeout=30).stdout.strip() != "0"
+    return (
+        replica.ssh(
+            "ls -a / | grep -c -i 'swapfile.*new\\|swapfile.*tmp' || true", timeout=30
+        ).stdout.strip()
+        != "0"
+    )
