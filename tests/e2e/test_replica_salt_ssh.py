@@ -3,14 +3,8 @@ The operator's whole job on the replica, over salt-ssh with the roster entry ``h
 job's eight steps (tools/mainjob/steps.py; ``./scripts/run-replica.sh`` runs the same functions as
 ``python -m tools.mainjob``), one test each, in order:
 
-1. ``serverfix.diagnose`` reports the runbook's four problems (and POST /reservations is slow);
-2. ``state.apply serverfix test=True`` predicts the changes and changes nothing;
-3. apply without the restart flag: everything but the restart, which is reported as pending;
-4. apply with ``serverfix:backend:restart: true``: backend restarted, ready lines logged, queue mode;
-5. ``serverfix.verify`` passes (and POST /reservations is fast);
-6. re-apply: zero changes (with and without the flag);
-7. reboot: Redis up, prisma-studio still gone, backend online in queue mode, the fstab swap line;
-8. POST /reservations p50/p95 before (step 1) vs after (step 5).
+diagnose, preview (changes nothing), apply, apply with the restart flag, verify, re-apply (zero
+changes), reboot, latency before -> after; the steps are listed in tools/mainjob/__init__.py.
 """
 
 import os

@@ -45,7 +45,7 @@ def fidelity(preview, applied):
 
 
 def core_state(snapshot):
-    """What "nothing changed" compares (guest_probe.py's snapshot, without timings and health)."""
+    """What "nothing changed" compares (tests/support/guest.py's snapshot, without timings and health)."""
     keys = (
         "files",
         "dirs",
