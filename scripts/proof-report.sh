@@ -8,7 +8,8 @@
 #      replica), secrets (output, logs, argv, world-readable files, backup modes) and speed (medians
 #      of interleaved runs against a one-state SLS over the same transport),
 #   4. prints a table and writes artifacts/proof-report.json; exit 1 when a goal is missed.
-# The measuring is tests/e2e/proof.py; tests/e2e/test_proof_*.py assert the same in the suite (CI).
+# The measuring is the proof tool, tools/proof (python -m tools.proof); tests/e2e/test_proof_*.py assert
+# the same in the suite (CI).
 #
 # Options:
 #   --ci          the CI subset (what tests/e2e/test_proof_*.py run in CI): 3 speed repetitions,
@@ -39,7 +40,7 @@ step "measuring on the replica (its own name: proof; waits for another replica t
 # the report tears its replica down itself; this also covers an interrupted run
 trap 'REPLICA_NAME=${SERVERFIX_PROOF_REPLICA:-proof} REPLICA_SUBNET=${SERVERFIX_PROOF_SUBNET:-9} bash scripts/replica.sh down >/dev/null 2>&1' EXIT
 rc=0
-PATH="$venv/bin:$PATH" "$venv/bin/python" -m tests.e2e.proof "${args[@]}" || rc=$?
+PATH="$venv/bin:$PATH" "$venv/bin/python" -m tools.proof "${args[@]}" || rc=$?
 
 step "proof report finished in $((SECONDS - started)) s (exit $rc)"
 exit $rc

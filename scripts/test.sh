@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs everything the suite needs on a fresh Debian 12
 # machine, then runs the whole suite. Extra arguments go to pytest (e.g. -k redis, tests/unit).
+# When every path given is in tests/unit, only the venv is set up (the unit layer needs nothing
+# else): no root, no apt packages, no npm tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$PWD
 # shared with scripts/run-replica.sh: apt packages, the venv, the local npm tools
 . scripts/lib/setup.sh
 
-sf_require_root scripts/test.sh "(the suite installs packages, swapon, sysctl)"
-sf_apt "${SF_TEST_APT[@]}"
-sf_venv
-sf_node_tools
+unit_only() {  # every path argument is in tests/unit (and there is one); options are not paths
+  local arg path seen=0
+  for arg in "$@"; do
+    path=${arg%%::*}
+    case $arg in -*) continue ;; esac
+    [ -e "$path" ] || continue                # an option's value (-k redis)
+    case $(realpath -m "$path")/ in
+      "$PWD"/tests/unit/*) seen=1 ;;
+      *) return 1 ;;
+    esac
+  done
+  [ $seen = 1 ]
+}
+
+if unit_only "$@"; then
+  sf_venv
+else
+  sf_require_root scripts/test.sh "(the suite installs packages, swapon, sysctl)"
+  sf_apt "${SF_TEST_APT[@]}"
+  sf_venv
+  sf_node_tools
+fi
 
 step "pytest $*"
 export PATH="$venv/bin:$PATH"

@@ -14,6 +14,7 @@ venv=${SERVERFIX_VENV:-/var/cache/serverfix/venv}
 # the replica host (scripts/replica.sh) and salt-ssh from the venv
 SF_REPLICA_APT=(python3-venv openssh-client debootstrap systemd-container zstd e2fsprogs nftables iproute2
                 procps util-linux)
+# shellcheck disable=SC2034  # used by scripts/test.sh
 # the whole suite: the replica's, plus sshd for the integration tests, node/npm for tests/node, file
 # systems for the swap tests, redis-tools (the redis binary for tests' own Redis processes, no service)
 SF_TEST_APT=("${SF_REPLICA_APT[@]}" openssh-server openssh-sftp-server nodejs npm btrfs-progs xfsprogs redis-tools)

@@ -8,21 +8,36 @@ salt-minion inside it.
   down, unless SERVERFIX_REPLICA_KEEP=1 (``./scripts/run-replica.sh --keep``).
 - Steps in a module build on each other: after a failed step the later ones are skipped.
 - What the steps measure goes into ``e2e_report`` and is printed as a summary at the end of the
-  run (the main job's output) and written to <replica dir>/last-run.json.
+  run (tools/mainjob/summary.py, as the main job prints it) and written to
+  <replica dir>/last-run.json (or $SERVERFIX_E2E_REPORT).
+- ``proof_lab``: the proof tool's lab (tools/proof) for tests/e2e/test_proof_*.py.
 """
 
-import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.replica_support import Replica
+from tests.support.replica import Replica
+from tools.mainjob.summary import REPORT_FILE, summary_lines, write_report
+from tools.proof.lab import ARTIFACTS, Lab
+from tools.proof.render import table
+from tools.proof.report import finish, write
 
 KEEP = os.environ.get("SERVERFIX_REPLICA_KEEP") == "1"
-REPORT_FILE = Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica")) / "last-run.json"
 _REPORT = {}
+
+
+def write_lines(config, lines):
+    """Lines on the terminal from inside a pytest run (past its output capture)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled():
+        for line in lines:
+            reporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +49,8 @@ def e2e_report():
 @pytest.fixture(scope="session")
 def progress(pytestconfig):
     """``progress(text)``: a line on the terminal while a step runs (pytest captures everything else)."""
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
-
     def _say(text):
-        line = f"    [{time.strftime('%H:%M:%S')}] {text}"
-        if reporter is None or capture is None:
-            print(line)
-            return
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(line)
-
+        write_lines(pytestconfig, [f"    [{time.strftime('%H:%M:%S')}] {text}"])
     return _say
 
 
@@ -82,34 +88,26 @@ def pytest_runtest_setup(item):
 def pytest_terminal_summary(terminalreporter):
     if not _REPORT.get("steps"):
         return
-    REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    REPORT_FILE.write_text(json.dumps(_REPORT, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    path = write_report(_REPORT, REPORT_FILE)
     terminalreporter.section("serverfix on the replica: summary")
     for line in summary_lines(_REPORT):
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"(all figures: {REPORT_FILE})")
+    terminalreporter.write_line(f"(all figures: {path})")
 
 
-def summary_lines(report):
-    """The main job's readable summary, from what the steps recorded."""
-    steps = report["steps"]
-    lines = []
-    if "replica" in report:
-        lines.append(f"replica: booted in {report['replica'].get('up_seconds')} s")
-    titles = {
-        "diagnose": "1 findings before (serverfix.diagnose)",
-        "preview": "2 preview (state.apply serverfix test=True)",
-        "apply": "3 apply without the restart flag",
-        "apply_restart": "4 apply with serverfix:backend:restart=true",
-        "verify": "5 verify (serverfix.verify)",
-        "reapply": "6 re-apply",
-        "reboot": "7 reboot",
-        "latency": "8 POST /reservations latency",
-        "master_minion": "salt-master + salt-minion (salt hetzner state.apply serverfix)",
-    }
-    for key, title in titles.items():
-        if key not in steps:
-            continue
-        lines.append(f"{title}:")
-        lines.extend(f"    {text}" for text in steps[key].get("lines", []))
-    return lines
+@pytest.fixture(scope="module")
+def proof_lab(request, tmp_path_factory, progress, pytestconfig):
+    """A proof Lab (tools/proof) for one test module (its ``PROOF_NAME``, ``PROOF_MODE``): skipped
+    unless root; on exit its replica goes down and its report is printed and written to
+    ``artifacts/proof-tests-<name>.json``."""
+    if os.geteuid() != 0:
+        pytest.skip("the replica needs root (systemd-nspawn, loop mounts, nftables)")
+    name, mode = request.module.PROOF_NAME, request.module.PROOF_MODE
+    lab = Lab(tmp_path_factory.mktemp(f"proof-{name}"), mode, progress)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        finish(lab)
+        path = write(lab.report, ARTIFACTS / f"proof-tests-{name}.json")
+        write_lines(pytestconfig, [""] + table(lab.report) + [f"(figures: {path})"])

@@ -1,12 +1,12 @@
 """
-The fault matrix, kept in the suite (tests/e2e/proof.py injects and checks, these assert): each
+The fault matrix, kept in the suite (tools/proof/faults.py injects and checks; these assert): each
 fault from a clean replica must end with a clear error (or be handled correctly) and lose nothing:
 the .env byte-identical or restored from its backup, the backend running, no half-made swap file.
 
 - Refused in the preflight (one replica: each case proves with a snapshot that nothing changed,
   so the next starts clean too): pm2 missing, disk too small for the swap file, .env immutable,
   .env on a read-only mount, a bad pillar value of each kind (``SERVERFIX_PROOF_MODE=full``: every
-  case of proof.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key, wrong type, a
+  case of preflight_faults.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key, wrong type, a
   secret that must stay masked, a Redis host its bind does not cover).
 - On a fresh replica each: Redis cannot start (port taken), .env symlinked, CRLF, duplicate keys,
   backend crashing after the restart (rollback), SSH connection lost mid-run (re-run completes).
@@ -18,24 +18,25 @@ import os
 
 import pytest
 
-from tests.e2e import proof
+from tools.proof import faults, preflight_faults
+from tools.proof.report import record_faults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
-MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
+PROOF_NAME = "faults"                                  # the proof_lab fixture (conftest.py)
+PROOF_MODE = MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
 REFUSED = (["pm2 missing", "disk too small", ".env immutable"] + ([".env read-only mount"] if MODE == "full" else []) +
-           ["bad pillar: " + case[0] for case in proof.PILLAR_CASES if MODE == "full" or case[3]])
+           ["bad pillar: " + case[0] for case in preflight_faults.PILLAR_CASES if MODE == "full" or case[3]])
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, progress, pytestconfig):
-    with proof.pytest_lab(tmp_path_factory, "faults", MODE, progress, pytestconfig) as opened:
-        yield opened
+def lab(proof_lab):
+    return proof_lab
 
 
 @pytest.fixture(scope="module")
 def refused(lab):
-    return {entry["id"]: entry for entry in proof.record_faults(lab, proof.faults_refused_in_preflight)}
+    return {entry["id"]: entry for entry in record_faults(lab, preflight_faults.faults_refused_in_preflight)}
 
 
 def failed_checks(entry):
@@ -52,7 +53,7 @@ def test_refused_before_anything_changes(refused, fault):
     assert entry["error"].startswith("Nothing was changed"), entry["error"]
 
 
-@pytest.mark.parametrize("scenario", proof.FAULTS_ON_FRESH_REPLICAS, ids=lambda f: f.__name__[len("fault_"):])
+@pytest.mark.parametrize("scenario", faults.FAULTS_ON_FRESH_REPLICAS, ids=lambda f: f.__name__[len("fault_"):])
 def test_fault_on_a_fresh_replica(lab, scenario):
-    entry = proof.record_faults(lab, scenario)[0]
+    entry = record_faults(lab, scenario)[0]
     assert entry["ok"], failed_checks(entry)

@@ -1,5 +1,5 @@
 """
-Proof in numbers, kept in the suite (tests/e2e/proof.py measures, these assert): preview fidelity
+Proof in numbers, kept in the suite (the proof tool, tools/proof, measures; these assert): preview fidelity
 from "before", for the restart step, for the fix in one go and from a half-fixed replica;
 idempotence without mutating calls; the Redis password nowhere it must not be; speed against a
 one-state SLS.
@@ -15,25 +15,26 @@ import os
 
 import pytest
 
-from tests.e2e import proof
+from tools.proof.lab import SPEED_GOAL
+from tools.proof.report import record_half_fixed, record_main, record_one_go
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
-MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
+PROOF_NAME = "main"                                    # the proof_lab fixture (conftest.py)
+PROOF_MODE = MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
 # CI machines are shared and noisy: there the speed check guards against regressions (a wide
 # margin); the goal itself (<= 1.5x) is checked in the full mode and reported by proof-report.sh
-SPEED_LIMIT = proof.SPEED_GOAL if MODE == "full" else 2.0
+SPEED_LIMIT = SPEED_GOAL if MODE == "full" else 2.0
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, progress, pytestconfig):
-    with proof.pytest_lab(tmp_path_factory, "main", MODE, progress, pytestconfig) as opened:
-        yield opened
+def lab(proof_lab):
+    return proof_lab
 
 
 @pytest.fixture(scope="module")
 def main(lab):
-    return proof.record_main(lab)
+    return record_main(lab)
 
 
 def describe(entry):
@@ -79,12 +80,12 @@ def test_speed_against_a_one_state_sls(main):
 
 
 def test_preview_of_the_fix_in_one_go(main, lab):
-    entry = proof.record_one_go(lab)
+    entry = record_one_go(lab)
     assert entry["mismatches"] == 0 and not entry.get("failed"), describe(entry)
     assert "serverfix-backend-restarted" in [r["id"] for r in entry["rows"] if r["predicted"] and r["changed"]], entry
 
 
 def test_preview_from_a_half_fixed_replica(main, lab):
-    entry = proof.record_half_fixed(lab)
+    entry = record_half_fixed(lab)
     assert entry["mismatches"] == 0 and not entry.get("failed"), describe(entry)
     assert entry["changed"] >= 4, entry["rows"]   # .env, prisma-studio's saved list, swap x2, the restart

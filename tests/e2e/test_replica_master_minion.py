@@ -26,22 +26,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.host import free_port
 from tests.support.paths import FORMULA_ROOT
-from tests.e2e.replica_support import (HEALTH_URL_IN_GUEST, REPLICA_SH, ROSTER_ID, StateRun, run_command, salt_pin,
-                                       venv_tool)
+from tests.support.replica import (HEALTH_URL_IN_GUEST, REPLICA_SH, RESTART_FLAG, ROSTER_ID, StateRun,
+                                   run_command, salt_pin, venv_tool)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
 STEPS_IN_ORDER = True
 WHEELS = Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica")) / "salt-wheels"
 GUEST_VENV = "/opt/salt"
-RESTART_FLAG = 'pillar={"serverfix": {"backend": {"restart": true}}}'
 
-
-def free_port(address):
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def port_open(address, port):

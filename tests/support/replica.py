@@ -1,13 +1,14 @@
 """
-Host-side helpers for the replica host (scripts/replica.sh): boot it, talk to it over ssh,
-drive the formula with salt-ssh exactly as the operator does (roster entry ``hetzner``), take
-read-only snapshots of what the formula touches, and time ``POST /reservations``.
+Host-side driver of the replica host (scripts/replica.sh): boot it, talk to it over ssh, drive
+the formula with salt-ssh exactly as the operator does (roster entry ``hetzner``), take read-only
+snapshots of what the formula touches (tests/support/guest.py, run in the guest), and time
+``POST /reservations``. Used by the e2e tests and by the programs built on the replica
+(``python -m tools.mainjob``, ``python -m tools.proof``).
 
 Everything here runs on the host with the standard library (plus PyYAML, which Salt brings).
 """
 
 import concurrent.futures
-import hashlib
 import json
 import os
 import shutil
@@ -27,11 +28,15 @@ ROSTER_ID = "hetzner"
 APP_PORT = 3000
 HEALTH_URL_IN_GUEST = f"http://127.0.0.1:{APP_PORT}/health"
 VENV_BIN = Path(os.environ.get("SERVERFIX_VENV", "/var/cache/serverfix/venv")) / "bin"
-PLACEHOLDER = "Placeholder: filled in by its own issue."
+APP_DIR = "/var/www/intranet/backend"  # where the server keeps the backend
+ENV_FILE = f"{APP_DIR}/.env"
+BACKEND = "intranet-backend"  # its pm2 process
+RESTART_FLAG = 'pillar={"serverfix": {"backend": {"restart": true}}}'  # the operator's consent
+THIN_DIR = "/var/tmp/serverfix-salt"  # salt-ssh's thin Salt on the guest (the roster's thin_dir)
 
 # what the formula may touch on the server; step 2 checksums all of it before and after test=True
 TOUCHED_FILES = [
-    "/var/www/intranet/backend/.env",
+    ENV_FILE,
     "/etc/fstab",
     "/etc/sysctl.conf",
     "/etc/sysctl.d/99-zz-serverfix.conf",
@@ -39,35 +44,18 @@ TOUCHED_FILES = [
     "/root/.pm2/dump.pm2",
     "/swapfile",
 ]
-TOUCHED_DIRS = ["/var/www/intranet/backend", "/etc/sysctl.d", "/etc/redis", "/root/.pm2"]
-
-
-def landed(part):
-    """Has this part of the formula landed (module and a non-placeholder SLS)? Steps adapt to it."""
-    sls, modules = {
-        "redis": ("redis", ["redis_server"]),
-        "env": ("env", ["dotenv"]),
-        "prisma_studio": ("prisma_studio", ["pm2"]),
-        "swap": ("swap", ["swapfile"]),
-        "backend": ("backend", ["pm2"]),
-        "verify": ("verify", []),
-    }[part]
-    text = (FORMULA_ROOT / "serverfix" / f"{sls}.sls").read_text(encoding="utf-8")
-    return PLACEHOLDER not in text and all((REPO / "_modules" / f"{m}.py").exists() for m in modules)
-
-
-def module_function_landed(name):
-    """``serverfix.diagnose`` / ``serverfix.verify``: is the function in the module yet?"""
-    module, func = name.split(".")
-    path = REPO / "_modules" / f"{module}.py"
-    return path.exists() and f"\ndef {func}(" in path.read_text(encoding="utf-8")
+TOUCHED_DIRS = [APP_DIR, "/etc/sysctl.d", "/etc/redis", "/root/.pm2"]
 
 
 def run_command(argv, timeout, check=True, **kwargs):
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} -> rc {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} -> rc {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -94,7 +82,9 @@ class Replica:
         return self.facts["REPLICA_IP"]
 
     def ssh(self, command, timeout=300, check=True, stdin=None):
-        return run_command(["bash", str(REPLICA_SH), "ssh", command], timeout=timeout, check=check, input=stdin)
+        return run_command(
+            ["bash", str(REPLICA_SH), "ssh", command], timeout=timeout, check=check, input=stdin
+        )
 
     def reboot(self):
         started = time.monotonic()
@@ -102,15 +92,23 @@ class Replica:
         return time.monotonic() - started
 
     def snapshot(self, swap_file="/swapfile"):
-        """Read-only facts about everything the formula may change (runs guest_probe.py in the guest)."""
-        probe = (Path(__file__).parent / "guest_probe.py").read_text(encoding="utf-8")
-        args = json.dumps({"files": TOUCHED_FILES, "dirs": TOUCHED_DIRS, "swap_file": swap_file,
-                           "health_url": HEALTH_URL_IN_GUEST})
+        """Read-only facts about everything the formula may change (runs guest.py in the guest)."""
+        probe = (Path(__file__).parent / "guest.py").read_text(encoding="utf-8")
+        args = json.dumps(
+            {
+                "files": TOUCHED_FILES,
+                "dirs": TOUCHED_DIRS,
+                "swap_file": swap_file,
+                "health_url": HEALTH_URL_IN_GUEST,
+            }
+        )
         proc = self.ssh(f"python3 - '{args}'", stdin=probe, timeout=60)
         return json.loads(proc.stdout)
 
     def backend_log(self, lines=400):
-        return self.ssh(f"tail -n {lines} /root/.pm2/logs/intranet-backend-out.log", timeout=30).stdout.splitlines()
+        return self.ssh(
+            f"tail -n {lines} /root/.pm2/logs/{BACKEND}-out.log", timeout=30
+        ).stdout.splitlines()
 
     # --- the app, from the host over the veth -------------------------------------------------------
     def url(self, path):
@@ -129,8 +127,12 @@ class Replica:
 
     def post_reservation(self, number, timeout=30):
         body = json.dumps({"room": f"Raum {number % 7 + 1}", "by": "serverfix-e2e"}).encode()
-        request = urllib.request.Request(self.url("/reservations"), data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url("/reservations"),
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         started = time.perf_counter()
         with _OPENER.open(request, timeout=timeout) as response:
             payload = json.loads(response.read())
@@ -173,29 +175,44 @@ class SaltSsh:
         self.dir = Path(workdir)
         self.replica = replica
         self.pillar = pillar
-        self.transcript = []   # every stdout/stderr, for the no-secrets check
+        self.transcript = []  # every stdout/stderr, for the no-secrets check
         (self.dir / "pillar").mkdir(parents=True, exist_ok=True)
-        (self.dir / "pillar" / "top.sls").write_text("base:\n  '*':\n    - serverfix\n", encoding="utf-8")
+        (self.dir / "pillar" / "top.sls").write_text(
+            "base:\n  '*':\n    - serverfix\n", encoding="utf-8"
+        )
         (self.dir / "pillar" / "serverfix.sls").write_text(
-            yaml.safe_dump({"serverfix": pillar}, allow_unicode=True), encoding="utf-8")
+            yaml.safe_dump({"serverfix": pillar}, allow_unicode=True), encoding="utf-8"
+        )
         facts = replica.facts
-        (self.dir / "roster").write_text(yaml.safe_dump({ROSTER_ID: {
-            "host": facts["REPLICA_IP"],
-            "user": "root",
-            "priv": facts["REPLICA_KEY"],
-            "thin_dir": "/var/tmp/serverfix-salt",
-        }}), encoding="utf-8")
-        (self.dir / "master").write_text(yaml.safe_dump({
-            "root_dir": str(self.dir),   # salt puts pki_dir, cachedir and log_file below it
-            "cachedir": "cache",
-            "pki_dir": "pki",
-            "file_roots": {"base": [str(FORMULA_ROOT)]},
-            "pillar_roots": {"base": [str(self.dir / "pillar")]},
-            "roster_file": str(self.dir / "roster"),
-            "known_hosts_file": facts["REPLICA_KNOWN_HOSTS"],
-            "log_file": "master.log",
-            "ssh_log_file": str(self.dir / "ssh.log"),
-        }), encoding="utf-8")
+        (self.dir / "roster").write_text(
+            yaml.safe_dump(
+                {
+                    ROSTER_ID: {
+                        "host": facts["REPLICA_IP"],
+                        "user": "root",
+                        "priv": facts["REPLICA_KEY"],
+                        "thin_dir": THIN_DIR,
+                    }
+                }
+            ),
+            encoding="utf-8",
+        )
+        (self.dir / "master").write_text(
+            yaml.safe_dump(
+                {
+                    "root_dir": str(self.dir),  # salt puts pki_dir, cachedir and log_file below it
+                    "cachedir": "cache",
+                    "pki_dir": "pki",
+                    "file_roots": {"base": [str(FORMULA_ROOT)]},
+                    "pillar_roots": {"base": [str(self.dir / "pillar")]},
+                    "roster_file": str(self.dir / "roster"),
+                    "known_hosts_file": facts["REPLICA_KNOWN_HOSTS"],
+                    "log_file": "master.log",
+                    "ssh_log_file": str(self.dir / "ssh.log"),
+                }
+            ),
+            encoding="utf-8",
+        )
 
     def settings(self, **override):
         """The merged settings (defaults.yaml + pillar) for module calls: salt-ssh module calls have
@@ -203,8 +220,16 @@ class SaltSsh:
         return merge_settings(salt.utils.dictupdate.merge(self.pillar, override))
 
     def argv(self, *args):
-        return [str(VENV_BIN / "salt-ssh"), "-c", str(self.dir), "--out=json", "--static", "--no-color",
-                ROSTER_ID, *args]
+        return [
+            str(VENV_BIN / "salt-ssh"),
+            "-c",
+            str(self.dir),
+            "--out=json",
+            "--static",
+            "--no-color",
+            ROSTER_ID,
+            *args,
+        ]
 
     def run(self, *args, timeout=600):
         """Run salt-ssh; returns (returncode, the target's data, seconds)."""
@@ -215,8 +240,10 @@ class SaltSsh:
         try:
             data = json.loads(proc.stdout)[ROSTER_ID]
         except (ValueError, KeyError) as exc:
-            raise AssertionError(f"salt-ssh {' '.join(args)}: no JSON for {ROSTER_ID} (rc {proc.returncode}): "
-                                 f"{exc}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}") from exc
+            raise AssertionError(
+                f"salt-ssh {' '.join(args)}: no JSON for {ROSTER_ID} (rc {proc.returncode}): "
+                f"{exc}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+            ) from exc
         return proc.returncode, data, elapsed
 
     def call(self, function, config=None, timeout=300):
@@ -261,14 +288,19 @@ class StateRun:
         return [s for s in self.states if s.get("result") is None]
 
     def describe(self, states=None):
-        return "\n".join(f"  {s.get('__id__')}: result={s.get('result')} changes={sorted(s.get('changes') or {})} "
-                         f"comment={str(s.get('comment'))[:300]!r}" for s in (self.states if states is None else states))
+        return "\n".join(
+            f"  {s.get('__id__')}: result={s.get('result')} changes={sorted(s.get('changes') or {})} "
+            f"comment={str(s.get('comment'))[:300]!r}"
+            for s in (self.states if states is None else states)
+        )
 
 
 def fixture_secrets():
     """The secret values of the replica's .env (made up, but they must never show up anywhere)."""
     secrets = []
-    for line in (REPO / "replica" / "fixture" / "backend.env").read_text(encoding="utf-8").splitlines():
+    for line in (
+        (REPO / "replica" / "fixture" / "backend.env").read_text(encoding="utf-8").splitlines()
+    ):
         key, sep, value = line.partition("=")
         if sep and any(word in key for word in ("SECRET", "PASSWORD", "DATABASE_URL")):
             value = value.split(" #")[0].strip().strip("'\"")
@@ -276,14 +308,6 @@ def fixture_secrets():
             if "://" in value:  # the password inside the URL on its own
                 secrets.append(value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1])
     return [secret for secret in secrets if len(secret) >= 8]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def salt_pin():
@@ -299,6 +323,8 @@ def venv_tool(name):
     if not path.exists():
         found = shutil.which(name)
         if not found:
-            raise AssertionError(f"{path} missing: run ./scripts/test.sh or ./scripts/run-replica.sh (they set up the venv)")
+            raise AssertionError(
+                f"{path} missing: run ./scripts/test.sh or ./scripts/run-replica.sh (they set up the venv)"
+            )
         return Path(found)
     return path

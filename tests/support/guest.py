@@ -17,7 +17,8 @@ import urllib.request
 BIG = 64 << 20  # a swap file's bytes say nothing: size, mode and owner are enough
 
 
-def sha256(path):
+def file_facts(path):
+    """sha256 (files up to BIG), mode, owner and size of ``path``; None when it does not exist."""
     try:
         st = os.stat(path)
         digest = hashlib.sha256()
@@ -25,8 +26,12 @@ def sha256(path):
             with open(path, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)
-        return {"sha256": digest.hexdigest() if st.st_size <= BIG else None,
-                "mode": oct(st.st_mode & 0o7777), "uid": st.st_uid, "size": st.st_size}
+        return {
+            "sha256": digest.hexdigest() if st.st_size <= BIG else None,
+            "mode": oct(st.st_mode & 0o7777),
+            "uid": st.st_uid,
+            "size": st.st_size,
+        }
     except FileNotFoundError:
         return None
 
@@ -53,9 +58,19 @@ def pm2_processes(pm2_home="/root/.pm2"):
     proc = subprocess.run(["pm2", "jlist"], capture_output=True, text=True, env=env, check=False)
     start = proc.stdout.find("[")
     procs = json.loads(proc.stdout[start:]) if start >= 0 else []
-    return sorted(({"name": p["name"], "pid": p.get("pid"), "status": p["pm2_env"].get("status"),
-                    "restart_time": p["pm2_env"].get("restart_time"), "pm_uptime": p["pm2_env"].get("pm_uptime")}
-                   for p in procs), key=lambda p: p["name"])
+    return sorted(
+        (
+            {
+                "name": p["name"],
+                "pid": p.get("pid"),
+                "status": p["pm2_env"].get("status"),
+                "restart_time": p["pm2_env"].get("restart_time"),
+                "pm_uptime": p["pm2_env"].get("pm_uptime"),
+            }
+            for p in procs
+        ),
+        key=lambda p: p["name"],
+    )
 
 
 def pm2_saved(pm2_home="/root/.pm2"):
@@ -88,7 +103,7 @@ def main():
             sysctl[key] = int(handle.read())
     redis_pkg = run("dpkg-query", "-W", "-f=${Status}", "redis-server")
     facts = {
-        "files": {path: sha256(path) for path in args["files"]},
+        "files": {path: file_facts(path) for path in args["files"]},
         "dirs": {path: listing(path) for path in args["dirs"]},
         "redis_installed": redis_pkg[0] == 0 and "ok installed" in redis_pkg[1],
         "redis_active": run("systemctl", "is-active", "redis-server")[1],

@@ -1,0 +1,107 @@
+# shellcheck shell=bash
+# scripts/replica.sh, part: the running replica. `up` copies the golden image, records the host's
+# sysctls, pins the guest's host keys and starts the boot loop detached; `down` undoes all of it;
+# `reboot` reboots the guest and waits until it is back.
+
+boot() {  # the boot loop (detached, holds the lock): nspawn exits 133 when the guest reboots -> start it again
+  local rc
+  own_cgroup "$NAME"
+  echo $$ > "$RUN/boot.pid"
+  while :; do
+    "${NSPAWN[@]}" --boot -D "$R" -M "$NAME" --console=passive --system-call-filter=@swap \
+      --network-veth-extra="$VETH:host0" >>"$RUN/nspawn.log" 2>&1 </dev/null &
+    echo $! > "$RUN/nspawn.pid"
+    veth_up
+    rc=0; wait $! || rc=$?
+    echo "nspawn exit $rc" >>"$RUN/nspawn.log"
+    swapoff_guest
+    if [ "$rc" != 133 ] || [ -e "$RUN/stop" ]; then break; fi
+  done
+  rm -f "$RUN/nspawn.pid"
+}
+
+up() {
+  local golden end t0=$SECONDS k
+  golden=$(GOLDEN)
+  if [ ! -f "$golden" ]; then golden; fi
+  down
+  mkdir -p "$W" "$(dirname "$LOCK")"
+  exec 9>"$LOCK"
+  if ! flock -w "$LOCK_WAIT" 9; then
+    die "another replica is running ($(cat "$LOCK.owner" 2>/dev/null)); stop it first: REPLICA_NAME=<name> $SELF down"
+  fi
+  echo "$NAME (subnet $SUBNET)" > "$LOCK.owner"
+  mkdir -p "$R"
+  { cp --sparse=always "$golden" "$RUN/root.img" && mount -o loop "$RUN/root.img" "$R"; } || die "mounting $RUN/root.img failed"
+  save_host_sysctls
+  guest_net_unit > "$R/etc/systemd/system/replica-net.service"
+  chroot "$R" systemctl enable -q replica-net.service
+  # pin the guest's host keys (no trust-on-first-use)
+  for k in "$R"/etc/ssh/ssh_host_*_key.pub; do echo "$IP $(cut -d' ' -f1,2 "$k")"; done > "$RUN/known_hosts"
+  ip link delete "$VETH" 2>/dev/null || true   # a leftover of a killed run would make nspawn fail
+  setsid bash "$SELF" boot </dev/null >/dev/null 2>&1 &     # holds the lock (fd 9) while the guest runs
+  exec 9>&-
+  end=$((SECONDS + 90))
+  while [ $SECONDS -lt $end ]; do
+    if "${SSH[@]}" 'systemctl is-system-running --wait >/dev/null 2>&1; true' 2>/dev/null; then
+      say "up: root@$IP (key $KEY) in $((SECONDS - t0)) s"
+      return 0
+    fi
+    sleep 0.3
+  done
+  tail -30 "$RUN/nspawn.log" >&2
+  die "the replica did not answer on ssh within 90 s"
+}
+
+down() {
+  local p b
+  [ -d "$RUN" ] || return 0
+  touch "$RUN/stop"
+  if [ -f "$RUN/nspawn.pid" ]; then
+    p=$(cat "$RUN/nspawn.pid")
+    kill -TERM "$p" 2>/dev/null || true    # nspawn turns SIGTERM into a clean guest halt
+    for _ in $(seq 150); do
+      if [ ! -f "$RUN/nspawn.pid" ] || ! kill -0 "$p" 2>/dev/null; then break; fi
+      sleep 0.2
+    done
+    if [ -f "$RUN/nspawn.pid" ] && kill -KILL "$p" 2>/dev/null; then sleep 1; fi
+  fi
+  if b=$(cat "$RUN/boot.pid" 2>/dev/null); then
+    for _ in $(seq 50); do kill -0 "$b" 2>/dev/null || break; sleep 0.1; done
+  fi
+  swapoff_guest
+  restore_host_sysctls   # the guest's sysctls hit the host kernel
+  net_down
+  drop_cgroup "$NAME"
+  if mountpoint -q "$R" && ! umount "$R"; then   # the loop device goes with the last umount
+    swapoff_guest; umount "$R" || die "cannot unmount $R (busy: $(grep -c . /proc/swaps) swap lines; see /proc/swaps)"
+  fi
+  rmdir /run/systemd/nspawn/propagate/"$NAME" 2>/dev/null || true
+  rm -rf "$RUN" "$LOCK.owner"
+  say "down: $NAME removed"
+}
+
+reboot_guest() {  # a marker in the guest's /run (tmpfs) tells the rebooted guest from the old one
+  local end t0=$SECONDS
+  "${SSH[@]}" 'touch /run/serverfix-replica-before-reboot && systemctl reboot' 2>/dev/null || true
+  end=$((SECONDS + 90))
+  while [ $SECONDS -lt $end ]; do
+    sleep 0.5
+    if "${SSH[@]}" 'systemctl is-system-running --wait >/dev/null 2>&1; test ! -e /run/serverfix-replica-before-reboot' \
+      2>/dev/null; then say "reboot: back in $((SECONDS - t0)) s"; return 0; fi
+  done
+  die "the replica did not come back within 90 s after reboot"
+}
+
+env_facts() {
+  cat <<EOT
+REPLICA_NAME=$NAME
+REPLICA_IP=$IP
+REPLICA_HOST_IP=$HOST_IP
+REPLICA_KEY=$KEY
+REPLICA_KNOWN_HOSTS=$RUN/known_hosts
+REPLICA_RUN=$RUN
+REPLICA_ROOTFS=$R
+REPLICA_UP=$([ -f "$RUN/nspawn.pid" ] && echo 1 || echo 0)
+EOT
+}

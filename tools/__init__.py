@@ -1,0 +1,1 @@
+"""Programs built on the formula that are not minion code: the main job and the proof report."""

@@ -1,0 +1,151 @@
+"""The whole report: record each section into the lab's report, judge the goals, write the JSON."""
+
+import json
+from pathlib import Path
+
+from tools.proof.faults import FAULTS_ON_FRESH_REPLICAS
+from tools.proof.preflight_faults import faults_refused_in_preflight
+from tools.proof.lab import SPEED_GOAL
+from tools.proof.scenarios import more_full_applies, run_half_fixed, run_main, run_one_go
+
+
+def record_main(lab):
+    """run_main, its sections into the lab's report."""
+    main = run_main(lab)
+    lab.report.setdefault("fidelity", {}).update(main["fidelity"])
+    lab.report.update(
+        idempotence=main["idempotence"],
+        speed=main["speed"],
+        secrets=main["secrets"],
+        runs=main["runs"],
+    )
+    return main
+
+
+def record_one_go(lab):
+    entry = lab.report.setdefault("fidelity", {})["one_go"] = run_one_go(lab)
+    return entry
+
+
+def record_half_fixed(lab):
+    entry = lab.report.setdefault("fidelity", {})["half_fixed"] = run_half_fixed(lab)
+    return entry
+
+
+def record_faults(lab, scenario):
+    """One fault scenario (a function of FAULTS_ON_FRESH_REPLICAS, or faults_refused_in_preflight)."""
+    result = scenario(lab)
+    entries = result if isinstance(result, list) else [result]
+    lab.report.setdefault("faults", []).extend(entries)
+    return entries
+
+
+def record_full_applies(lab):
+    extra = lab.opts["full_apply_reps"] - len(lab.report["speed"]["full_apply"])
+    if extra > 0:
+        lab.report["speed"]["full_apply"] += more_full_applies(lab, extra)
+
+
+def finish(lab):
+    """The secrets of every salt-ssh run of the lab (fault runs included) and the verdicts."""
+    report = lab.report
+    if "secrets" in report:
+        report["secrets"]["salt_ssh_runs"] = sum(ssh.runs for ssh in lab.salt_runs)
+        report["secrets"]["salt_ssh_output_or_log_leaks"] = [
+            ssh.dir.name for ssh in lab.salt_runs if ssh.leaks()
+        ]
+    report["meta"]["replica_boots"] = lab.boots
+    report["goals"] = goals(report)
+    return report
+
+
+def run_all(lab):
+    """Every scenario in turn; the report gets each section as soon as it is measured."""
+    record_main(lab)
+    record_one_go(lab)
+    record_half_fixed(lab)
+    for scenario in [faults_refused_in_preflight] + FAULTS_ON_FRESH_REPLICAS:
+        record_faults(lab, scenario)
+    record_full_applies(lab)
+    return finish(lab)
+
+
+def goals(report):
+    """``[{name, value, goal, ok}]``: what the issue asks, judged from the report."""
+    out = []
+
+    def goal(name, value, target, ok):
+        out.append({"name": name, "value": value, "goal": target, "ok": bool(ok)})
+
+    for key, label in (
+        ("before", "preview fidelity, before"),
+        ("restart", "preview fidelity, restart step"),
+        ("one_go", "preview fidelity, one go with the flag"),
+        ("half_fixed", "preview fidelity, half-fixed"),
+    ):
+        entry = report.get("fidelity", {}).get(key)
+        if entry is not None:
+            goal(
+                label,
+                entry.get("mismatches"),
+                0,
+                entry.get("mismatches") == 0 and not entry.get("failed"),
+            )
+    idem = report.get("idempotence")
+    if idem:
+        goal("re-apply changes", idem["changes"], 0, idem["changes"] == 0)
+        goal("re-apply mutating calls", idem["mutating_calls"], 0, idem["mutating_calls"] == 0)
+    if report.get("faults") is not None:
+        passed = sum(f["ok"] for f in report["faults"])
+        goal(
+            "faults handled (clear error, nothing lost)",
+            f"{passed}/{len(report['faults'])}",
+            "all",
+            passed == len(report["faults"]),
+        )
+    sec = report.get("secrets")
+    if sec:
+        hits = (
+            len(sec["salt_ssh_output_or_log_leaks"])
+            + len(sec["guest_log_files_with_it"])
+            + sec["journal_lines_with_it"]
+            + sum(sec["argv"]["hits"].values())
+            + len(sec["world_readable"]["files_with_it"])
+        )
+        goal("password found (output, logs, argv, world-readable)", hits, 0, hits == 0)
+        goal(
+            "Redis refuses a client without the password",
+            sec["redis_requires_it"],
+            True,
+            sec["redis_requires_it"],
+        )
+        goal(
+            "backups 0600",
+            f"{sum(m == '600' for m in sec['backups'].values())}/{len(sec['backups'])}",
+            "all",
+            sec["backups_0600"],
+        )
+    speed_ = report.get("speed")
+    if speed_:
+        goal(
+            "no-op re-apply / one-state SLS",
+            speed_["ratio_noop"],
+            f"<= {SPEED_GOAL}",
+            speed_["ratio_noop"] <= SPEED_GOAL,
+        )
+        goal(
+            "test=True / one-state SLS test=True",
+            speed_["ratio_preview"],
+            f"<= {SPEED_GOAL}",
+            speed_["ratio_preview"] <= SPEED_GOAL,
+        )
+    return out
+
+
+def write(report, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    return path
