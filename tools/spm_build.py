@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NAME = "serverfix"
 TOP_FILES = ("pillar.example", "README.md", "LICENSE", "CHANGELOG.md")
-IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+skip_caches = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
 
 
 def spm_binary():
@@ -58,10 +58,10 @@ def stage(stage_root, version=None, release=None):
         shutil.rmtree(target)
     target.mkdir(parents=True)
     (target / "FORMULA").write_text(formula_text(version, release), encoding="utf-8")
-    shutil.copytree(REPO / "formula" / NAME, target / NAME, ignore=IGNORE)
+    shutil.copytree(REPO / "formula" / NAME, target / NAME, ignore=skip_caches)
     for module_dir in sorted((REPO / "formula").glob("_*")):
         # the module dirs may be symlinks (or have been): copy what they point at
-        shutil.copytree(module_dir, target / module_dir.name, ignore=IGNORE, symlinks=False)
+        shutil.copytree(module_dir, target / module_dir.name, ignore=skip_caches, symlinks=False)
     for name in TOP_FILES:
         if (REPO / name).exists():
             shutil.copy2(REPO / name, target / name)

@@ -15,18 +15,16 @@ FORMULA's version is an integer (YYYYMM, the form Salt's SPM docs give).
 """
 
 import subprocess
-import sys
 import tarfile
 
 import pytest
 import yaml
 from saltfactories.utils import random_string
 
-from tests.conftest import REPO
+from tests.conftest import REPO, import_salt_module
 from tests.integration import distribution_support as dist
 
-sys.path.insert(0, str(REPO / "tools"))
-import spm_build  # noqa: E402  pylint: disable=wrong-import-position,import-error
+spm_build = import_salt_module(REPO / "tools" / "spm_build.py", "serverfix_spm_build")
 
 pytestmark = pytest.mark.skip_if_not_root  # the .env's owner/mode handling runs as root
 
@@ -74,7 +72,8 @@ def spm_conf(workdir, repo_dir):
         "spm_logfile": workdir / "spm.log",
         "spm_repos_config": conf / "spm.repos",
     }
-    (conf / "spm").write_text(yaml.safe_dump({k: str(v) for k, v in paths.items()}), encoding="utf-8")
+    (conf / "spm").write_text(yaml.safe_dump({k: str(v) for k, v in paths.items()}),
+                              encoding="utf-8")
     # a repository in spm.repos.d/*.repo: salt 3008's spm cannot read a spm.repos file itself
     # (it opens "<spm_repos_config>.d/<spm_repos_config>"), so that file must not exist
     (conf / "spm.repos.d").mkdir()
@@ -97,7 +96,8 @@ def test_package_contents(package):
     print(f"\n{package.name}: {package.stat().st_size} bytes, {len(files)} files")
     print("\n".join(files))
     names = {name.split("/", 1)[1] for name in files}
-    sls = {f"serverfix/{p.name}" for p in (REPO / "formula" / "serverfix").iterdir() if p.is_file()}
+    sls = {f"serverfix/{path.name}" for path in (REPO / "formula" / "serverfix").iterdir()
+           if path.is_file()}
     assert sls <= names, sorted(sls - names)
     for modules in dist.expected_sync().values():
         for name in modules:
@@ -118,7 +118,8 @@ def create_repo(repo_dir, spm_conf):
 def spm_install(create_repo, spm_conf):
     """``spm update_repo`` + ``spm install serverfix`` on the master: [(args, process)]."""
     assert create_repo.returncode == 0, create_repo.stdout + create_repo.stderr
-    return [(args, spm(spm_conf[0], *args)) for args in (("update_repo",), ("install", "serverfix"))]
+    steps = (("update_repo",), ("install", "serverfix"))
+    return [(args, spm(spm_conf[0], *args)) for args in steps]
 
 
 def test_create_repo_with_two_versions(create_repo, repo_dir):
@@ -163,6 +164,7 @@ def spm_settings(workdir):
 
 @pytest.fixture(scope="module")
 def spm_master(salt_factories, make_pillar, spm_conf, spm_install, spm_settings):
+    del spm_install  # requested so the formula is installed before the master serves it
     _, paths = spm_conf
     factory = salt_factories.salt_master_daemon(
         random_string("spm-master-"),
@@ -194,4 +196,3 @@ def test_installed_formula_syncs_every_module(salt_cli, spm_minion):
 
 def test_installed_formula_applies(salt_cli, spm_minion, spm_settings):
     dist.assert_preview_then_apply(salt_cli, spm_minion.id, spm_settings["dotenv"]["file"])
-
