@@ -13,8 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import NODE_BIN, REPO
-from tests.helpers import by_id, changed_ids, failed_ids, sha256, summary
+from tests.support.paths import NODE_BIN, REPO
+from tests.support.host import sha256
+from tests.support.returns import by_id, changed_ids, failed_ids, summary
 
 ENV_TEXT = "# intranet backend settings (distribution test)\nNODE_ENV=production\nJWT_SECRET=x1\n"
 # formula/_<kind> -> the key of saltutil.sync_all's return that lists its modules

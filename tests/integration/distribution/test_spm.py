@@ -10,7 +10,7 @@ The package carries the SLS files, every module dir and pillar.example and nothi
 config: ``formula_path``, ``pillar_path``, ``spm_db``... in a temp dir), the master's
 ``file_roots`` is the installed ``formula_path``; a real minion syncs every module and previews,
 applies and re-applies ``state.apply serverfix`` (Phase 2 on a temp ``.env``, see
-distribution_support). ``spm create_repo`` compares versions with ``int()`` (salt#28030), so
+tests/support/distribution.py). ``spm create_repo`` compares versions with ``int()`` (salt#28030), so
 FORMULA's version is an integer (YYYYMM, the form Salt's SPM docs give).
 """
 
@@ -21,8 +21,9 @@ import pytest
 import yaml
 from saltfactories.utils import random_string
 
-from tests.conftest import REPO, import_salt_module
-from tests.integration import distribution_support as dist
+from tests.support.loader import import_salt_module
+from tests.support.paths import REPO
+from tests.support import distribution as dist
 
 spm_build = import_salt_module(REPO / "tools" / "spm_build.py", "serverfix_spm_build")
 

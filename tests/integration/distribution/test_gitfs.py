@@ -13,13 +13,13 @@ The remote is a local bare repository of this checkout's working tree over ``fil
 in a temp clone). gitfs does not follow symlinks to directories (salt#21413), so the module dirs
 must be real directories under ``formula/``: ``saltutil.sync_all`` on a real minion then syncs
 every module of every kind, and ``state.apply serverfix`` previews and applies (Phase 2 on a temp
-``.env``; the host-wide phases are switched off in the pillar, see distribution_support).
+``.env``; the host-wide phases are switched off in the pillar, see tests/support/distribution.py).
 """
 
 import pytest
 from saltfactories.utils import random_string
 
-from tests.integration import distribution_support as dist
+from tests.support import distribution as dist
 
 pytestmark = pytest.mark.skip_if_not_root  # the .env's owner/mode handling runs as root
 
