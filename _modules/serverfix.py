@@ -19,7 +19,7 @@ import urllib.request
 
 import salt.utils.data
 import salt.utils.yaml
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltException
 
 log = logging.getLogger(__name__)
 
@@ -296,11 +296,15 @@ def check_redis_host(host, bind, port=6379):
 
 
 def _module_preflight(module, **kwargs):
-    """Run ``<module>.preflight`` when that module is loaded; its messages are read-only findings."""
+    """Run ``<module>.preflight`` when that module is loaded; its problems are read-only findings."""
     func = f"{module}.preflight"
     if func not in __salt__:  # pylint: disable=undefined-variable
         return []
-    return list(__salt__[func](**kwargs) or [])  # pylint: disable=undefined-variable
+    try:
+        found = __salt__[func](**kwargs)  # pylint: disable=undefined-variable
+    except SaltException as exc:  # one error listing every problem in info["errors"]
+        return __utils__["serverfix_errors.problems"](exc)  # pylint: disable=undefined-variable
+    return list(found) if isinstance(found, list) else []  # pm2.preflight still returns its list
 
 
 def preflight(config, pillar=None, phases=None):
