@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from salt.exceptions import SaltInvocationError
 
-from tests.conftest import MODULES_DIR, REPO, import_salt_module
+from tests.conftest import REPO, UTILS_DIR, import_salt_module
 
-dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_npm_dotenv")
+# the parser, writer and edit (pure text functions) that the dotenv module calls
+dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_npm_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]
 # one node round trip per hypothesis example, each carrying a batch of cases
 SETTINGS = settings(max_examples=40, deadline=None, database=None, derandomize=True,
