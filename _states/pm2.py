@@ -145,7 +145,7 @@ def _redis_started(host, port):
     try:
         info = __salt__["redis_server.command"]("INFO", "server", host=host, port=port,  # pylint: disable=undefined-variable
                                                 password=password)
-    except (OSError, ConnectionError, ValueError):
+    except (CommandExecutionError, OSError, ValueError):  # redis_server.command raises CommandExecutionError
         return None
     match = re.search(r"^uptime_in_seconds:(\d+)", info if isinstance(info, str) else "", re.M)
     return time.time() - int(match.group(1)) if match else None
