@@ -236,7 +236,8 @@ def plan(path, size, fstab=FSTAB, reserve=None):
     path = os.path.abspath(path)
     wanted = _size_bytes(size)
     if wanted < MIN_SIZE:
-        raise SaltInvocationError(f"size {size!r} is too small for a swap file; use at least 1M (e.g. 2G)")
+        raise SaltInvocationError(f"size {size!r} is too small for a swap file; "
+                                  "use at least 1M (e.g. 2G)")
     parent = os.path.dirname(path)
     raise_problems = __utils__["serverfix_errors.raise_problems"]
     if not os.path.isdir(parent):
@@ -244,13 +245,14 @@ def plan(path, size, fstab=FSTAB, reserve=None):
                         "another path (e.g. /swapfile)"])
     st = status(path, fstab)
     if st["fs_type"] in NO_SWAP_FS:
-        raise_problems([f"{path} is on {st['fs_type']} ({st['mount_point']}), where the kernel cannot "
-                        "swap to a file; choose a path on ext4, xfs or btrfs (e.g. /swapfile)"])
+        raise_problems([f"{path} is on {st['fs_type']} ({st['mount_point']}), where the kernel "
+                        "cannot swap to a file; choose a path on ext4, xfs or btrfs (e.g. /swapfile)"])
     if st["read_only"] and not (st["active"] and st["size_bytes"] == wanted):
         raise_problems([f"{st['mount_point']} is mounted read-only; {path} cannot be written"])
     # reserve: the free space kept after writing the file (None: the swapplan default, 256M)
     kept = {} if reserve is None else {"reserve": _size_bytes(reserve)}
-    result = __utils__["serverfix_swapplan.decide"](st, wanted, _free_bytes(parent), _mem_available(), **kept)
+    result = __utils__["serverfix_swapplan.decide"](
+        st, wanted, _free_bytes(parent), _mem_available(), **kept)
     raise_problems(result.pop("errors"))
     try:
         text = _read(fstab)
@@ -289,7 +291,8 @@ def preflight(path, size, fstab=FSTAB):
     if not ok:
         problems.append(f"{os.path.abspath(path)}: {reason}")
     elif not _which("mkswap"):
-        problems.append("mkswap not found: install util-linux (Debian/Ubuntu: apt-get install util-linux)")
+        problems.append("mkswap not found: install util-linux "
+                        "(Debian/Ubuntu: apt-get install util-linux)")
     __utils__["serverfix_errors.raise_problems"](problems)
     return True
 

@@ -139,11 +139,13 @@ def pong(name, port=6379, password="", timeout=15):
         if test:
             ret["result"] = None
             ret["comment"] = (f"Redis does not answer yet ({error}); "
-                              "the real run checks PING -> PONG after installing and configuring it.")
+                              "the real run checks PING -> PONG after installing and "
+                              "configuring it.")
             return ret
         ret["result"] = False
         ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {error}. "
-                          "Check `journalctl -u redis-server -n 50` and the bind and port in its config.")
+                          "Check `journalctl -u redis-server -n 50` and the bind and port "
+                          "in its config.")
         return ret
     ret["comment"] = f"Redis at {name}:{port} answered PING with PONG."
     return ret

@@ -35,7 +35,8 @@ PREDICTIONS = {
 
 
 def _failed(ret, exc, prefix=""):
-    ret.update(result=False, changes={}, comment=prefix + __utils__["serverfix_errors.message"](exc))
+    message = __utils__["serverfix_errors.message"](exc)
+    ret.update(result=False, changes={}, comment=prefix + message)
     return ret
 
 

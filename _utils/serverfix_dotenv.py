@@ -22,10 +22,14 @@ from salt.exceptions import SaltInvocationError
 SECRET = "<secret>"
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 
-# JavaScript's \s (and String.prototype.trim): Python's \s and str.strip() differ (\x1c-\x1f, \x85, \ufeff).
+# JavaScript's \s (and String.prototype.trim): Python's \s and str.strip() differ
+# (\x1c-\x1f, \x85, \ufeff).
 _JS_SPACE_CLASS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_JS_SPACE_CHARS = "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
-                  "\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_SPACE_CHARS = (
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 # JavaScript's line terminators: where ^ and $ match with the m flag, and what . does not match.
 _JS_LINE_END = "\n\r\u2028\u2029"
 _WS = f"[{_JS_SPACE_CLASS}]"
@@ -40,7 +44,7 @@ _LINE_RE = re.compile(
     f"(?:{_WS}*={_WS}*?|:{_WS}+?)"
     "("
     f"{_WS}*'(?:\\\\'|[^'])*'"
-    f"|{_WS}*\"(?:\\\\\"|[^\"])*\""
+    f'|{_WS}*"(?:\\\\"|[^"])*"'
     f"|{_WS}*`(?:\\\\`|[^`])*`"
     "|[^#\r\n]+"
     ")?"
@@ -61,7 +65,7 @@ _PLAIN_UNSAFE = set(_JS_SPACE_CHARS) | set("#'\"`\\$")
 
 
 class _Entry:
-    """One ``KEY=value`` as npm dotenv sees it, with spans into the original (un-normalised) text."""
+    """One ``KEY=value`` as npm dotenv sees it, with spans into the original (raw) text."""
 
     __slots__ = ("key", "value", "token_start", "sep_end", "value_start", "value_end", "raw_end")
 
@@ -92,7 +96,9 @@ def _entries(text):
     """Every match of npm dotenv's line regex in ``text``, in file order (duplicates included)."""
     normalized = _CRLF_RE.sub("\n", text)
     # npm dotenv first turns CRLF into LF: map offsets in that text back to offsets in `text`
-    collapsed = [pos - index for index, pos in enumerate(m.start() for m in re.finditer("\r\n", text))]
+    collapsed = [
+        pos - index for index, pos in enumerate(m.start() for m in re.finditer("\r\n", text))
+    ]
 
     def orig(offset):  # each CRLF before `offset` is one character longer in `text`
         return offset + bisect.bisect_left(collapsed, offset)
@@ -110,8 +116,17 @@ def _entries(text):
             value_end = value_start + len(stripped)
         else:
             value_start = value_end = raw_end
-        entries.append(_Entry(match.group(1), _npm_value(match.group(2)), orig(token), orig(sep_end),
-                              orig(value_start), orig(value_end), orig(raw_end)))
+        entries.append(
+            _Entry(
+                match.group(1),
+                _npm_value(match.group(2)),
+                orig(token),
+                orig(sep_end),
+                orig(value_start),
+                orig(value_end),
+                orig(raw_end),
+            )
+        )
     return entries
 
 
@@ -153,17 +168,20 @@ def _to_text(key, value):
     if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
         raise SaltInvocationError(
             f"{key}: the value must be a string or a number, not {type(value).__name__}"
-            + (" (write 'true'/'false' as a quoted string)" if isinstance(value, bool) else ""))
+            + (" (write 'true'/'false' as a quoted string)" if isinstance(value, bool) else "")
+        )
     text = value if isinstance(value, str) else str(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise SaltInvocationError(f"{key}: the value is not valid text (it cannot be written as UTF-8)") from None
+        raise SaltInvocationError(
+            f"{key}: the value is not valid text (it cannot be written as UTF-8)"
+        ) from None
     return text
 
 
 def _candidates(value):
-    """Ways to write ``value`` that npm dotenv reads back exactly, best first (each checked again in context)."""
+    """Ways to write ``value`` that npm dotenv reads back exactly, best first (each re-checked)."""
     if value == "":
         return ["''"]
     forms = []
@@ -183,7 +201,12 @@ def _candidates(value):
         forms.append(value)
     # quotes that also occur inside: the quoted pattern fails, the whole unquoted text is taken
     # and npm dotenv still strips the outer pair (and expands \n, \r after a double quote)
-    if "#" not in value and "\\n" not in value and "\\r" not in value and not set(value) & set("\u2028\u2029"):
+    if (
+        "#" not in value
+        and "\\n" not in value
+        and "\\r" not in value
+        and not set(value) & set("\u2028\u2029")
+    ):
         forms.append(double_quoted)
     if one_line:
         forms += [f"'{value}'", f"`{value}`"]
@@ -192,12 +215,20 @@ def _candidates(value):
 
 def _no_encoding_error(key, value):
     if "\r" in value:
-        reason = ("it contains a carriage return, which only a double-quoted \\r can hold, together with a literal "
-                  "\\n or \\r sequence or with both '#' and '\"'")
+        reason = (
+            "it contains a carriage return, which only a double-quoted \\r can hold, "
+            "together with a literal "
+            "\\n or \\r sequence or with both '#' and '\"'"
+        )
     else:
-        reason = "no quoting style holds this mix of quotes (' \" `), '#', line breaks and a trailing backslash"
-    return SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
-                               f"{reason}; nothing was changed")
+        reason = (
+            "no quoting style holds this mix of quotes (' \" `), '#', line breaks "
+            "and a trailing backslash"
+        )
+    return SaltInvocationError(
+        f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
+        f"{reason}; nothing was changed"
+    )
 
 
 def render(value, key="VALUE"):
@@ -226,7 +257,7 @@ def _format(candidate, newline):
 
 
 def _set_one(text, key, value, expected):
-    """``text`` with every occurrence of ``key`` set (or the key appended); checked by re-parsing."""
+    """``text`` with every occurrence of ``key`` set (or the key appended); re-parsed to check."""
     occurrences = [e for e in _entries(text) if e.key == key]
     newline = _line_ending(text)
     disturbed = None  # keys a rejected form would have changed (names only)
@@ -238,9 +269,9 @@ def _set_one(text, key, value, expected):
                 if entry.value == value:
                     continue  # already right: keep its quoting
                 start = entry.value_start
-                if re.search(f"[{_JS_LINE_END}]", text[entry.sep_end:entry.value_start]):
+                if re.search(f"[{_JS_LINE_END}]", text[entry.sep_end : entry.value_start]):
                     start = entry.sep_end  # the value sat on a later line: bring it next to `=`
-                new = new[:start] + written + new[entry.value_end:]
+                new = new[:start] + written + new[entry.value_end :]
         else:
             tail = "" if not text or text.endswith(("\n", "\r")) else newline
             new = f"{text}{tail}{key}={written}{newline}"
@@ -248,12 +279,16 @@ def _set_one(text, key, value, expected):
         if got == expected:
             return new
         if disturbed is None:
-            disturbed = sorted(k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k))
+            disturbed = sorted(
+                k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k)
+            )
     if disturbed is not None:
         raise SaltInvocationError(
             f"{key}: cannot write the value here without changing how npm dotenv reads "
-            f"{', '.join(disturbed) or key} (an unterminated quote in the file?); fix the quoting there by hand; "
-            "nothing was changed")
+            f"{', '.join(disturbed) or key} (an unterminated quote in the file?); "
+            "fix the quoting there by hand; "
+            "nothing was changed"
+        )
     raise _no_encoding_error(key, value)
 
 
@@ -271,8 +306,10 @@ def _unset_one(text, key, expected):
         end = line_end.end() if line_end else len(new)
         new = new[:start] + new[end:]
     if parse(new) != expected:
-        raise SaltInvocationError(f"{key}: cannot remove it without changing how npm dotenv reads other keys "
-                                  "(an unterminated quote nearby?); fix the file by hand; nothing was changed")
+        raise SaltInvocationError(
+            f"{key}: cannot remove it without changing how npm dotenv reads other keys "
+            "(an unterminated quote nearby?); fix the file by hand; nothing was changed"
+        )
     return new
 
 
@@ -280,14 +317,16 @@ def _check_key(key):
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise SaltInvocationError(
             f"{key!r} is not a valid .env key: use letters, digits, '_', '.' and '-' only "
-            "(npm dotenv silently ignores other keys)")
+            "(npm dotenv silently ignores other keys)"
+        )
 
 
 def edit(text, values=None, remove=(), secret_keys=()):
     """
     Plan an edit of ``.env`` text without touching any file.
 
-    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
+    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...],
+    "values": {...}}``
     where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
     Keys whose parsed value already matches are left alone (no rewrite of their quoting).
 
@@ -306,7 +345,9 @@ def edit(text, values=None, remove=(), secret_keys=()):
         _check_key(key)
     clash = sorted(set(values) & set(remove))
     if clash:
-        raise SaltInvocationError(f"{', '.join(clash)}: asked to both set and remove; nothing was changed")
+        raise SaltInvocationError(
+            f"{', '.join(clash)}: asked to both set and remove; nothing was changed"
+        )
     wanted = {key: _to_text(key, value) for key, value in values.items()}
     current = parse(text)
     plan = {"added": [], "changed": [], "removed": [], "values": {}}

@@ -15,8 +15,8 @@ def unescape_octal(field):
     r"""Undo the ``\040``-style escapes the kernel and fstab use for spaces in paths."""
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and len(field[i + 1:i + 4]) == 3 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and len(field[i + 1 : i + 4]) == 3 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])
@@ -43,14 +43,16 @@ def parse_proc_swaps(text):
         deleted = name.endswith(" (deleted)")
         if deleted:
             name = name[: -len(" (deleted)")]
-        entries.append({
-            "filename": name,
-            "type": fields[-4],
-            "size_bytes": int(fields[-3]) * 1024,
-            "used_bytes": int(fields[-2]) * 1024,
-            "priority": int(fields[-1]),
-            "deleted": deleted,
-        })
+        entries.append(
+            {
+                "filename": name,
+                "type": fields[-4],
+                "size_bytes": int(fields[-3]) * 1024,
+                "used_bytes": int(fields[-2]) * 1024,
+                "priority": int(fields[-1]),
+                "deleted": deleted,
+            }
+        )
     return entries
 
 
@@ -69,17 +71,23 @@ def mount_of(path, mountinfo_text):
         point = unescape_octal(fields[4])
         inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= len(best["mount_point"])):
-            best = {"mount_point": point, "fs_type": tail[0], "source": unescape_octal(tail[1]),
-                    "options": fields[5].split(",")}
+            best = {
+                "mount_point": point,
+                "fs_type": tail[0],
+                "source": unescape_octal(tail[1]),
+                "options": fields[5].split(","),
+            }
     return best
 
 
 def _same_path(spec, path):
-    return spec == path or (spec.startswith("/") and os.path.realpath(spec) == os.path.realpath(path))
+    return spec == path or (
+        spec.startswith("/") and os.path.realpath(spec) == os.path.realpath(path)
+    )
 
 
 def entries(text, path):
-    """The lines of fstab ``text`` whose device field is ``path``: list of ``(index, line, fields)``."""
+    """The lines of fstab ``text`` whose device field is ``path``: ``[(index, line, fields)]``."""
     found = []
     for index, line in enumerate(text.splitlines()):
         fields = line.split()

@@ -38,8 +38,10 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
         errors.append(f"{path} exists and is not a regular file; choose another path")
         return result
     if st["exists"] and not st["is_swap"] and not st["active"]:
-        errors.append(f"{path} exists and is not a swap area (no {SIGNATURE.decode()} "
-                      "signature): it may hold data, so it is left alone; move it away or choose another path")
+        errors.append(
+            f"{path} exists and is not a swap area (no {SIGNATURE.decode()} "
+            "signature): it may hold data, so it is left alone; move it away or choose another path"
+        )
         return result
     if not st["exists"]:
         result["action"], result["reason"] = "create", "no such file"
@@ -69,10 +71,13 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
         # the old file (inactive, or swapped off first) is removed before the new one is written
         have = free_bytes + (st["allocated_bytes"] if st["exists"] else 0)
         if have < wanted + reserve:
-            errors.append(f"size {human(wanted)}: not enough disk space for it at {path}: "
-                          f"{human_mib(have)} free on {st['mount_point']}, {human_mib(wanted + reserve)} needed "
-                          f"(the file plus {human_mib(reserve)} kept free); free some space or choose a "
-                          "smaller size or another file system")
+            errors.append(
+                f"size {human(wanted)}: not enough disk space for it at {path}: "
+                f"{human_mib(have)} free on {st['mount_point']}, "
+                f"{human_mib(wanted + reserve)} needed "
+                f"(the file plus {human_mib(reserve)} kept free); free some space or choose a "
+                "smaller size or another file system"
+            )
     elif st["exists"] and (st["mode"] != 0o600 or st["uid"] != 0 or st["gid"] != 0):
         changes["mode"] = {"old": f"{st['mode']:04o} {st['uid']}:{st['gid']}", "new": "0600 0:0"}
     if action in ("create", "rebuild", "activate"):
@@ -80,11 +85,13 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
     if action == "resize":
         need = st["used_bytes"] + MEMORY_HEADROOM
         if mem_available < need:
-            errors.append(f"size {human(wanted)}: cannot resize {path} now: "
-                          f"{human_mib(st['used_bytes'])} of it is in use "
-                          f"and only {human_mib(mem_available)} of memory is available "
-                          f"({human_mib(need)} needed to swap it off safely); retry when less is swapped out "
-                          "(or stop a memory-heavy service first)")
+            errors.append(
+                f"size {human(wanted)}: cannot resize {path} now: "
+                f"{human_mib(st['used_bytes'])} of it is in use "
+                f"and only {human_mib(mem_available)} of memory is available "
+                f"({human_mib(need)} needed to swap it off safely); retry when less is swapped out "
+                "(or stop a memory-heavy service first)"
+            )
     return result
 
 
@@ -105,15 +112,22 @@ def decide_remove(st, mem_available):
     if st["exists"] and not st["is_file"]:
         errors.append(f"{path} is not a regular file; it is left alone")
     elif st["exists"] and not st["is_swap"] and not st["active"]:
-        errors.append(f"{path} is not a swap area (no {SIGNATURE.decode()} signature); it may hold data, "
-                      "so it is left alone: remove it by hand if it is yours")
+        errors.append(
+            f"{path} is not a swap area (no {SIGNATURE.decode()} signature); it may hold data, "
+            "so it is left alone: remove it by hand if it is yours"
+        )
     if st["active"]:
         if mem_available < st["used_bytes"] + MEMORY_HEADROOM:
-            errors.append(f"cannot swap off {path}: {human_mib(st['used_bytes'])} of it is in use and only "
-                          f"{human_mib(mem_available)} of memory is available; retry when less is swapped out")
+            errors.append(
+                f"cannot swap off {path}: {human_mib(st['used_bytes'])} of it is in use and only "
+                f"{human_mib(mem_available)} of memory is available; retry when less is swapped out"
+            )
         changes["active"] = {"old": True, "new": False}
     if st["fstab_lines"]:
         changes["fstab"] = {"old": st["fstab_lines"], "new": []}
     if st["exists"]:
-        changes["file"] = {"old": human(st["size_bytes"]) if st["is_file"] else "present", "new": None}
+        changes["file"] = {
+            "old": human(st["size_bytes"]) if st["is_file"] else "present",
+            "new": None,
+        }
     return changes, errors
