@@ -1,141 +1,51 @@
 """
 dotenv: read and edit ``.env`` files exactly the way npm ``dotenv`` (the backend's reader) parses them.
 
-The parser is a faithful port of npm dotenv's ``parse()`` (versions 16.6 to 18.0 behave alike):
-its line regular expression with JavaScript's meaning of ``\\s``, ``.``, ``^`` and ``$``,
-``String.trim()``, the quote stripping and the ``\\n``/``\\r`` expansion inside double quotes.
-python-dotenv disagrees with npm dotenv on many inputs and is deliberately not used.
-
-Edits change only the value text of the keys they touch: comments, blank lines, order,
-``export`` prefixes, inline comments, line endings and every other byte stay as they are.
-Every planned edit is re-parsed before anything is written; if npm dotenv would not read back
-exactly the wanted values (and every other key unchanged) the edit is refused.
+The parser, the value writer and the in-place edit live in ``_utils/serverfix_dotenv.py`` (pure,
+on text); this module reads and writes the files: it checks them first (:func:`preflight`),
+backs up, writes atomically with the file's mode and owner, and refuses an edit npm dotenv would
+not read back exactly (every other key unchanged).
 
 Values are never put into messages, logs or change reports: keys marked secret (by default any
 key whose name contains PASSWORD, SECRET, TOKEN or KEY) are shown as ``<secret>`` only.
 
-Standard library and salt only: this runs inside the minion's own Python.
+Errors follow Salt's contract: bad arguments raise ``SaltInvocationError``, a file that cannot
+be edited ``CommandExecutionError`` (:func:`preflight`: one, with every problem in
+``info["errors"]``). Messages name the path or the argument and the fix. Standard library and
+salt only: this runs inside the minion's own Python.
 """
 
-import bisect
 import grp
 import logging
 import os
 import pwd
 import re
 import stat
+from typing import TYPE_CHECKING, Any
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+if TYPE_CHECKING:
+    __utils__: dict[str, Any]
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "dotenv"
 __func_alias__ = {"set_": "set"}
 
-SECRET = "<secret>"
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
 BACKUP_TAG = "serverfix"
-
-# JavaScript's \s (and String.prototype.trim): Python's \s and str.strip() differ (\x1c-\x1f, \x85, \ufeff).
-_JS_SPACE_CLASS = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_JS_SPACE_CHARS = "\t\n\v\f\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
-                  "\u2028\u2029\u202f\u205f\u3000\ufeff"
-# JavaScript's line terminators: where ^ and $ match with the m flag, and what . does not match.
-_JS_LINE_END = "\n\r\u2028\u2029"
-_WS = f"[{_JS_SPACE_CLASS}]"
-
-# npm dotenv's LINE regex, translated term by term:
-# /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|
-#  \s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/mg
-_LINE_RE = re.compile(
-    f"(?<![^{_JS_LINE_END}])"  # ^ (m flag)
-    f"{_WS}*(?:export{_WS}+)?"
-    r"([A-Za-z0-9_.-]+)"
-    f"(?:{_WS}*={_WS}*?|:{_WS}+?)"
-    "("
-    f"{_WS}*'(?:\\\\'|[^'])*'"
-    f"|{_WS}*\"(?:\\\\\"|[^\"])*\""
-    f"|{_WS}*`(?:\\\\`|[^`])*`"
-    "|[^#\r\n]+"
-    ")?"
-    f"{_WS}*(?:#[^{_JS_LINE_END}]*)?"
-    f"(?![^{_JS_LINE_END}])"  # $ (m flag)
-)
-# value.replace(/^(['"`])([\s\S]*)\1$/mg, '$2')
-_QUOTED_RE = re.compile(f"(?<![^{_JS_LINE_END}])(['\"`])([\\s\\S]*)\\1(?![^{_JS_LINE_END}])")
-_CRLF_RE = re.compile("\r\n?")
-_SEP_RE = re.compile(f"{_WS}*=|:{_WS}")
-_LINE_BREAK_RE = re.compile(f"\r\n|[{_JS_LINE_END}]")
-KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-# printable, no whitespace, no comment/quote/escape/expansion characters: written without quotes
-_PLAIN_UNSAFE = set(_JS_SPACE_CHARS) | set("#'\"`\\$")
 
 
 def __virtual__():
     return __virtualname__
 
 
-# --------------------------------------------------------------------------- parsing
+def _text(name):
+    """The pure ``.env`` text function ``name`` of ``_utils/serverfix_dotenv.py``."""
+    return __utils__[f"serverfix_dotenv.{name}"]
 
 
-class _Entry:
-    """One ``KEY=value`` as npm dotenv sees it, with spans into the original (un-normalised) text."""
-
-    __slots__ = ("key", "value", "token_start", "sep_end", "value_start", "value_end", "raw_end")
-
-    def __init__(self, key, value, token_start, sep_end, value_start, value_end, raw_end):
-        self.key = key
-        self.value = value
-        self.token_start = token_start  # first character of `export` or of the key
-        self.sep_end = sep_end  # just after `=` (or `: `)
-        self.value_start = value_start  # trimmed value text (quotes included)
-        self.value_end = value_end
-        self.raw_end = raw_end  # end of the regex's value group (untrimmed)
-
-
-def _npm_value(raw):
-    """The value npm dotenv derives from the matched value text."""
-    value = (raw or "").strip(_JS_SPACE_CHARS)
-    quote = value[:1]
-    value = _QUOTED_RE.sub(r"\2", value)
-    if quote == '"':
-        value = value.replace("\\n", "\n").replace("\\r", "\r")
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        # bytes that are not UTF-8 (kept by surrogateescape): node decodes them as U+FFFD
-        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return value
-
-
-def _entries(text):
-    """Every match of npm dotenv's line regex in ``text``, in file order (duplicates included)."""
-    normalized = _CRLF_RE.sub("\n", text)
-    # npm dotenv first turns CRLF into LF: map offsets in that text back to offsets in `text`
-    collapsed = [pos - index for index, pos in enumerate(m.start() for m in re.finditer("\r\n", text))]
-
-    def orig(offset):  # each CRLF before `offset` is one character longer in `text`
-        return offset + bisect.bisect_left(collapsed, offset)
-
-    entries = []
-    for match in _LINE_RE.finditer(normalized):
-        whole = match.group(0)
-        token = match.start() + len(whole) - len(whole.lstrip(_JS_SPACE_CHARS))
-        sep_end = _SEP_RE.match(normalized, match.end(1)).end()
-        raw = match.group(2) or ""
-        raw_start, raw_end = match.span(2) if match.group(2) is not None else (sep_end, sep_end)
-        stripped = raw.strip(_JS_SPACE_CHARS)
-        if stripped:
-            value_start = raw_start + len(raw) - len(raw.lstrip(_JS_SPACE_CHARS))
-            value_end = value_start + len(stripped)
-        else:
-            value_start = value_end = raw_end
-        entries.append(_Entry(match.group(1), _npm_value(match.group(2)), orig(token), orig(sep_end),
-                              orig(value_start), orig(value_end), orig(raw_end)))
-    return entries
-
-
-def _decode(data):
-    # surrogateescape keeps bytes that are not UTF-8 so an edit writes them back unchanged
-    return data.decode("utf-8", "surrogateescape")
+# --------------------------------------------------------------------------- text
 
 
 def parse(text):
@@ -154,12 +64,66 @@ def parse(text):
 
         salt '*' dotenv.parse 'A="x y" # comment'
     """
-    if isinstance(text, (bytes, bytearray)):
-        text = _decode(bytes(text))
-    result = {}
-    for entry in _entries(str(text)):
-        result[entry.key] = entry.value
-    return result
+    return _text("parse")(text)
+
+
+def is_secret(key, secret_keys=()):
+    """
+    True when the value of ``key`` must never be shown: its name contains PASSWORD, SECRET,
+    TOKEN or KEY (any case), or it is listed in ``secret_keys``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.is_secret REDIS_PASSWORD
+    """
+    return _text("is_secret")(key, secret_keys)
+
+
+def render(value, key="VALUE"):
+    """
+    Return the text to write after ``KEY=`` so that npm dotenv reads back exactly ``value``.
+
+    Unquoted when it is plain; else single quotes, double quotes (line breaks as ``\\n``) or
+    backticks, whichever holds it exactly. Raises ``SaltInvocationError`` naming ``key`` (never
+    the value) when no form can hold it, e.g. a carriage return together with a literal ``\\n``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.render 'p@ss word#1'
+    """
+    return _text("render")(value, key)
+
+
+def edit(text, values=None, remove=(), secret_keys=()):
+    """
+    Plan an edit of ``.env`` text without touching any file.
+
+    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
+    where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
+    Keys whose parsed value already matches are left alone (no rewrite of their quoting).
+    Raises ``SaltInvocationError`` naming the key for a bad key or value.
+
+    text
+        The current content (str or bytes); ``''`` for a new file.
+    values
+        Mapping of keys to wanted values (strings or numbers).
+    remove
+        Keys that must not be in the file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dotenv.edit 'A=1' values='{"A": 2, "B": "x y"}'
+    """
+    return _text("edit")(text, values, remove, secret_keys)
+
+
+# --------------------------------------------------------------------------- files
 
 
 def _read_bytes(path):
@@ -186,7 +150,7 @@ def read(path):
 
         salt '*' dotenv.read /var/www/intranet/backend/.env
     """
-    return parse(_read_bytes(path))
+    return _text("parse")(_read_bytes(path))
 
 
 def get(path, key, default=None):
@@ -215,221 +179,6 @@ def keys(path):
     return list(read(path))
 
 
-# --------------------------------------------------------------------------- writing values
-
-
-def is_secret(key, secret_keys=()):
-    """
-    True when the value of ``key`` must never be shown: its name contains PASSWORD, SECRET,
-    TOKEN or KEY (any case), or it is listed in ``secret_keys``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' dotenv.is_secret REDIS_PASSWORD
-    """
-    return key in (secret_keys or ()) or any(word in key.upper() for word in SECRET_WORDS)
-
-
-def _to_text(key, value):
-    if isinstance(value, bool) or value is None or not isinstance(value, (str, int, float)):
-        raise SaltInvocationError(
-            f"{key}: the value must be a string or a number, not {type(value).__name__}"
-            + (" (write 'true'/'false' as a quoted string)" if isinstance(value, bool) else ""))
-    text = value if isinstance(value, str) else str(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SaltInvocationError(f"{key}: the value is not valid text (it cannot be written as UTF-8)") from None
-    return text
-
-
-def _candidates(value):
-    """Ways to write ``value`` that npm dotenv reads back exactly, best first (each checked again in context)."""
-    if value == "":
-        return ["''"]
-    forms = []
-    ends_with_backslash = value.endswith("\\")
-    double_quoted = '"' + value.replace("\n", "\\n").replace("\r", "\\r") + '"'
-    if value.isprintable() and not set(value) & _PLAIN_UNSAFE:
-        forms.append(value)
-    if "'" not in value and "\r" not in value and not ends_with_backslash:
-        forms.append(f"'{value}'")
-    if '"' not in value and "\\n" not in value and "\\r" not in value and not ends_with_backslash:
-        forms.append(double_quoted)
-    if "`" not in value and "\r" not in value and not ends_with_backslash:
-        forms.append(f"`{value}`")
-    # unquoted with quotes, `$` or a trailing backslash inside: npm dotenv keeps such text literally
-    one_line = "#" not in value and not set(value) & set(_JS_LINE_END)
-    if one_line and value[0] not in "'\"`" and value == value.strip(_JS_SPACE_CHARS):
-        forms.append(value)
-    # quotes that also occur inside: the quoted pattern fails, the whole unquoted text is taken
-    # and npm dotenv still strips the outer pair (and expands \n, \r after a double quote)
-    if "#" not in value and "\\n" not in value and "\\r" not in value and not set(value) & set("\u2028\u2029"):
-        forms.append(double_quoted)
-    if one_line:
-        forms += [f"'{value}'", f"`{value}`"]
-    return list(dict.fromkeys(forms))
-
-
-def _no_encoding_error(key, value):
-    if "\r" in value:
-        reason = ("it contains a carriage return, which only a double-quoted \\r can hold, together with a literal "
-                  "\\n or \\r sequence or with both '#' and '\"'")
-    else:
-        reason = "no quoting style holds this mix of quotes (' \" `), '#', line breaks and a trailing backslash"
-    return SaltInvocationError(f"{key}: cannot write this value so that npm dotenv reads it back exactly: "
-                               f"{reason}; nothing was changed")
-
-
-def render(value, key="VALUE"):
-    """
-    Return the text to write after ``KEY=`` so that npm dotenv reads back exactly ``value``.
-
-    Unquoted when it is plain; else single quotes, double quotes (line breaks as ``\\n``) or
-    backticks, whichever holds it exactly. Raises an error naming ``key`` (never the value)
-    when no form can hold it, e.g. a carriage return together with a literal ``\\n``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' dotenv.render 'p@ss word#1'
-    """
-    text = _to_text(key, value)
-    for candidate in _candidates(text):
-        if parse(f"{key}={candidate}\n").get(key) == text:
-            return candidate
-    raise _no_encoding_error(key, text)
-
-
-def _line_ending(text):
-    first = re.search("\r\n|\r|\n", text)
-    return first.group(0) if first else "\n"
-
-
-def _format(candidate, newline):
-    # a raw line break inside quotes follows the file's style (npm dotenv reads any style as \n)
-    return candidate.replace("\n", newline) if newline != "\n" else candidate
-
-
-def _set_one(text, key, value, expected):
-    """``text`` with every occurrence of ``key`` set (or the key appended); checked by re-parsing."""
-    occurrences = [e for e in _entries(text) if e.key == key]
-    newline = _line_ending(text)
-    disturbed = None  # keys a rejected form would have changed (names only)
-    for candidate in _candidates(value):
-        written = _format(candidate, newline)
-        if occurrences:
-            new = text
-            for entry in reversed(occurrences):
-                if entry.value == value:
-                    continue  # already right: keep its quoting
-                start = entry.value_start
-                if re.search(f"[{_JS_LINE_END}]", text[entry.sep_end:entry.value_start]):
-                    start = entry.sep_end  # the value sat on a later line: bring it next to `=`
-                new = new[:start] + written + new[entry.value_end:]
-        else:
-            tail = "" if not text or text.endswith(("\n", "\r")) else newline
-            new = f"{text}{tail}{key}={written}{newline}"
-        got = parse(new)
-        if got == expected:
-            return new
-        if disturbed is None:
-            disturbed = sorted(k for k in set(got) | set(expected) if k != key and got.get(k) != expected.get(k))
-    if disturbed is not None:
-        raise SaltInvocationError(
-            f"{key}: cannot write the value here without changing how npm dotenv reads "
-            f"{', '.join(disturbed) or key} (an unterminated quote in the file?); fix the quoting there by hand; "
-            "nothing was changed")
-    raise _no_encoding_error(key, value)
-
-
-def _unset_one(text, key, expected):
-    """``text`` without any line of ``key`` (an inline comment on it goes too)."""
-    new = text
-    for entry in reversed([e for e in _entries(text) if e.key == key]):
-        start = entry.token_start
-        while start > 0 and new[start - 1] in " \t":
-            start -= 1
-        if start > 0 and new[start - 1] not in _JS_LINE_END:
-            start = entry.token_start
-        end = max(entry.value_end, entry.raw_end, entry.sep_end)
-        line_end = _LINE_BREAK_RE.search(new, end)
-        end = line_end.end() if line_end else len(new)
-        new = new[:start] + new[end:]
-    if parse(new) != expected:
-        raise SaltInvocationError(f"{key}: cannot remove it without changing how npm dotenv reads other keys "
-                                  "(an unterminated quote nearby?); fix the file by hand; nothing was changed")
-    return new
-
-
-def _check_key(key):
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        raise SaltInvocationError(
-            f"{key!r} is not a valid .env key: use letters, digits, '_', '.' and '-' only "
-            "(npm dotenv silently ignores other keys)")
-
-
-def edit(text, values=None, remove=(), secret_keys=()):
-    """
-    Plan an edit of ``.env`` text without touching any file.
-
-    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
-    where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
-    Keys whose parsed value already matches are left alone (no rewrite of their quoting).
-
-    text
-        The current content (str or bytes); ``''`` for a new file.
-    values
-        Mapping of keys to wanted values (strings or numbers).
-    remove
-        Keys that must not be in the file.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' dotenv.edit 'A=1' values='{"A": 2, "B": "x y"}'
-    """
-    if isinstance(text, (bytes, bytearray)):
-        text = _decode(bytes(text))
-    values = dict(values or {})
-    remove = list(remove or [])
-    for key in list(values) + remove:
-        _check_key(key)
-    clash = sorted(set(values) & set(remove))
-    if clash:
-        raise SaltInvocationError(f"{', '.join(clash)}: asked to both set and remove; nothing was changed")
-    wanted = {key: _to_text(key, value) for key, value in values.items()}
-    current = parse(text)
-    plan = {"added": [], "changed": [], "removed": [], "values": {}}
-    expected = dict(current)
-    for key, value in wanted.items():
-        if current.get(key) == value:
-            continue
-        expected[key] = value
-        text = _set_one(text, key, value, expected)
-        plan["changed" if key in current else "added"].append(key)
-        secret = is_secret(key, secret_keys)
-        old = current.get(key)
-        plan["values"][key] = {
-            "old": None if old is None else (SECRET if secret else old),
-            "new": SECRET if secret else value,
-        }
-    for key in remove:
-        if key not in current:
-            continue
-        del expected[key]
-        text = _unset_one(text, key, expected)
-        plan["removed"].append(key)
-    plan["text"] = text
-    return plan
-
-
-# --------------------------------------------------------------------------- files
-
 
 def _owner_ids(path, user, group):
     """uid/gid to apply (None = keep); errors name the argument and the fix."""
@@ -438,36 +187,37 @@ def _owner_ids(path, user, group):
         try:
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
-            raise SaltInvocationError(f"{path}: user {user!r} does not exist on this host "
-                                      "(serverfix:dotenv:user); create it first, or set '' for root") from None
+            raise SaltInvocationError(f"{path}: user {user!r} does not exist on this host; "
+                                      "create it first, or pass user='' for root") from None
     if group:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            raise SaltInvocationError(f"{path}: group {group!r} does not exist on this host "
-                                      "(serverfix:dotenv:group); create it first, or set '' for root") from None
+            raise SaltInvocationError(f"{path}: group {group!r} does not exist on this host; "
+                                      "create it first, or pass group='' for root") from None
     return uid, gid
 
 
 def _parse_mode(mode):
     text = str(mode).strip()
     if not re.match(r"^0?[0-7]{3}$", text):
-        raise SaltInvocationError(f"mode {mode!r} is not an octal file mode such as '0640' (serverfix:dotenv:mode)")
+        raise SaltInvocationError(f"mode {mode!r} is not an octal file mode such as '0640'")
     return int(text, 8)
 
 
 def _check_keep(keep):
     if isinstance(keep, bool) or not str(keep).strip().isdigit() or int(keep) < 1:
-        raise SaltInvocationError(f"backup_keep {keep!r} is not a whole number of at least 1 "
-                                  "(serverfix:dotenv:backup_keep)")
+        raise SaltInvocationError(f"backup_keep {keep!r} is not a whole number of at least 1")
 
 
 def preflight(path, create=False):
     """
-    Read-only checks before Phase 2 changes anything. Returns a list of problems (empty = fine),
-    each naming the path and the fix: the file (or the symlink's target) must be a readable,
-    writable regular file in a writable directory, or, when it is missing, ``create`` must be
-    true and its directory must exist and be writable.
+    Read-only checks before an edit changes anything: the file (or the symlink's target) must be
+    a readable, writable regular file in a writable directory, or, when it is missing, ``create``
+    must be true and its directory must exist and be writable.
+
+    Returns True when the file can be edited; else raises one ``CommandExecutionError`` with
+    every problem in ``info["errors"]``, each naming the path and the fix.
 
     CLI Example:
 
@@ -475,8 +225,14 @@ def preflight(path, create=False):
 
         salt '*' dotenv.preflight /var/www/intranet/backend/.env
     """
+    __utils__["serverfix_errors.raise_problems"](_problems(path, create))
+    return True
+
+
+def _problems(path, create):
+    """What stops an edit of the file at ``path`` (see :func:`preflight`): a list of messages."""
     if not isinstance(path, str) or not path.startswith("/"):
-        return [f"serverfix:dotenv:file: {path!r} is not an absolute path; set the .env file's full path"]
+        return [f"path {path!r} is not an absolute path; give the .env file's full path"]
     target = os.path.realpath(path)
     shown = path if target == path else f"{path} (-> {target})"
     directory = os.path.dirname(target)
@@ -484,11 +240,11 @@ def preflight(path, create=False):
         st = os.stat(target)
     except FileNotFoundError:
         if os.path.islink(path):
-            return [f"{shown}: the symlink points to a missing file; fix the link or set "
-                    "serverfix:dotenv:file to the real .env"]
+            return [f"{shown}: the symlink points to a missing file; fix the link or give the path "
+                    "of the real .env"]
         if not create:
-            return [f"{path}: no such file; set serverfix:dotenv:file to the backend's .env, or "
-                    "serverfix:dotenv:create: true to create it"]
+            return [f"{path}: no such file; give the path of the backend's .env, or create=True "
+                    "to create it"]
         if not os.path.isdir(directory):
             return [f"{path}: cannot be created: directory {directory} does not exist; create it first"]
         if not os.access(directory, os.W_OK | os.X_OK):
@@ -498,7 +254,7 @@ def preflight(path, create=False):
         return [f"{shown}: cannot check it ({exc.strerror}); fix the path or its directory's permissions"]
     errors = []
     if not stat.S_ISREG(st.st_mode):
-        return [f"{shown}: is not a regular file; set serverfix:dotenv:file to the .env file"]
+        return [f"{shown}: is not a regular file; give the path of the .env file"]
     # root is refused writing only by a read-only file system or the immutable attribute
     why = ("read-only file system or immutable: check `lsattr`, `chattr -i`" if os.geteuid() == 0
            else f"permission denied for uid {os.geteuid()}: run as root")
@@ -523,15 +279,16 @@ def backup(path, keep=5):
 
         salt '*' dotenv.backup /var/www/intranet/backend/.env keep=5
     """
-    make_backup = __utils__["serverfix_files.backup"]  # pylint: disable=undefined-variable
+    make_backup = __utils__["serverfix_files.backup"]
     return make_backup(path, keep=int(keep), tag=BACKUP_TAG)
 
 
 def _load(path, create):
     """(content bytes, stat) of the file, or (b'', None) when it is missing and may be created."""
-    problems = preflight(path, create=create)
+    problems = _problems(path, create)
     if problems:
-        raise CommandExecutionError("; ".join(problems) + "; nothing was changed")
+        raise CommandExecutionError("; ".join(problems) + "; nothing was changed",
+                                    info={"errors": problems})
     target = os.path.realpath(path)
     if not os.path.exists(target):
         return b"", None
@@ -562,7 +319,7 @@ def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_k
     data, st = _load(path, create)
     # owner and mode are only for a new file: an existing .env keeps its own
     uid, gid = _owner_ids(path, user, group) if st is None else (None, None)
-    edited = edit(data, values, remove, secret_keys)
+    edited = _text("edit")(data, values, remove, secret_keys)
     new_data = edited.pop("text").encode("utf-8", "surrogateescape")
     changes = dict(edited)
     if st is None:
@@ -579,8 +336,12 @@ def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_
         return {}
     target = os.path.realpath(path)
     if st is None:
-        __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
-            target, new_data, mode=_parse_mode(mode), uid=uid, gid=gid)
+        try:
+            __utils__["serverfix_files.atomic_write"](
+                target, new_data, mode=_parse_mode(mode), uid=uid, gid=gid)
+        except OSError as exc:
+            raise CommandExecutionError(f"{path}: cannot create it ({exc.strerror}); "
+                                        "nothing was changed") from None
         log.info("dotenv: created %s with keys %s", target, ", ".join(changes["added"]))
         return changes
     if _read_bytes(path) != data:
@@ -592,7 +353,7 @@ def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_
         raise CommandExecutionError(f"{path}: cannot make the backup next to it ({exc.strerror}); "
                                     "nothing was changed") from None
     try:
-        __utils__["serverfix_files.atomic_write"](target, new_data)  # pylint: disable=undefined-variable
+        __utils__["serverfix_files.atomic_write"](target, new_data)
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); the file is unchanged "
                                     f"(backup {changes['backup']})") from None

@@ -3,7 +3,11 @@ redis_server: edit ``redis.conf`` in place and talk to Redis over its own protoc
 
 Phase 1 of the runbook. The config is edited directive by directive (Debian's defaults and
 comments stay); the server is checked with a real ``PING`` over a socket, so no password
-ever lands in a process's argv. Standard library and salt only.
+ever lands in a process's argv. Everything it needs (the password too) comes as an argument.
+
+Errors follow Salt's contract: a file that cannot be read or written, a Redis that cannot be
+reached or answers with an error raise ``CommandExecutionError`` with the path or the address;
+no ``OSError`` escapes. Standard library and salt only.
 """
 
 import glob
@@ -14,8 +18,15 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any
 
 import salt.utils.systemd
+from salt.exceptions import CommandExecutionError
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __context__: dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +34,9 @@ __virtualname__ = "redis_server"
 
 SECRET_DIRECTIVES = ("requirepass", "masterauth")
 MASK = "<secret>"
-MANAGED_MARK = "# serverfix: managed below (see the formula's pillar.example)"
+MANAGED_MARK = "# managed by serverfix (see the formula's pillar.example)"
+# the marker of earlier versions, still recognised in files they edited (content, not a pillar key)
+OLD_MARKS = ("# serverfix: managed below (see the formula's pillar.example)",)
 
 
 def __virtual__():
@@ -40,8 +53,13 @@ def _split(line):
 
 
 def _read_lines(path):
-    with open(path, "rb") as handle:
-        return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    except FileNotFoundError:
+        raise CommandExecutionError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CommandExecutionError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
 def _has_ipv6_loopback():
@@ -76,6 +94,7 @@ def config_get(path="/etc/redis/redis.conf", mask=True):
     """
     Return the active directives of a redis.conf as ``{directive: value}`` (the last one wins,
     as in Redis). Values of ``requirepass``/``masterauth`` are masked unless ``mask=False``.
+    Raises ``CommandExecutionError`` when the file cannot be read.
 
     CLI Example:
 
@@ -113,7 +132,7 @@ def config_plan(path, settings):
     ``settings`` maps a directive to its value (a string); ``None`` removes the directive
     (its active lines are commented out). Returns ``{"content": new text, "changes":
     {directive: {"old": ..., "new": ...}}}``; secrets are masked in ``changes``.
-    Nothing is written.
+    Nothing is written. Raises ``CommandExecutionError`` when ``path`` cannot be read.
 
     CLI Example:
 
@@ -155,7 +174,7 @@ def config_plan(path, settings):
     if appended:
         if lines and not lines[-1].endswith(("\n", "\r")):
             lines[-1] += newline
-        if MANAGED_MARK + newline not in lines:
+        if not any(mark + newline in lines for mark in (MANAGED_MARK, *OLD_MARKS)):
             lines.append(newline)
             lines.append(MANAGED_MARK + newline)
         lines.extend(appended)
@@ -167,7 +186,9 @@ def config_set(path, settings, backup_keep=5):
     Edit ``path`` in place so its active directives match ``settings`` (see ``config_plan``).
 
     Writes atomically with the file's mode and owner, after a 0600 backup. Returns the
-    (masked) changes; an empty dict when nothing had to change.
+    (masked) changes; an empty dict when nothing had to change. Raises
+    ``CommandExecutionError`` when the file cannot be read, backed up or written (it is then
+    unchanged).
 
     CLI Example:
 
@@ -177,10 +198,14 @@ def config_set(path, settings, backup_keep=5):
     """
     plan = config_plan(path, settings)
     if plan["changes"]:
-        __utils__["serverfix_files.backup"](path, keep=backup_keep)  # pylint: disable=undefined-variable
-        __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
-            path, plan["content"].encode("utf-8", "surrogateescape")
-        )
+        try:
+            __utils__["serverfix_files.backup"](path, keep=backup_keep)
+            __utils__["serverfix_files.atomic_write"](
+                path, plan["content"].encode("utf-8", "surrogateescape")
+            )
+        except OSError as exc:
+            raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); "
+                                        "the file is unchanged.") from None
     return plan["changes"]
 
 
@@ -189,7 +214,8 @@ def package_default_plan(pkg, path, settings):
     Plan the edit against the config file that package ``pkg`` would install at ``path``, for a
     test-mode preview on a host where the package is not installed yet. The ``.deb`` is
     downloaded into a temp directory and read there; nothing on the system changes.
-    Returns ``config_plan``'s result, or ``None`` when the package file cannot be had.
+    Returns ``config_plan``'s result, or ``None`` when the package file cannot be had (no
+    apt, no download, no such file in the package).
 
     CLI Example:
 
@@ -197,6 +223,14 @@ def package_default_plan(pkg, path, settings):
 
         salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf '{"appendonly": "yes"}'
     """
+    try:
+        return _plan_from_deb(pkg, path, settings)
+    except (OSError, tarfile.TarError) as exc:
+        log.debug("package_default_plan %s: %s", pkg, exc)
+        return None
+
+
+def _plan_from_deb(pkg, path, settings):
     with tempfile.TemporaryDirectory(prefix="serverfix-deb-") as tmp:
         download = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, check=False)
         debs = glob.glob(os.path.join(tmp, "*.deb"))
@@ -256,8 +290,8 @@ def command(*args, host="127.0.0.1", port=6379, password=None, timeout=2.0):
     Send one command to Redis (after ``AUTH`` when ``password`` is set) and return its reply.
 
     Speaks the Redis protocol over a TCP socket: no client binary, no password in any argv.
-    Raises ``ConnectionError``/``OSError`` when Redis cannot be reached; an error reply is
-    returned as a string starting with its code (e.g. ``NOAUTH ...``).
+    Raises ``CommandExecutionError`` when Redis cannot be reached (the message is the reason,
+    e.g. ``Connection refused``) or answers with an error (``Redis answered NOAUTH ...``).
 
     CLI Example:
 
@@ -265,27 +299,31 @@ def command(*args, host="127.0.0.1", port=6379, password=None, timeout=2.0):
 
         salt '*' redis_server.command CONFIG GET maxmemory-policy
     """
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        stream = sock.makefile("rb")
-        if password:
-            sock.sendall(_encode("AUTH", password))
-            reply = _read_reply(stream)
-            if isinstance(reply, RedisError):
-                return reply
-        sock.sendall(_encode(*args))
-        return _read_reply(stream)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            stream = sock.makefile("rb")
+            if password:
+                sock.sendall(_encode("AUTH", password))
+                _raise_error_reply(_read_reply(stream))
+            sock.sendall(_encode(*args))
+            return _raise_error_reply(_read_reply(stream))
+    except (OSError, ValueError) as exc:  # ConnectionError is an OSError
+        raise CommandExecutionError(getattr(exc, "strerror", None) or str(exc)) from None
 
 
-def _pillar_password():
-    return __utils__["serverfix_pillar.lookup"](__pillar__, "serverfix:redis:password")  # pylint: disable=undefined-variable
+def _raise_error_reply(reply):
+    if isinstance(reply, RedisError):
+        raise CommandExecutionError(f"Redis answered {reply}")
+    return reply
 
 
 def ping(host="127.0.0.1", port=6379, password=None, timeout=2.0):
     """
-    Ask Redis ``PING``; returns ``{"ok": bool, "reply": ..., "error": ...}``.
+    Ask Redis ``PING`` (after ``AUTH`` with ``password`` when one is given); True on ``PONG``.
 
-    ``ok`` is true only for the reply ``PONG``. The password defaults to the pillar's
-    ``serverfix:redis:password`` and is sent inside the socket, never in argv or the result.
+    The password is sent inside the socket, never in argv, the result or a message. Raises
+    ``CommandExecutionError`` naming ``host:port`` and the reason (``Connection refused``,
+    ``Redis answered NOAUTH``, an unexpected reply) otherwise.
 
     CLI Example:
 
@@ -294,21 +332,23 @@ def ping(host="127.0.0.1", port=6379, password=None, timeout=2.0):
         salt '*' redis_server.ping
         salt '*' redis_server.ping host=::1 port=6379
     """
-    if password is None:
-        password = _pillar_password()
     try:
         reply = command("PING", host=host, port=port, password=password, timeout=timeout)
-    except (OSError, ConnectionError) as exc:
-        return {"ok": False, "reply": None, "error": f"{host}:{port}: {exc.strerror or exc}"}
-    if isinstance(reply, RedisError):
-        return {"ok": False, "reply": None, "error": f"{host}:{port}: Redis answered {reply.split()[0]}"}
-    return {"ok": reply == "PONG", "reply": reply, "error": "" if reply == "PONG" else f"unexpected reply {reply!r}"}
+    except CommandExecutionError as exc:
+        reason = exc.error
+        if reason.startswith("Redis answered "):  # the code only: an AUTH error may echo input
+            reason = " ".join(reason.split()[:3])
+        raise CommandExecutionError(f"{host}:{port}: {reason}") from None
+    if reply != "PONG":
+        raise CommandExecutionError(f"{host}:{port}: unexpected reply {reply!r}")
+    return True
 
 
 def wait_pong(host="127.0.0.1", port=6379, password=None, timeout=10.0):
     """
     Retry ``PING`` until ``PONG`` or ``timeout`` seconds pass (a restarted Redis needs a moment
-    to load its data). Returns the last ``ping`` result.
+    to load its data). Returns True; raises the last :func:`ping` error after ``timeout``, or at
+    once when Redis refuses the password.
 
     CLI Example:
 
@@ -318,10 +358,11 @@ def wait_pong(host="127.0.0.1", port=6379, password=None, timeout=10.0):
     """
     deadline = time.monotonic() + float(timeout)
     while True:
-        result = ping(host=host, port=port, password=password)
-        if result["ok"] or time.monotonic() >= deadline or "NOAUTH" in result["error"] \
-                or "WRONGPASS" in result["error"]:
-            return result
+        try:
+            return ping(host=host, port=port, password=password)
+        except CommandExecutionError as exc:
+            if time.monotonic() >= deadline or "NOAUTH" in exc.error or "WRONGPASS" in exc.error:
+                raise
         time.sleep(0.2)
 
 
@@ -423,13 +464,13 @@ def reset_failed(name="redis-server"):
 
         salt '*' redis_server.reset_failed redis-server
     """
-    if not salt.utils.systemd.booted(__context__):  # pylint: disable=undefined-variable
+    if not salt.utils.systemd.booted(__context__):
         return False
     unit = name if name.endswith(".service") else f"{name}.service"
-    if __salt__["cmd.retcode"](["systemctl", "is-failed", "--quiet", unit],  # pylint: disable=undefined-variable
+    if __salt__["cmd.retcode"](["systemctl", "is-failed", "--quiet", unit],
                                python_shell=False, ignore_retcode=True) != 0:
         return False
-    return __salt__["cmd.retcode"](["systemctl", "reset-failed", unit], python_shell=False) == 0  # pylint: disable=undefined-variable
+    return __salt__["cmd.retcode"](["systemctl", "reset-failed", unit], python_shell=False) == 0
 
 
 def _hex_to_ip(address, width):

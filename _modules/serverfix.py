@@ -16,7 +16,7 @@ contract: ``CommandExecutionError`` with every problem in ``exc.info["errors"]``
 import time
 from typing import TYPE_CHECKING, Any
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltException
 
 if TYPE_CHECKING:
     __salt__: dict[str, Any]
@@ -139,15 +139,14 @@ def _module_preflight(module, keys=None, **kwargs):
     func = f"{module}.preflight"
     if func not in __salt__:
         return []
-    arguments = []
     try:
-        result = __salt__[func](**kwargs)
-        # TODO(merge): the old contract returned the list; drop this once every module raises
-        errors = [] if result is True else list(result or [])
-    except CommandExecutionError as exc:
-        info = exc.info if isinstance(exc.info, dict) else {}
-        errors = list(info.get("errors") or [str(exc)])
+        __salt__[func](**kwargs)
+    except SaltException as exc:  # one error listing every problem in info["errors"]
+        errors = __utils__["serverfix_errors.problems"](exc)
+        info = exc.info if isinstance(getattr(exc, "info", None), dict) else {}
         arguments = list(info.get("arguments") or [])
+    else:
+        return []
     arguments += [None] * (len(errors) - len(arguments))
     keys = keys or {}
     return [

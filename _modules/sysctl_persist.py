@@ -7,14 +7,22 @@ This module writes a file that sorts after it, works out which other file would 
 different value later (at boot: systemd-sysctl's order; ``sysctl --system``: procps reads
 ``/etc/sysctl.conf`` last of all), and writes the running values through ``/proc/sys``.
 Standard library and salt only.
+
+Errors follow Salt's contract: :func:`plan` raises one ``CommandExecutionError`` listing every
+problem in ``info["errors"]`` (``SaltInvocationError`` when ``values`` is not a mapping); a later
+file that would override a value is a warning, returned, not an error.
 """
 
 import errno
 import logging
 import os
 import re
+from typing import TYPE_CHECKING, Any
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+if TYPE_CHECKING:
+    __utils__: dict[str, Any]
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +179,14 @@ def runtime(keys):
 
 def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
-    What :func:`apply` would change: ``{"changes", "warnings", "errors"}``. ``changes`` has one
-    entry per running value that differs (``{key: {old, new}}``) and one for ``path`` when its
-    content differs. Read-only; the state's test mode reports exactly this.
+    What :func:`apply` would change: ``{"changes", "warnings"}``. ``changes`` has one entry per
+    running value that differs (``{key: {old, new}}``) and one for ``path`` when its content
+    differs; ``warnings`` are :func:`overrides`' messages. Read-only; the state's test mode
+    reports exactly this.
+
+    Raises one ``CommandExecutionError`` (every problem in ``info["errors"]``) for keys that are
+    not sysctl keys or that this kernel lacks, values that are not one line, a missing directory
+    or a read-only ``/proc/sys``.
 
     CLI Example:
 
@@ -183,7 +196,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
     errors, changes = [], {}
     if not isinstance(values, dict) or not values:
-        return {"changes": {}, "warnings": [], "errors": ["values: expected a mapping of sysctl keys to values"]}
+        raise SaltInvocationError("values: expected a mapping of sysctl keys to values")
     wanted = {}
     for key, value in values.items():
         if not KEY_RE.match(str(key)):
@@ -203,15 +216,14 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
                 errors.append(f"{key}: {_proc_path(key)} is not writable here (read-only /proc/sys: a container? "
                               "systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)")
             changes[key] = {"old": current[key], "new": value}
-    if errors:
-        return {"changes": {}, "warnings": [], "errors": errors}
+    __utils__["serverfix_errors.raise_problems"](errors)
     try:
         old_text = _read(path)
     except FileNotFoundError:
         old_text = None
     if old_text != _render(wanted):
         changes[path] = {"old": None if old_text is None else _parse_conf(old_text), "new": wanted}
-    return {"changes": changes, "warnings": overrides(path, wanted, dirs, sysctl_conf), "errors": []}
+    return {"changes": changes, "warnings": overrides(path, wanted, dirs, sysctl_conf)}
 
 
 def _single_line(value):
@@ -222,7 +234,7 @@ def _single_line(value):
 def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
     Write ``values`` to the running kernel and persist them in ``path`` (atomically, 0644,
-    a backup of an older version kept). Refuses, changing nothing, on any :func:`plan` error.
+    a backup of an older version kept). Refuses, changing nothing, when :func:`plan` raises.
 
     Returns the :func:`plan` it carried out.
 
@@ -232,14 +244,16 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.apply /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
-    result = plan(path, values, dirs, sysctl_conf)
-    if result["errors"]:
-        raise CommandExecutionError("Nothing was changed: " + "; ".join(result["errors"]))
+    try:
+        result = plan(path, values, dirs, sysctl_conf)
+    except CommandExecutionError as exc:
+        problems = __utils__["serverfix_errors.problems"](exc)
+        __utils__["serverfix_errors.raise_problems"](problems, prefix="Nothing was changed: ")
     wanted = {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
     if path in result["changes"]:
         if os.path.exists(path):
-            __utils__["serverfix_files.backup"](path)  # pylint: disable=undefined-variable
-        __utils__["serverfix_files.atomic_write"](  # pylint: disable=undefined-variable
+            __utils__["serverfix_files.backup"](path)
+        __utils__["serverfix_files.atomic_write"](
             path, _render(wanted).encode(), mode=0o644, uid=0, gid=0)
     for key, change in result["changes"].items():
         if key == path:

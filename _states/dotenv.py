@@ -4,16 +4,25 @@ dotenv states: keys of a ``.env`` file (read by npm dotenv) present with given v
 Thin over the ``dotenv`` execution module, which edits in place (every unrelated byte kept),
 writes atomically with the file's mode and owner, backs up first, and re-parses every edit the
 way npm dotenv does before writing it. Values of secret keys (names containing PASSWORD, SECRET,
-TOKEN or KEY, plus ``secret_keys``) never appear in changes, comments or logs.
+TOKEN or KEY, plus ``secret_keys``) never appear in changes, comments or logs. A refusal of
+the module (``SaltException``) becomes ``result: False`` with its message and no changes.
 """
 
-from salt.exceptions import CommandExecutionError, SaltInvocationError
+from typing import TYPE_CHECKING, Any
+
+from salt.exceptions import SaltException
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __opts__: dict[str, Any]
+    __pillar__: dict[str, Any]
 
 __virtualname__ = "dotenv"
 
 
 def __virtual__():
-    if "dotenv.plan" in __salt__:  # pylint: disable=undefined-variable
+    if "dotenv.plan" in __salt__:
         return __virtualname__
     return (False, "the dotenv execution module is not loaded: run saltutil.sync_all, "
                    "or state.apply serverfix sync_mods=all")
@@ -34,22 +43,23 @@ def _describe(changes, test):
 
 
 def _refused(ret, exc):
-    message = str(exc)
+    message = __utils__["serverfix_errors.message"](exc)
+    ret["changes"] = {}
     ret["result"] = False
     ret["comment"] = message if message.endswith("nothing was changed") else f"{message}; nothing was changed"
     return ret
 
 
 def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
-    salt = __salt__  # pylint: disable=undefined-variable
+    salt = __salt__
     try:
         changes = salt["dotenv.plan"](name, **plan_kwargs)
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except SaltException as exc:
         return _refused(ret, exc)
     if not changes:
         ret["comment"] = f"{name} already has the wanted keys and values."
         return ret
-    if __opts__["test"]:  # pylint: disable=undefined-variable
+    if __opts__["test"]:
         ret["result"] = None
         ret["changes"] = changes
         backup_note = "" if changes.get("created") else " (after a backup)"
@@ -57,7 +67,7 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
         return ret
     try:
         changes = salt[apply_func](name, **apply_kwargs)
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except SaltException as exc:
         return _refused(ret, exc)
     ret["changes"] = changes
     backup_note = f" (backup: {changes['backup']})" if changes.get("backup") else ""
@@ -100,7 +110,7 @@ def present(name, values, secret_keys=None, create=False, user="", group="", mod
         ret["result"] = False
         ret["comment"] = f"{name}: values must be a mapping of keys to strings or numbers; nothing was changed"
         return ret
-    values = {key: __utils__["serverfix_pillar.resolve"](value, __pillar__)  # pylint: disable=undefined-variable
+    values = {key: __utils__["serverfix_pillar.resolve"](value, __pillar__)
               for key, value in values.items()}
     plan_kwargs = {"values": values, "secret_keys": list(secret_keys or []), "create": create,
                    "user": user, "group": group, "mode": mode, "backup_keep": backup_keep}
@@ -121,7 +131,7 @@ def absent(name, keys, backup_keep=5):
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     if isinstance(keys, str):
         keys = [keys]
-    salt = __salt__  # pylint: disable=undefined-variable
+    salt = __salt__
     if not salt["file.file_exists"](name) and not salt["file.is_link"](name):
         ret["comment"] = f"{name} does not exist, so none of the keys is in it."
         return ret

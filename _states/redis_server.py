@@ -1,14 +1,27 @@
 """
 redis_server states: Phase 1's in-place ``redis.conf`` edit and the real ``PING`` check.
 
-Thin over the ``redis_server`` execution module. Passwords never appear in changes or comments.
+Thin over the ``redis_server`` execution module: the states decide, the module reads and writes
+the file and talks to Redis. A refusal of the module (``SaltException``) becomes ``result: False``
+with its message and no changes. Passwords never appear in changes or comments.
 """
+
+from typing import TYPE_CHECKING, Any
+
+from salt.exceptions import SaltException
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __states__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __opts__: dict[str, Any]
+    __pillar__: dict[str, Any]
 
 __virtualname__ = "redis_server"
 
 
 def __virtual__():
-    if "redis_server.config_plan" in __salt__:  # pylint: disable=undefined-variable
+    if "redis_server.config_plan" in __salt__:
         return __virtualname__
     return (False, "the redis_server execution module is not loaded: run saltutil.sync_all, "
                    "or state.apply serverfix sync_mods=all")
@@ -16,6 +29,25 @@ def __virtual__():
 
 def _yes_no(flag):
     return "yes" if flag else "no"
+
+
+def _failed(ret, exc):
+    ret.update(result=False, changes={}, comment=__utils__["serverfix_errors.message"](exc))
+    return ret
+
+
+def _predict_package_default(ret, name, pkg, settings):
+    """Test mode before the package is installed: plan against the config file inside ``pkg``."""
+    plan = __salt__["redis_server.package_default_plan"](pkg, name, settings)
+    ret["result"] = None
+    ret["comment"] = f"{name} does not exist yet; after {pkg} installs it, would set "
+    if plan is None:  # package file unavailable: every managed directive is a candidate
+        ret["comment"] += "(package defaults unknown) "
+        plan = {"changes": {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
+                            for key, value in settings.items() if value is not None}}
+    ret["comment"] += ", ".join(plan["changes"]) + "."
+    ret["changes"] = plan["changes"]
+    return ret
 
 
 def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_policy="noeviction",
@@ -43,9 +75,9 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
             - port: 6379
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)  # pylint: disable=undefined-variable
+    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)
     settings = {
-        "bind": " ".join(__salt__["redis_server.bind_addresses"](bind)),  # pylint: disable=undefined-variable
+        "bind": " ".join(__salt__["redis_server.bind_addresses"](bind)),
         "protected-mode": "yes",
         "port": str(port),
         "supervised": "auto",
@@ -56,42 +88,28 @@ def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_polic
     }
     if maxmemory not in ("", None):
         settings["maxmemory"] = str(maxmemory)
+    if not __salt__["file.file_exists"](name):
+        if __opts__["test"]:
+            return _predict_package_default(ret, name, pkg, settings)
+        ret["result"] = False
+        ret["comment"] = f"{name}: no such file; is the Redis package ({pkg}) installed?"
+        return ret
     try:
-        plan = __salt__["redis_server.config_plan"](name, settings)  # pylint: disable=undefined-variable
-    except FileNotFoundError:
-        if __opts__["test"]:  # pylint: disable=undefined-variable
-            plan = __salt__["redis_server.package_default_plan"](pkg, name, settings)  # pylint: disable=undefined-variable
-            ret["result"] = None
-            ret["comment"] = f"{name} does not exist yet; after {pkg} installs it, would set "
-            if plan is None:  # package file unavailable: every managed directive is a candidate
-                ret["comment"] += "(package defaults unknown) "
-                plan = {"changes": {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
-                                    for key, value in settings.items() if value is not None}}
-            ret["comment"] += ", ".join(plan["changes"]) + "."
-            ret["changes"] = plan["changes"]
-            return ret
-        ret["result"] = False
-        ret["comment"] = f"{name}: no such file; is the Redis package (serverfix:redis:pkg) installed?"
-        return ret
-    except OSError as exc:
-        ret["result"] = False
-        ret["comment"] = f"{name}: cannot read it ({exc.strerror})"
-        return ret
+        plan = __salt__["redis_server.config_plan"](name, settings)
+    except SaltException as exc:
+        return _failed(ret, exc)
     if not plan["changes"]:
         ret["comment"] = f"{name} already has the wanted settings."
         return ret
     ret["changes"] = plan["changes"]
-    if __opts__["test"]:  # pylint: disable=undefined-variable
+    if __opts__["test"]:
         ret["result"] = None
         ret["comment"] = f"{name}: would set {', '.join(plan['changes'])}."
         return ret
     try:
-        __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)  # pylint: disable=undefined-variable
-    except OSError as exc:
-        ret["changes"] = {}
-        ret["result"] = False
-        ret["comment"] = f"{name}: cannot write it ({exc.strerror}); the file is unchanged."
-        return ret
+        __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)
+    except SaltException as exc:
+        return _failed(ret, exc)
     ret["comment"] = f"{name}: set {', '.join(plan['changes'])} (backup made)."
     return ret
 
@@ -111,29 +129,32 @@ def pong(name, port=6379, password="", timeout=15):
             - port: 6379
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    test = __opts__["test"]  # pylint: disable=undefined-variable
-    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)  # pylint: disable=undefined-variable
-    result = __salt__["redis_server.wait_pong"](  # pylint: disable=undefined-variable
-        host=name, port=port, password=password, timeout=0 if test else timeout
-    )
-    if result["ok"]:
-        ret["comment"] = f"Redis at {name}:{port} answered PING with PONG."
+    test = __opts__["test"]
+    password = __utils__["serverfix_pillar.resolve"](password, __pillar__)
+    try:
+        __salt__["redis_server.wait_pong"](host=name, port=port, password=password,
+                                           timeout=0 if test else timeout)
+    except SaltException as exc:
+        error = __utils__["serverfix_errors.message"](exc)
+        if test:
+            ret["result"] = None
+            ret["comment"] = (f"Redis does not answer yet ({error}); "
+                              "the real run checks PING -> PONG after installing and "
+                              "configuring it.")
+            return ret
+        ret["result"] = False
+        ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {error}. "
+                          "Check `journalctl -u redis-server -n 50` and the bind and port "
+                          "in its config.")
         return ret
-    if test:
-        ret["result"] = None
-        ret["comment"] = (f"Redis does not answer yet ({result['error']}); "
-                          "the real run checks PING -> PONG after installing and configuring it.")
-        return ret
-    ret["result"] = False
-    ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {result['error']}. "
-                      "Check `journalctl -u redis-server -n 50` and the bind/port in serverfix:redis.")
+    ret["comment"] = f"Redis at {name}:{port} answered PING with PONG."
     return ret
 
 
 def _predict(ret, name):
     # Salt's service states say "set to start/restart" in test mode but leave changes empty,
     # while the real run reports {name: True}: fill it in so the preview matches the run
-    if __opts__["test"] and ret["result"] is None and not ret["changes"]:  # pylint: disable=undefined-variable
+    if __opts__["test"] and ret["result"] is None and not ret["changes"]:
         ret["changes"] = {name: True}
     return ret
 
@@ -141,15 +162,15 @@ def _predict(ret, name):
 def _port_taken(config):
     """Why Redis cannot start, when another program holds its port: who, and the fix."""
     try:
-        port = int(__salt__["redis_server.config_get"](config).get("port", "6379"))  # pylint: disable=undefined-variable
-    except (OSError, ValueError):
+        port = int(__salt__["redis_server.config_get"](config).get("port", "6379"))
+    except (SaltException, ValueError):
         return ""
-    others = [o for o in __salt__["redis_server.port_owners"](port) if o["name"] != "redis-server"]  # pylint: disable=undefined-variable
+    others = [o for o in __salt__["redis_server.port_owners"](port) if o["name"] != "redis-server"]
     if not others:
         return ""
     who = ", ".join(f"{o['name']} (pid {o['pid']})" for o in others)
     return (f" Port {port} is already in use by {who}: stop that program, or give Redis another port "
-            f"(serverfix:redis:port; the .env's REDIS_PORT follows); what needs Redis (the .env keys, the restart) did not run.")
+            f"(the port in {config}); the states that require Redis did not run.")
 
 
 def running(name, enable=True, config=""):
@@ -173,23 +194,23 @@ def running(name, enable=True, config=""):
             - require:
               - redis_server: /etc/redis/redis.conf
     """
-    ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    ret = _predict(__states__["service.running"](name, enable=enable), name)
     # starts refused earlier (port taken) can leave systemd's start limit hit, which refuses
     # this start too even once the cause is gone: reset the unit and try once more. Only on a
     # failure, so a no-op run makes no extra systemctl call
-    if ret["result"] is False and __salt__["redis_server.reset_failed"](name):  # pylint: disable=undefined-variable
-        ret = _predict(__states__["service.running"](name, enable=enable), name)  # pylint: disable=undefined-variable
+    if ret["result"] is False and __salt__["redis_server.reset_failed"](name):
+        ret = _predict(__states__["service.running"](name, enable=enable), name)
         ret["comment"] = f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)
     why = ""
     if config and ret["result"] and not ret["changes"]:
-        stale = __salt__["redis_server.started_before"](config)  # pylint: disable=undefined-variable
+        stale = __salt__["redis_server.started_before"](config)
         if stale:
             why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
-        elif __utils__["serverfix_run.changed_earlier"](  # pylint: disable=undefined-variable
+        elif __utils__["serverfix_run.changed_earlier"](
                 globals().get("__running__"), state="redis_server.configured", name=config):   # what `watch` did; in test mode: what will happen
-            why = f"{config} changed in this run" + (" (test mode: will change)" if __opts__["test"] else "")  # pylint: disable=undefined-variable
+            why = f"{config} changed in this run" + (" (test mode: will change)" if __opts__["test"] else "")
     if not why:
         return ret
     restarted = mod_watch(name, enable=enable)
@@ -201,9 +222,9 @@ def mod_watch(name, enable=True, **kwargs):
     """Restart (or start) the service when a watched state changed, then make sure it is enabled."""
     kwargs["sfun"] = "running"  # Salt passes our function name; the same one service.mod_watch knows
     kwargs.pop("config", None)   # ours (running), not service.mod_watch's
-    ret = _predict(__states__["service.mod_watch"](name, **kwargs), name)  # pylint: disable=undefined-variable
+    ret = _predict(__states__["service.mod_watch"](name, **kwargs), name)
     if enable and ret["result"] is not False:
-        enabled = __states__["service.enabled"](name)  # pylint: disable=undefined-variable
+        enabled = __states__["service.enabled"](name)
         ret["changes"].update(enabled["changes"])
         if enabled["result"] is False:
             ret["result"] = False

@@ -2,16 +2,24 @@
 swapfile states: an active swap file of an exact size with one fstab line, or none at all.
 
 Thin over the ``swapfile`` execution module; test mode reports exactly the plan the real run
-carries out (create / resize / rebuild / activate / nothing) and touches nothing.
+carries out (create / resize / rebuild / activate / nothing) and touches nothing. A refusal of
+the module (``SaltException``) becomes ``result: False`` with its message and no changes.
 """
 
-from salt.exceptions import CommandExecutionError
+from typing import TYPE_CHECKING, Any
+
+from salt.exceptions import SaltException
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __opts__: dict[str, Any]
 
 __virtualname__ = "swapfile"
 
 
 def __virtual__():
-    if "swapfile.plan" in __salt__:  # pylint: disable=undefined-variable
+    if "swapfile.plan" in __salt__:
         return __virtualname__
     return (False, "the swapfile execution module is not loaded: run saltutil.sync_all, "
                    "or state.apply serverfix sync_mods=all")
@@ -24,6 +32,12 @@ PREDICTIONS = {
     "activate": "would swap {path} on",
     "none": "{path} is an active {size} swap file",
 }
+
+
+def _failed(ret, exc, prefix=""):
+    message = __utils__["serverfix_errors.message"](exc)
+    ret.update(result=False, changes={}, comment=prefix + message)
+    return ret
 
 
 def present(name, size, fstab="/etc/fstab"):
@@ -40,17 +54,16 @@ def present(name, size, fstab="/etc/fstab"):
             - size: 2G
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    plan = __salt__["swapfile.plan"](name, size, fstab=fstab)  # pylint: disable=undefined-variable
-    if plan["errors"]:
-        ret["result"] = False
-        ret["comment"] = "Nothing was changed: " + " ".join(plan["errors"])
-        return ret
-    if __opts__["test"]:  # pylint: disable=undefined-variable
-        problems = __salt__["swapfile.preflight"](name, size)  # pylint: disable=undefined-variable
-        if problems and plan["changes"]:
-            ret["result"] = False
-            ret["comment"] = "The real run would fail: " + " ".join(problems)
-            return ret
+    try:
+        plan = __salt__["swapfile.plan"](name, size, fstab=fstab)
+    except SaltException as exc:
+        return _failed(ret, exc, "Nothing was changed: ")
+    if __opts__["test"]:
+        if plan["changes"]:
+            try:
+                __salt__["swapfile.preflight"](name, size, fstab=fstab)
+            except SaltException as exc:
+                return _failed(ret, exc, "The real run would fail: ")
         ret["changes"] = plan["changes"]
         words = PREDICTIONS[plan["action"]].format(path=name, size=size, reason=plan["reason"])
         if "mode" in plan["changes"]:
@@ -62,11 +75,9 @@ def present(name, size, fstab="/etc/fstab"):
             ret["result"] = None
         return ret
     try:
-        done = __salt__["swapfile.ensure"](name, size, fstab=fstab)  # pylint: disable=undefined-variable
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
+        done = __salt__["swapfile.ensure"](name, size, fstab=fstab)
+    except SaltException as exc:
+        return _failed(ret, exc)
     ret["changes"] = done["changes"]
     ret["comment"] = done["comment"][0].upper() + done["comment"][1:] + (
         f"; {fstab} holds exactly one line for it." if "fstab" in done["changes"] else ".")
@@ -84,25 +95,21 @@ def absent(name, fstab="/etc/fstab"):
           swapfile.absent
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    changes = __salt__["swapfile.plan_remove"](name, fstab=fstab)  # pylint: disable=undefined-variable
-    errors = changes.pop("errors", [])
-    if errors:
-        ret["result"] = False
-        ret["comment"] = "Nothing was changed: " + " ".join(errors)
-        return ret
+    try:
+        changes = __salt__["swapfile.plan_remove"](name, fstab=fstab)
+    except SaltException as exc:
+        return _failed(ret, exc, "Nothing was changed: ")
     if not changes:
         ret["comment"] = f"{name} is not a swap file and is not in {fstab}."
         return ret
-    if __opts__["test"]:  # pylint: disable=undefined-variable
+    if __opts__["test"]:
         ret["result"] = None
         ret["changes"] = changes
         ret["comment"] = f"Would remove {name} ({', '.join(sorted(changes))})."
         return ret
     try:
-        ret["changes"] = __salt__["swapfile.remove"](name, fstab=fstab)  # pylint: disable=undefined-variable
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
+        ret["changes"] = __salt__["swapfile.remove"](name, fstab=fstab)
+    except SaltException as exc:
+        return _failed(ret, exc)
     ret["comment"] = f"Removed {name} ({', '.join(sorted(ret['changes']))})."
     return ret

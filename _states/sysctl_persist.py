@@ -2,16 +2,24 @@
 sysctl_persist states: kernel settings set now and persisted in a sysctl.d file that wins.
 
 Thin over the ``sysctl_persist`` execution module. Warns (``warnings`` in the return) when
-another file would still set a different value later.
+another file would still set a different value later; a refusal of the module
+(``SaltException``) becomes ``result: False`` with its message and no changes.
 """
 
-from salt.exceptions import CommandExecutionError
+from typing import TYPE_CHECKING, Any
+
+from salt.exceptions import SaltException
+
+if TYPE_CHECKING:
+    __salt__: dict[str, Any]
+    __utils__: dict[str, Any]
+    __opts__: dict[str, Any]
 
 __virtualname__ = "sysctl_persist"
 
 
 def __virtual__():
-    if "sysctl_persist.plan" in __salt__:  # pylint: disable=undefined-variable
+    if "sysctl_persist.plan" in __salt__:
         return __virtualname__
     return (False, "the sysctl_persist execution module is not loaded: run saltutil.sync_all, "
                    "or state.apply serverfix sync_mods=all")
@@ -38,10 +46,11 @@ def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):
     kwargs = {"sysctl_conf": sysctl_conf}
     if dirs:
         kwargs["dirs"] = dirs
-    plan = __salt__["sysctl_persist.plan"](name, values, **kwargs)  # pylint: disable=undefined-variable
-    if plan["errors"]:
+    try:
+        plan = __salt__["sysctl_persist.plan"](name, values, **kwargs)
+    except SaltException as exc:
         ret["result"] = False
-        ret["comment"] = "Nothing was changed: " + "; ".join(plan["errors"])
+        ret["comment"] = "Nothing was changed: " + __utils__["serverfix_errors.message"](exc)
         return ret
     if plan["warnings"]:
         ret["warnings"] = plan["warnings"]
@@ -51,16 +60,16 @@ def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):
         ret["comment"] = f"{settings} already set and persisted in {name}.{warn}"
         return ret
     what = sorted(plan["changes"])
-    if __opts__["test"]:  # pylint: disable=undefined-variable
+    if __opts__["test"]:
         ret["result"] = None
         ret["changes"] = plan["changes"]
         ret["comment"] = f"Would set {', '.join(what)}.{warn}"
         return ret
     try:
-        done = __salt__["sysctl_persist.apply"](name, values, **kwargs)  # pylint: disable=undefined-variable
-    except CommandExecutionError as exc:
+        done = __salt__["sysctl_persist.apply"](name, values, **kwargs)
+    except SaltException as exc:
         ret["result"] = False
-        ret["comment"] = str(exc)
+        ret["comment"] = __utils__["serverfix_errors.message"](exc)
         return ret
     ret["changes"] = done["changes"]
     ret["comment"] = f"Set {', '.join(what)}.{warn}"

@@ -120,7 +120,7 @@ def test_swap_sls_not_enough_disk_stops_in_preflight(modules, swap_dir, sysctl_f
     pillar = _pillar(swap_dir, sysctl_file, size="999T")
     result = _by_id(modules.state.sls("serverfix.swap", pillar=pillar, test=True))
     assert result["serverfix-preflight"].result is False
-    assert "not enough disk space for 999T" in result["serverfix-preflight"].comment
+    assert "size 999T: not enough disk space" in result["serverfix-preflight"].comment
 
 
 def test_defaults_are_the_runbooks():

@@ -14,6 +14,7 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.support.host import free_port
 from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, env_after, write_env
 from tests.support.paths import node_tool
 from tests.support.pm2 import alive, sandbox, system_user
@@ -281,7 +282,7 @@ def test_redis_started_asks_redis_with_the_given_password(modules):
     redis = shutil.which("redis-server")
     if not redis:
         pytest.skip("redis-server not installed (test_pm2_states installs it)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--requirepass", PILLAR_PASSWORD],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -293,13 +294,8 @@ def test_redis_started_asks_redis_with_the_given_password(modules):
         started = modules.pm2_app.redis_started("127.0.0.1", port, PILLAR_PASSWORD)
         assert started is not None and abs(started - time.time()) < 5
         assert modules.pm2_app.redis_started("127.0.0.1", port) is None  # NOAUTH: the pillar is not read
-        assert modules.pm2_app.redis_started("127.0.0.1", _free_port(), PILLAR_PASSWORD) is None
+        assert modules.pm2_app.redis_started("127.0.0.1", free_port(), PILLAR_PASSWORD) is None
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

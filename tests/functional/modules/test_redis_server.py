@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from salt.exceptions import CommandExecutionError
 
 from tests.support.host import free_port
 
@@ -60,6 +61,18 @@ def test_set_is_atomic_keeps_mode_and_is_idempotent(modules, conf):
     assert "requirepass" not in modules.redis_server.config_get(str(conf))
 
 
+def test_managed_marker_written_once_and_the_old_one_recognised(modules, tmp_path):
+    path = tmp_path / "redis.conf"
+    path.write_text("port 6379\n", encoding="utf-8")
+    modules.redis_server.config_set(str(path), {"appendonly": "yes"})
+    text = path.read_text(encoding="utf-8")
+    assert text == "port 6379\n\n# managed by serverfix (see the formula's pillar.example)\nappendonly yes\n"
+    old = "port 6379\n\n# serverfix: managed below (see the formula's pillar.example)\nappendonly yes\n"
+    path.write_text(old, encoding="utf-8")  # edited by an earlier version
+    modules.redis_server.config_set(str(path), {"supervised": "auto"})
+    assert path.read_text(encoding="utf-8") == old + "supervised auto\n"
+
+
 def test_crlf_file_keeps_crlf(modules, tmp_path):
     path = tmp_path / "redis.conf"
     path.write_bytes(b"port 6379\r\nappendonly no\r\n")
@@ -105,24 +118,57 @@ def redis_with_password(tmp_path):
 
 def test_ping_with_auth_over_the_socket(modules, redis_with_password):
     port = redis_with_password
-    assert modules.redis_server.ping(port=port, password="pw-9f3") == {"ok": True, "reply": "PONG", "error": ""}
-    no_auth = modules.redis_server.ping(port=port, password="")
-    assert not no_auth["ok"] and "NOAUTH" in no_auth["error"]
-    wrong = modules.redis_server.ping(port=port, password="wrong")
-    assert not wrong["ok"] and "pw-9f3" not in str(wrong) and "wrong" not in wrong["error"].split("answered")[0]
+    assert modules.redis_server.ping(port=port, password="pw-9f3") is True
+    with pytest.raises(CommandExecutionError, match=f"^127.0.0.1:{port}: Redis answered NOAUTH$"):
+        modules.redis_server.ping(port=port, password="")
+    with pytest.raises(CommandExecutionError) as wrong:
+        modules.redis_server.ping(port=port, password="wrong")
+    assert wrong.value.error == f"127.0.0.1:{port}: Redis answered WRONGPASS"  # no password in it
+    with pytest.raises(CommandExecutionError, match="^Redis answered NOAUTH"):
+        modules.redis_server.command("CONFIG", "GET", "port", port=port)
     assert modules.redis_server.command("CONFIG", "GET", "port", port=port, password="pw-9f3") == ["port", str(port)]
+    with pytest.raises(CommandExecutionError, match=": Redis answered WRONGPASS$"):  # at once, no retries
+        modules.redis_server.wait_pong(port=port, password="wrong", timeout=30)
+    assert modules.redis_server.wait_pong(port=port, password="pw-9f3", timeout=1) is True
     assert "127.0.0.1" in modules.redis_server.listening_addresses(port)
 
 
 def test_ping_closed_port(modules):
-    result = modules.redis_server.ping(port=free_port(), password="")
-    assert not result["ok"] and "refused" in result["error"].lower()
+    port = free_port()
+    with pytest.raises(CommandExecutionError, match=f"^127.0.0.1:{port}: Connection refused$"):
+        modules.redis_server.ping(port=port, password="")
+    with pytest.raises(CommandExecutionError, match="^Connection refused$"):
+        modules.redis_server.command("PING", port=port)
+
+
+def test_unreadable_or_missing_config_is_a_clear_error(modules, states, tmp_path):
+    missing = tmp_path / "missing.conf"
+    with pytest.raises(CommandExecutionError, match=f"^{missing}: no such file$"):
+        modules.redis_server.config_get(str(missing))
+    with pytest.raises(CommandExecutionError, match="cannot read it"):
+        modules.redis_server.config_plan(str(tmp_path), {"appendonly": "yes"})  # a directory
+    ret = states.redis_server.configured(name=str(missing), bind=["127.0.0.1"], pkg="redis-server")
+    assert (ret.result, ret.changes) == (False, {})
+    assert ret.comment == f"{missing}: no such file; is the Redis package (redis-server) installed?"
+    conf = tmp_path / "ro" / "redis.conf"
+    conf.parent.mkdir()
+    conf.write_text("port 6379\n", encoding="utf-8")
+    subprocess.run(["chattr", "+i", str(conf.parent)], check=True)  # no backup, no temp file next to it
+    try:
+        with pytest.raises(CommandExecutionError, match="cannot write it .*; the file is unchanged"):
+            modules.redis_server.config_set(str(conf), {"appendonly": "yes"})
+        ret = states.redis_server.configured(name=str(conf), bind=["127.0.0.1"])
+    finally:
+        subprocess.run(["chattr", "-i", str(conf.parent)], check=True)
+    assert (ret.result, ret.changes) == (False, {}) and "cannot write it" in ret.comment
+    assert conf.read_text(encoding="utf-8") == "port 6379\n"
 
 
 def test_pong_state_fails_when_redis_is_down(states):
     port = free_port()
     ret = states.redis_server.pong(name="127.0.0.1", port=port, password="", timeout=0.5)
-    assert ret.result is False and "did not answer PING" in ret.comment
+    assert ret.result is False and "did not answer PING" in ret.comment and "Connection refused" in ret.comment
+    assert "Additional info" not in ret.comment
     ret = states.redis_server.pong(name="127.0.0.1", port=port, password="", test=True)
     assert ret.result is None and not ret.changes
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.swap import active_swap, loop_fs, snapshot
 
@@ -19,6 +20,15 @@ pytestmark = pytest.mark.destructive_test
 SIZE = "64M"
 SIZE_BYTES = 64 << 20
 FSTAB_BEFORE = "# /etc/fstab: static file system information.\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+
+
+def problems(func, *args, **kwargs):
+    """The problems ``func`` refuses with: one CommandExecutionError listing them in info["errors"]."""
+    with pytest.raises(CommandExecutionError) as raised:
+        func(*args, **kwargs)
+    errors = raised.value.info["errors"]
+    assert raised.value.error == "\n".join(errors)
+    return errors
 
 
 @pytest.fixture
@@ -112,10 +122,8 @@ def test_resize_refused_when_memory_cannot_take_what_is_in_swap(modules, states,
     # Fault injection (declared mock): this 24 GB machine cannot be made short of memory for real,
     # so MemAvailable is replaced by 100 MiB, less than the headroom swapoff needs.
     monkeypatch.setitem(modules.swapfile.plan.__globals__, "_mem_available", lambda: 100 << 20)
-    plan = modules.swapfile.plan(path, "96M", fstab=fstab)
-    assert plan["action"] == "resize"
-    assert any("serverfix:swap:size: cannot resize" in e and "memory is available" in e
-               for e in plan["errors"]), plan["errors"]
+    errors = problems(modules.swapfile.plan, path, "96M", fstab=fstab)
+    assert any("size 96M: cannot resize" in e and "memory is available" in e for e in errors), errors
     with pytest.raises(Exception, match="Nothing was changed: .*cannot resize"):
         modules.swapfile.ensure(path, "96M", fstab=fstab)
     assert snapshot(swap_dir, fstab) == before
@@ -173,10 +181,15 @@ def test_a_file_that_is_not_swap_is_never_overwritten(states, modules, swap_dir,
     before = snapshot(swap_dir, fstab)
     for test in (True, False):
         ret = _present(states, path, fstab, test=test)
-        assert ret.result is False and "not a swap area" in ret.comment and "serverfix:swap:file" in ret.comment
-    assert states.swapfile.absent(name=path, fstab=fstab).result is False
+        assert ret.result is False and "not a swap area" in ret.comment and path in ret.comment
+        assert ret.changes == {}
+    absent = states.swapfile.absent(name=path, fstab=fstab)
+    assert absent.result is False and absent.changes == {} and "may hold data" in absent.comment
     assert snapshot(swap_dir, fstab) == before
-    assert any("not a swap area" in e for e in modules.swapfile.preflight(path, SIZE))
+    assert any("not a swap area" in e for e in problems(modules.swapfile.preflight, path, SIZE))
+    assert any("not a swap area" in e for e in problems(modules.swapfile.plan_remove, path, fstab=fstab))
+    with pytest.raises(CommandExecutionError, match="^Nothing was changed: .*not a swap area"):
+        modules.swapfile.remove(path, fstab=fstab)
 
 
 def test_file_with_holes_is_rewritten_and_swapped_on(states, swap_dir, fstab):
@@ -258,8 +271,8 @@ def test_not_enough_disk_is_refused_and_nothing_is_left(states, modules, swap_di
     with loop_fs(swap_dir, "ext4", 64) as mnt:
         path = os.path.join(mnt, "swapfile")
         before = snapshot(mnt, fstab)
-        errors = modules.swapfile.preflight(path, SIZE)
-        assert any("not enough disk space for 64M" in e and "serverfix:swap:size" in e for e in errors), errors
+        errors = problems(modules.swapfile.preflight, path, SIZE)
+        assert any("size 64M: not enough disk space for it" in e and path in e for e in errors), errors
         for test in (True, False):
             ret = states.swapfile.present(name=path, size=SIZE, fstab=fstab, test=test)
             assert ret.result is False and "not enough disk space" in ret.comment, ret.comment
@@ -270,35 +283,50 @@ def test_not_enough_disk_is_refused_and_nothing_is_left(states, modules, swap_di
 @pytest.mark.parametrize(
     "size, expected",
     [
-        ("2X", "serverfix:swap:size: '2X' is not a size such as 2G or 512M"),
-        ("0", "serverfix:swap:size: '0' is too small"),
-        ("512K", "serverfix:swap:size: '512K' is too small"),
-        ("999T", "not enough disk space for 999T"),
+        ("2X", "size '2X' is not a size such as 2G or 512M"),
+        ("0", "size '0' is too small"),
+        ("512K", "size '512K' is too small"),
+        ("999T", "size 999T: not enough disk space for it"),
     ],
 )
-def test_bad_sizes_are_named(modules, swap_dir, size, expected):
-    errors = modules.swapfile.preflight(os.path.join(swap_dir, "swap-bad"), size)
+def test_bad_sizes_are_named(modules, states, swap_dir, size, expected):
+    path = os.path.join(swap_dir, "swap-bad")
+    errors = problems(modules.swapfile.preflight, path, size)
     assert any(expected in e for e in errors), errors
+    # plan: a size that is no size is a bad argument; one that does not fit is a refusal
+    kind = CommandExecutionError if size == "999T" else SaltInvocationError
+    with pytest.raises(kind, match=expected):
+        modules.swapfile.plan(path, size)
+    for test in (True, False):
+        ret = states.swapfile.present(name=path, size=size, test=test)
+        assert (ret.result, ret.changes) == (False, {}) and expected in ret.comment, ret.comment
+        assert "Additional info" not in ret.comment
     assert os.listdir(swap_dir) == []
 
 
 def test_bad_paths_are_named(modules, swap_dir):
-    errors = modules.swapfile.preflight(os.path.join(swap_dir, "missing-dir", "swapfile"), SIZE)
-    assert any("serverfix:swap:file" in e and "does not exist" in e for e in errors), errors
-    errors = modules.swapfile.preflight(swap_dir, SIZE)
+    missing = os.path.join(swap_dir, "missing-dir", "swapfile")
+    errors = problems(modules.swapfile.preflight, missing, SIZE)
+    assert any(missing in e and "does not exist" in e for e in errors), errors
+    errors = problems(modules.swapfile.preflight, swap_dir, SIZE)
     assert any("not a regular file" in e for e in errors), errors
+    assert modules.swapfile.preflight(os.path.join(swap_dir, "swap-ok"), SIZE) is True
     if os.path.ismount("/dev/shm"):
-        errors = modules.swapfile.preflight("/dev/shm/serverfix-swap-test", SIZE)
+        errors = problems(modules.swapfile.preflight, "/dev/shm/serverfix-swap-test", SIZE)
         assert any("tmpfs" in e and "ext4" in e for e in errors), errors
 
 
-def _salt_call_without_sys_admin(minion_opts, *args):
+def _salt_call_without_sys_admin(minion_opts, *args, fails=False):
     """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM for real,
-    as in a container without it (or under systemd-nspawn's seccomp filter)."""
+    as in a container without it (or under systemd-nspawn's seccomp filter). ``fails``: the function
+    raises, and salt-call prints its message to stderr (returned)."""
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
     argv = ["setpriv", "--bounding-set=-sys_admin", salt_call, "-c", os.path.dirname(minion_opts["conf_file"]),
             "--local", "--out=json", "--log-level=quiet", *args]
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if fails:
+        assert out.returncode != 0, out.stdout
+        return out.stderr
     assert out.stdout, out.stderr
     return json.loads(out.stdout)["local"]
 
@@ -306,8 +334,8 @@ def _salt_call_without_sys_admin(minion_opts, *args):
 def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
     path = os.path.join(swap_dir, "swap-eperm")
     before = snapshot(swap_dir, fstab)
-    errors = _salt_call_without_sys_admin(minion_opts, "swapfile.preflight", path, SIZE)
-    assert any("not permitted" in e and "EPERM" in e and "serverfix:swap:enabled" in e for e in errors), errors
+    error = _salt_call_without_sys_admin(minion_opts, "swapfile.preflight", path, SIZE, fails=True)
+    assert "not permitted" in error and "EPERM" in error and path in error, error
     for test, says in ((True, "The real run would fail"), (False, "Nothing was changed")):
         ret = _salt_call_without_sys_admin(minion_opts, "state.single", "swapfile.present", path, f"size={SIZE}",
                                            f"fstab={fstab}", f"test={test}")

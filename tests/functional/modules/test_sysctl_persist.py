@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.swap import read_sysctl, write_sysctl
 
@@ -127,7 +128,7 @@ def _run_with_private_sysctl_dirs(confdirs, scratch, argv):
     return {key: read_sysctl(key) for key in VALUES}
 
 
-def test_bad_input_is_refused_before_anything_changes(modules, confdirs, sysctl_restore):
+def test_bad_input_is_refused_before_anything_changes(modules, states, confdirs, sysctl_restore):
     before = {key: read_sysctl(key) for key in VALUES}
     cases = [
         ({"vm.swapiness": 10}, "vm.swapiness: this kernel has no such setting"),
@@ -136,10 +137,22 @@ def test_bad_input_is_refused_before_anything_changes(modules, confdirs, sysctl_
         ({}, "expected a mapping"),
     ]
     for values, expected in cases:
-        plan = modules.sysctl_persist.plan(confdirs["target"], values, dirs=confdirs["dirs"])
-        assert any(expected in e for e in plan["errors"]), (values, plan)
-    with pytest.raises(Exception, match="the kernel rejected the value|Nothing was changed"):
+        with pytest.raises((CommandExecutionError, SaltInvocationError)) as raised:
+            modules.sysctl_persist.plan(confdirs["target"], values, dirs=confdirs["dirs"])
+        if values:  # a mapping: one error listing every problem
+            assert any(expected in e for e in raised.value.info["errors"]), (values, raised.value.info)
+        else:
+            assert isinstance(raised.value, SaltInvocationError) and expected in str(raised.value)
+    both = {"vm.swapiness": 10, "vm swappiness": 10}
+    with pytest.raises(CommandExecutionError) as raised:
+        modules.sysctl_persist.plan(confdirs["target"], both, dirs=confdirs["dirs"])
+    assert len(raised.value.info["errors"]) == 2 and raised.value.error == "\n".join(raised.value.info["errors"])
+    with pytest.raises(CommandExecutionError, match="^Nothing was changed: vm.nope: this kernel has no such"):
         modules.sysctl_persist.apply(confdirs["target"], {"vm.swappiness": 10, "vm.nope": 1}, dirs=confdirs["dirs"])
+    for test in (True, False):
+        ret = _present(states, confdirs, test=test, values={"vm swappiness": 10})
+        assert (ret.result, ret.changes) == (False, {}), ret
+        assert ret.comment == "Nothing was changed: 'vm swappiness' is not a sysctl key (e.g. vm.swappiness)"
     assert not os.path.exists(confdirs["target"])
     assert {key: read_sysctl(key) for key in VALUES} == before
 

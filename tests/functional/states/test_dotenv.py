@@ -219,7 +219,8 @@ def test_value_that_would_change_a_neighbour_is_refused(states, tmp_path):
 def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
     missing = tmp_path / "nope" / ".env"
     ret = states.dotenv.present(name=str(missing), values=RUNBOOK, test=testmode)
-    assert ret.result is False and "no such file" in ret.comment and "serverfix:dotenv:create: true" in ret.comment
+    assert ret.result is False and "no such file" in ret.comment and "create=True to create it" in ret.comment
+    assert ret.changes == {} and "Additional info" not in ret.comment
     ret = states.dotenv.present(name=str(missing), values=RUNBOOK, create=True, test=testmode)
     assert ret.result is False and f"directory {missing.parent} does not exist" in ret.comment
     dangling = tmp_path / "dangling.env"
@@ -243,7 +244,7 @@ def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
     try:
         ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=testmode)
         assert ret.result is False and "is not writable (read-only file system or immutable" in ret.comment
-        assert modules.dotenv.preflight(str(path)) == [ret.comment.split("; nothing was changed")[0]]
+        assert preflight_problems(modules, str(path)) == [ret.comment.split("; nothing was changed")[0]]
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
     subprocess.run(["chattr", "+i", str(shared_dir)], check=True)
@@ -264,27 +265,35 @@ def test_unreadable_file(modules, states, shared_dir, app_user):
     path.write_text(BACKEND_ENV, encoding="utf-8")
     path.chmod(0o600)
     checksum = sha256(path)
-    modules.dotenv.preflight(str(shared_dir))  # load the module as root first
+    preflight_problems(modules, str(shared_dir))  # load the module as root first
     os.setresuid(app_user.pw_uid, app_user.pw_uid, 0)
     try:
-        errors = modules.dotenv.preflight(str(path))
+        errors = preflight_problems(modules, str(path))
         with pytest.raises(CommandExecutionError) as exc:
             modules.dotenv.plan(str(path), values=RUNBOOK)
     finally:
         os.setresuid(0, 0, 0)
     assert errors[0] == f"{path}: is not readable; fix its permissions"
     assert f"{path}: is not writable (permission denied for uid {app_user.pw_uid}: run as root)" in errors[1]
-    assert str(exc.value).startswith(f"{path}: is not readable; fix its permissions; ")
-    assert str(exc.value).endswith("; nothing was changed")
+    assert exc.value.error.startswith(f"{path}: is not readable; fix its permissions; ")
+    assert exc.value.error.endswith("; nothing was changed") and exc.value.info["errors"] == errors
     assert sha256(path) == checksum
 
 
+def preflight_problems(modules, path, **kwargs):
+    """dotenv.preflight's problems: one CommandExecutionError listing them in info["errors"]."""
+    with pytest.raises(CommandExecutionError) as raised:
+        modules.dotenv.preflight(path, **kwargs)
+    assert raised.value.error == "\n".join(raised.value.info["errors"])
+    return raised.value.info["errors"]
+
+
 def test_preflight_messages(modules, tmp_path, env_file):
-    assert modules.dotenv.preflight(str(env_file)) == []
-    assert modules.dotenv.preflight("relative/.env") == [
-        "serverfix:dotenv:file: 'relative/.env' is not an absolute path; set the .env file's full path"]
-    assert modules.dotenv.preflight(str(tmp_path / "missing.env"), create=True) == []
-    assert "serverfix:dotenv:create: true" in modules.dotenv.preflight(str(tmp_path / "missing.env"))[0]
+    assert modules.dotenv.preflight(str(env_file)) is True
+    assert preflight_problems(modules, "relative/.env") == [
+        "path 'relative/.env' is not an absolute path; give the .env file's full path"]
+    assert modules.dotenv.preflight(str(tmp_path / "missing.env"), create=True) is True
+    assert "create=True to create it" in preflight_problems(modules, str(tmp_path / "missing.env"))[0]
 
 
 def test_read_and_get(modules, env_file):

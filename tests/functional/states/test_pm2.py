@@ -292,7 +292,7 @@ def test_redis_password_is_a_pillar_reference_read_at_run_time(states, box, back
     redis = _redis_server()
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(box.root), "--requirepass", PILLAR_PASSWORD],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from salt.exceptions import SaltInvocationError
 
 from tests.support.loader import import_salt_module
-from tests.support.paths import MODULES_DIR, REPO
+from tests.support.paths import MODULES_DIR, REPO, UTILS_DIR
 
-dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_npm_dotenv")
+# the parser, writer and edit (pure text functions) that the dotenv module calls
+dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_npm_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]
 # one node round trip per hypothesis example, each carrying a batch of cases
 SETTINGS = settings(max_examples=40, deadline=None, database=None, derandomize=True,

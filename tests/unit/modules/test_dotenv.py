@@ -1,7 +1,7 @@
 """
-The dotenv module's pure parts (no loader, no files): the npm-dotenv parser against the 94 vectors
-recorded from npm dotenv, the value writer, and in-place edits that keep every other byte.
-The same functions are cross-checked against the real npm dotenv in
+The dotenv text functions (_utils/serverfix_dotenv.py; no loader, no files): the npm-dotenv parser
+against the 94 vectors recorded from npm dotenv, the value writer, and in-place edits that keep
+every other byte. The same functions are cross-checked against the real npm dotenv in
 tests/integration/modules/test_dotenv_npm.py.
 """
 
@@ -11,9 +11,10 @@ import pytest
 from salt.exceptions import SaltInvocationError
 
 from tests.support.loader import import_salt_module
-from tests.support.paths import MODULES_DIR, REPO
+from tests.support.paths import MODULES_DIR, REPO, UTILS_DIR
 
-dotenv = import_salt_module(MODULES_DIR / "dotenv.py", "serverfix_unit_dotenv")
+# the parser, writer and edit (pure text functions) that the dotenv module calls
+dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_unit_dotenv")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]
 
 

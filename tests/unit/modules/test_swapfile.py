@@ -1,6 +1,7 @@
 """
-The swapfile and sysctl_persist modules' pure parts (no loader, no kernel): /proc/swaps, fstab and
-mountinfo parsing, the create/resize/rebuild/activate decision table, and the sysctl.d boot order.
+The swap and sysctl pure parts (no loader, no kernel): /proc/swaps, fstab and mountinfo parsing
+(_utils/serverfix_fstab.py), the create/resize/rebuild/activate decision table
+(_utils/serverfix_swapplan.py), the error contract helpers, and the sysctl.d boot order.
 The real-kernel behaviour is covered in tests/functional/modules/test_swapfile.py and
 test_sysctl_persist.py.
 """
@@ -8,13 +9,15 @@ test_sysctl_persist.py.
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.loader import import_salt_module
 from tests.support.paths import MODULES_DIR, UTILS_DIR
 
-swapfile = import_salt_module(MODULES_DIR / "swapfile.py", "serverfix_unit_swapfile")
 sysctl_persist = import_salt_module(MODULES_DIR / "sysctl_persist.py", "serverfix_unit_sysctl_persist")
 serverfix_files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_unit_files_util")
+fstab_util = import_salt_module(UTILS_DIR / "serverfix_fstab.py", "serverfix_unit_fstab_util")
+swapplan = import_salt_module(UTILS_DIR / "serverfix_swapplan.py", "serverfix_unit_swapplan_util")
 
 M = 1 << 20
 PROC_SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
@@ -26,12 +29,12 @@ PROC_SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 
 
 def test_proc_swaps_parsed_with_escapes_and_deleted_files():
-    entries = swapfile._parse_proc_swaps(PROC_SWAPS)
+    entries = fstab_util.parse_proc_swaps(PROC_SWAPS)
     assert [e["filename"] for e in entries] == ["/swapfile", "/var/tmp/my swap", "/old", "/dev/vdb2"]
     assert entries[0] == {"filename": "/swapfile", "type": "file", "size_bytes": 2097148 * 1024,
                           "used_bytes": 1024 * 1024, "priority": -2, "deleted": False}
     assert entries[2]["deleted"] and entries[3]["type"] == "partition"
-    assert swapfile._parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
+    assert fstab_util.parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
 
 
 def test_meminfo_parsed_in_bytes(tmp_path):
@@ -67,30 +70,30 @@ MOUNTINFO = """22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
     ("/mnt/swap", "ext2", "/mnt"),            # stacked mounts: the last one is the visible one
 ])
 def test_mount_of_finds_the_visible_mount(path, fs_type, point):
-    mount = swapfile._mount_of(path, MOUNTINFO)
+    mount = fstab_util.mount_of(path, MOUNTINFO)
     assert (mount["fs_type"], mount["mount_point"]) == (fs_type, point)
 
 
 def test_fstab_gets_exactly_one_line():
     base = "# comment /swapfile\nUUID=1 / ext4 defaults 0 1\n"
-    added = swapfile._fstab_with_swap(base, "/swapfile")
+    added = fstab_util.with_swap(base, "/swapfile")
     assert added == base + "/swapfile none swap sw 0 0\n"
-    assert swapfile._fstab_with_swap(added, "/swapfile") is None
-    assert swapfile._fstab_with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile") == \
+    assert fstab_util.with_swap(added, "/swapfile") is None
+    assert fstab_util.with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile") == \
         "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"       # no newline at the end before
     dup = base + "/swapfile none swap sw 0 0\n/swapfile swap swap defaults 0 0\n"
-    assert swapfile._fstab_with_swap(dup, "/swapfile") == added
+    assert fstab_util.with_swap(dup, "/swapfile") == added
     wrong_type = base + "/swapfile /mnt ext4 defaults 0 0\n"
-    assert swapfile._fstab_with_swap(wrong_type, "/swapfile") == added
+    assert fstab_util.with_swap(wrong_type, "/swapfile") == added
     own = base + "/swapfile none swap sw,pri=5 0 0\n"
-    assert swapfile._fstab_with_swap(own, "/swapfile") is None          # the admin's options stay
-    assert swapfile._fstab_with_swap("", "/my swap") == "/my\\040swap none swap sw 0 0\n"
+    assert fstab_util.with_swap(own, "/swapfile") is None          # the admin's options stay
+    assert fstab_util.with_swap("", "/my swap") == "/my\\040swap none swap sw 0 0\n"
 
 
 def test_fstab_without_removes_every_line_for_the_file_only():
     text = "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n/swapfile2 none swap sw 0 0\n"
-    assert swapfile._fstab_without(text, "/swapfile") == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
-    assert swapfile._fstab_without(text, "/nothere") is None
+    assert fstab_util.without(text, "/swapfile") == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
+    assert fstab_util.without(text, "/nothere") is None
 
 
 LINE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e"
@@ -101,17 +104,17 @@ SWAP_PATH = st.from_regex(r"\A/[a-z0-9 _.-]{1,12}\Z")
 @given(st.lists(LINE, max_size=8), SWAP_PATH)
 def test_fstab_property_one_line_others_kept_idempotent(lines, path):
     text = "".join(line + "\n" for line in lines)
-    new = swapfile._fstab_with_swap(text, path)
+    new = fstab_util.with_swap(text, path)
     final = text if new is None else new
-    assert len(swapfile._fstab_entries(final, path)) == 1
-    assert swapfile._fstab_with_swap(final, path) is None
-    others = [line for line in text.splitlines() if not swapfile._fstab_entries(line + "\n", path)]
-    assert [line for line in final.splitlines() if not swapfile._fstab_entries(line + "\n", path)] == others
+    assert len(fstab_util.entries(final, path)) == 1
+    assert fstab_util.with_swap(final, path) is None
+    others = [line for line in text.splitlines() if not fstab_util.entries(line + "\n", path)]
+    assert [line for line in final.splitlines() if not fstab_util.entries(line + "\n", path)] == others
 
 
 @given(SWAP_PATH)
 def test_fstab_escape_round_trips(path):
-    assert swapfile._unescape_octal(swapfile._escape_fstab(path)) == path
+    assert fstab_util.unescape_octal(fstab_util.escape(path)) == path
 
 
 def _st(**kw):
@@ -141,29 +144,29 @@ PLENTY = 100 << 30
     (_st(active=False, header_ok=False), 64 * M, "rebuild", {"file", "active"}),
 ])
 def test_decision_table(status, wanted, action, keys):
-    result = swapfile._decide(status, wanted, PLENTY, PLENTY)
+    result = swapplan.decide(status, wanted, PLENTY, PLENTY)
     assert (result["action"], set(result["changes"]), result["errors"]) == (action, keys, [])
 
 
 def test_refusals_name_the_key_and_the_fix():
-    not_swap = swapfile._decide(_st(is_swap=False, active=False), 64 * M, PLENTY, PLENTY)["errors"]
-    assert "serverfix:swap:file" in not_swap[0] and "not a swap area" in not_swap[0]
-    directory = swapfile._decide(_st(is_file=False), 64 * M, PLENTY, PLENTY)["errors"]
+    not_swap = swapplan.decide(_st(is_swap=False, active=False), 64 * M, PLENTY, PLENTY)["errors"]
+    assert "/swapfile exists and is not a swap area" in not_swap[0]
+    directory = swapplan.decide(_st(is_file=False), 64 * M, PLENTY, PLENTY)["errors"]
     assert "not a regular file" in directory[0]
     # 64M + 256M reserve does not fit in 300M free
-    disk = swapfile._decide(_st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY)["errors"]
-    assert "serverfix:swap:size: not enough disk space for 64M" in disk[0] and "320.0 MiB needed" in disk[0]
+    disk = swapplan.decide(_st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY)["errors"]
+    assert "size 64M: not enough disk space for it at /swapfile" in disk[0] and "320.0 MiB needed" in disk[0]
     # growing 1G -> 2G with 1.2G free: the old file's blocks count as free (it goes first)
-    grow = swapfile._decide(_st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY)
+    grow = swapplan.decide(_st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY)
     assert grow["errors"] == []
-    memory = swapfile._decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1000 * M)["errors"]
+    memory = swapplan.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1000 * M)["errors"]
     assert "cannot resize /swapfile now: 900.0 MiB of it is in use" in memory[0]
-    assert swapfile._decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1100 * M)["errors"] == []
+    assert swapplan.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1100 * M)["errors"] == []
 
 
 @pytest.mark.parametrize("size, text", [(2 << 30, "2G"), (512 * M, "512M"), (1536 * M, "1536M"), (4097, "4097 bytes")])
 def test_human_sizes(size, text):
-    assert swapfile._human(size) == text
+    assert swapplan.human(size) == text
 
 
 def test_sysctl_boot_order_first_directory_wins_then_names_sort():
@@ -186,3 +189,26 @@ def test_sysctl_conf_parsing_like_the_tools():
                                                "net.ipv4.tcp_rmem": "4096 87380 6291456"}
     assert sysctl_persist._render({"vm.vfs_cache_pressure": 50, "vm.swappiness": 10}).endswith(
         "vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n")
+
+
+def test_remove_refusals_and_changes():
+    gone = swapplan.decide_remove(_st(exists=False, is_file=False, active=False, fstab_lines=[]), PLENTY)
+    assert gone == ({}, [])
+    changes, errors = swapplan.decide_remove(_st(fstab_lines=["/swapfile none swap sw 0 0"]), PLENTY)
+    assert set(changes) == {"active", "fstab", "file"} and errors == []
+    _, errors = swapplan.decide_remove(_st(used_bytes=900 * M, fstab_lines=[]), 1000 * M)
+    assert "cannot swap off /swapfile: 900.0 MiB of it is in use" in errors[0]
+    _, errors = swapplan.decide_remove(_st(is_swap=False, active=False, fstab_lines=[]), PLENTY)
+    assert "not a swap area" in errors[0] and "may hold data" in errors[0]
+
+
+def test_error_helpers_raise_one_error_listing_every_problem():
+    errors_util = import_salt_module(UTILS_DIR / "serverfix_errors.py", "serverfix_unit_errors_util")
+    errors_util.raise_problems([])  # nothing to say: no error
+    with pytest.raises(CommandExecutionError) as raised:
+        errors_util.raise_problems(["a is wrong", "b is wrong"], prefix="Nothing was changed: ")
+    assert raised.value.info == {"errors": ["a is wrong", "b is wrong"]}
+    assert errors_util.message(raised.value) == "Nothing was changed: a is wrong\nb is wrong"
+    assert "Additional info" in str(raised.value)  # what Salt adds; message() leaves it out
+    assert errors_util.problems(raised.value) == ["a is wrong", "b is wrong"]
+    assert errors_util.problems(SaltInvocationError("size 'x'")) == ["size 'x'"]
