@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import salt.client.ssh
 import salt.client.ssh.state
-import salt.client.ssh.wrapper
 import salt.utils.hashutils
+import salt.utils.json
 from salt.exceptions import CommandExecutionError
 
 if TYPE_CHECKING:
@@ -61,6 +61,20 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(sub) for sub in value]
     return value
+
+
+def _state_return(stdout, stderr, retcode, what):
+    """The return of the remote ``state.pkg`` from its ``{"local": {"return": ...}}`` JSON (Salt
+    3006 has no ``salt.client.ssh.wrapper.parse_ret``)."""
+    try:
+        data = salt.utils.json.find_json(stdout)
+    except ValueError:
+        data = None
+    local = data.get("local") if isinstance(data, dict) else None
+    if not isinstance(local, dict) or "return" not in local:
+        raise CommandExecutionError(
+            f"{what} did not run (ssh return code {retcode}): {(stderr or stdout).strip()[-2000:]}")
+    return local["return"]
 
 
 def _packaged_call(function, kwargs):
@@ -105,11 +119,7 @@ def _packaged_call(function, kwargs):
         os.remove(local)
         if single is not None:
             single.shell.exec_cmd(f"rm -f '{remote}'")  # the package holds the pillar: no copy stays
-    try:
-        ret = salt.client.ssh.wrapper.parse_ret(stdout, stderr, retcode)
-    except salt.client.ssh.wrapper.SSHException as exc:
-        raise CommandExecutionError(f"{fun} on {target['id_']} did not run: {exc}") from exc
-    states = ret.get("return") if isinstance(ret, dict) else None
+    states = _state_return(stdout, stderr, retcode, f"{fun} on {target['id_']}")
     if not isinstance(states, dict) or len(states) != 1:
         raise CommandExecutionError(f"{fun} on {target['id_']} returned no result: {states!r}")
     (state,) = states.values()
