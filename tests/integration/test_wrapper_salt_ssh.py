@@ -26,6 +26,7 @@ PASSWORD = "wr4pper-Redis-pw-7f3c"
 TOKEN = "wr4pper-mail-token-91ad"          # serverfix:dotenv:extra, a secret by its key's name
 BANNER = "wr4pper-banner-value-5e2b"       # serverfix:dotenv:extra, a plain value: still never in argv
 SECRETS = (PASSWORD, TOKEN)
+SSH_LOG = {}  # "path": the salt-ssh log file (Salt puts ssh_log_file under the master's root_dir)
 
 
 class ArgvSampler(threading.Thread):
@@ -108,6 +109,7 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
     if salt.version.__saltstack_version__.major < 3007:  # no saltutil.sync_wrapper runner before 3007
         overrides["wrapper_dirs"] = [str(REPO / "_wrapper")]
     master = salt_factories.salt_master_daemon(random_string("wrap-master-"), overrides=overrides)
+    SSH_LOG["path"] = Path(master.config["root_dir"], *Path(overrides["ssh_log_file"]).parts[1:])
     if salt.version.__saltstack_version__.major >= 3007:
         # what an operator runs: the master syncs salt://_wrapper (formula/_wrapper) to its extmods
         ret = master.salt_run_cli(timeout=120).run("saltutil.sync_wrapper")
@@ -131,7 +133,7 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
 def _assert_no_secret(ret, sampler, workdir, world):
     text = f"{ret.stdout}\n{ret.stderr}"
     assert not [s for s in SECRETS if s in text], "a secret is in the salt-ssh output or its -l debug log"
-    log = (workdir / "salt-ssh.log").read_text(encoding="utf-8", errors="replace")
+    log = SSH_LOG["path"].read_text(encoding="utf-8", errors="replace")
     assert "serverfix" in log  # the log file is written (debug level) ...
     assert not [s for s in SECRETS if s in log], "a secret is in the salt-ssh log file"
     assert sampler.samples > 50, sampler.samples
