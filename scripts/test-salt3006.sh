@@ -19,7 +19,13 @@ sf_require_root scripts/test-salt3006.sh "(the suite installs packages, swapon, 
 sf_apt "${SF_TEST_APT[@]}"
 sf_node_tools
 
-py310=${SERVERFIX_PY310:-$(command -v python3.10 || ls -d /root/.pyenv/versions/3.10.*/bin/python3 2>/dev/null | tail -1 || true)}
+# the first candidate that really is a Python 3.10 (a pyenv shim on PATH may not run)
+py310=
+for candidate in ${SERVERFIX_PY310:-} python3.10 /usr/bin/python3.10 /root/.pyenv/versions/3.10.*/bin/python3; do
+  if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
+    py310=$candidate; break
+  fi
+done
 if [ ! -x "$venv3006/bin/pytest" ] || ! cmp -s requirements-salt3006.txt "$venv3006/.requirements-salt3006.txt"; then
   if [ -z "$py310" ]; then
     echo "scripts/test-salt3006.sh: no Python 3.10 (set SERVERFIX_PY310): Salt 3006's onedir runs 3.10" >&2
