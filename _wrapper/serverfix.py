@@ -21,8 +21,9 @@ file copied to the target over the SSH connection (scp/SFTP, mode 0600 in the ta
   comes back scrubbed of every secret, as the execution module returns it.
 
 Install: serve ``_wrapper`` beside ``_modules`` (``formula/_wrapper`` links it) and, on the
-master, ``salt-run saltutil.sync_wrapper`` (Salt 3007+), or on Salt 3006 add the directory to
-the master config: ``wrapper_dirs: [<checkout>/_wrapper]``.
+master, ``salt-run saltutil.sync_wrapper`` (Salt 3007+). Salt 3006 has no such runner and its
+salt-ssh ignores ``wrapper_dirs`` for wrapper calls: copy the file to the master's
+``<extension_modules>/wrapper/`` (default ``/var/cache/salt/master/extmods/wrapper/``).
 """
 
 import logging

@@ -106,8 +106,6 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
         "ssh_log_file": str(workdir / "salt-ssh.log"),
         "log_level_logfile": "debug",
     }
-    if salt.version.__saltstack_version__.major < 3007:  # no saltutil.sync_wrapper runner before 3007
-        overrides["wrapper_dirs"] = [str(REPO / "_wrapper")]
     master = salt_factories.salt_master_daemon(random_string("wrap-master-"), overrides=overrides)
     SSH_LOG["path"] = Path(master.config["root_dir"], *Path(overrides["ssh_log_file"]).parts[1:])
     if salt.version.__saltstack_version__.major >= 3007:
@@ -115,6 +113,12 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
         ret = master.salt_run_cli(timeout=120).run("saltutil.sync_wrapper")
         assert ret.returncode == 0, ret
         assert "wrapper.serverfix" in ret.data, ret
+    else:
+        # Salt 3006 has no sync_wrapper runner and its salt-ssh ignores wrapper_dirs when it runs a
+        # wrapper: the module goes where the runner would put it, the master's extmods/wrapper
+        extmods = Path(master.config["extension_modules"]) / "wrapper"
+        extmods.mkdir(parents=True, exist_ok=True)
+        (extmods / "serverfix.py").symlink_to(REPO / "_wrapper" / "serverfix.py")
     roster = workdir / "roster"
     roster.write_text(
         "hetzner:\n  host: 127.0.0.1\n"
