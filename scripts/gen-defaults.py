@@ -77,8 +77,14 @@ def render_pillar_example():
     """The text of pillar.example: defaults.yaml's ``serverfix:`` block, up to the next top-level key."""
     lines = SOURCE.read_text(encoding="utf-8").splitlines(keepends=True)
     start = lines.index("serverfix:\n")
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i][:1] not in ("", " ", "\n") and not lines[i].startswith("#")), len(lines))
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(lines))
+            if lines[i][:1] not in ("", " ", "\n") and not lines[i].startswith("#")
+        ),
+        len(lines),
+    )
     while not lines[end - 1].strip() or lines[end - 1].startswith("#"):
         end -= 1  # the comments and blank lines introducing the next top-level key stay behind
     return EXAMPLE_HEADER + "".join(lines[start:end])

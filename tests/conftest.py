@@ -14,7 +14,6 @@ from tests.support.dotenv_npm import NpmDotenv
 from tests.support.paths import REPO
 
 
-
 @pytest.fixture(scope="session")
 def salt_factories_default_root_dir(tmp_path_factory):
     # short: salt's AF_UNIX sockets live below it (107 characters at most)
@@ -40,7 +39,9 @@ def make_pillar(tmp_path_factory):
         roots[name] = root
         (root / "top.sls").write_text("base:\n  '*':\n    - serverfix\n", encoding="utf-8")
         data = {} if serverfix is None else {"serverfix": serverfix}
-        (root / "serverfix.sls").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        (root / "serverfix.sls").write_text(
+            yaml.safe_dump(data, allow_unicode=True), encoding="utf-8"
+        )
         return root
 
     return _make

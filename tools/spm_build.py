@@ -86,9 +86,15 @@ def build(out_dir=None, version=None, release=None):
         f"formula_path: {work / 'unused' / 'salt'}\n"
         f"pillar_path: {work / 'unused' / 'pillar'}\n"
         f"reactor_path: {work / 'unused' / 'reactor'}\n",
-        encoding="utf-8")
-    proc = subprocess.run([spm_binary(), "-c", str(conf), "-y", "build", str(staged)],
-                          capture_output=True, text=True, check=False, env={**os.environ})
+        encoding="utf-8",
+    )
+    proc = subprocess.run(
+        [spm_binary(), "-c", str(conf), "-y", "build", str(staged)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ},
+    )
     match = re.search(r"Built package (\S+\.spm)", proc.stdout)
     if proc.returncode != 0 or not match:
         raise SystemExit(f"spm build failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")

@@ -179,7 +179,6 @@ def keys(path):
     return list(read(path))
 
 
-
 def _owner_ids(path, user, group):
     """uid/gid to apply (None = keep); errors name the argument and the fix."""
     uid = gid = None
@@ -187,14 +186,18 @@ def _owner_ids(path, user, group):
         try:
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
-            raise SaltInvocationError(f"{path}: user {user!r} does not exist on this host; "
-                                      "create it first, or pass user='' for root") from None
+            raise SaltInvocationError(
+                f"{path}: user {user!r} does not exist on this host; "
+                "create it first, or pass user='' for root"
+            ) from None
     if group:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            raise SaltInvocationError(f"{path}: group {group!r} does not exist on this host; "
-                                      "create it first, or pass group='' for root") from None
+            raise SaltInvocationError(
+                f"{path}: group {group!r} does not exist on this host; "
+                "create it first, or pass group='' for root"
+            ) from None
     return uid, gid
 
 
@@ -240,31 +243,44 @@ def _problems(path, create):
         st = os.stat(target)
     except FileNotFoundError:
         if os.path.islink(path):
-            return [f"{shown}: the symlink points to a missing file; fix the link or give the path "
-                    "of the real .env"]
+            return [
+                f"{shown}: the symlink points to a missing file; fix the link or give the path "
+                "of the real .env"
+            ]
         if not create:
-            return [f"{path}: no such file; give the path of the backend's .env, or create=True "
-                    "to create it"]
+            return [
+                f"{path}: no such file; give the path of the backend's .env, or create=True "
+                "to create it"
+            ]
         if not os.path.isdir(directory):
-            return [f"{path}: cannot be created: directory {directory} does not exist; create it first"]
+            return [
+                f"{path}: cannot be created: directory {directory} does not exist; create it first"
+            ]
         if not os.access(directory, os.W_OK | os.X_OK):
             return [f"{path}: cannot be created: directory {directory} is not writable"]
         return []
     except OSError as exc:
-        return [f"{shown}: cannot check it ({exc.strerror}); fix the path or its directory's permissions"]
+        return [
+            f"{shown}: cannot check it ({exc.strerror}); fix the path or its directory's permissions"
+        ]
     errors = []
     if not stat.S_ISREG(st.st_mode):
         return [f"{shown}: is not a regular file; give the path of the .env file"]
     # root is refused writing only by a read-only file system or the immutable attribute
-    why = ("read-only file system or immutable: check `lsattr`, `chattr -i`" if os.geteuid() == 0
-           else f"permission denied for uid {os.geteuid()}: run as root")
+    why = (
+        "read-only file system or immutable: check `lsattr`, `chattr -i`"
+        if os.geteuid() == 0
+        else f"permission denied for uid {os.geteuid()}: run as root"
+    )
     if not os.access(target, os.R_OK):
         errors.append(f"{shown}: is not readable; fix its permissions")
     if not os.access(target, os.W_OK):
         errors.append(f"{shown}: is not writable ({why}); make it writable first")
     if not os.access(directory, os.W_OK | os.X_OK):
-        errors.append(f"{shown}: its directory {directory} is not writable ({why}); the edit needs a temp "
-                      "file and a backup next to the file")
+        errors.append(
+            f"{shown}: its directory {directory} is not writable ({why}); the edit needs a temp "
+            "file and a backup next to the file"
+        )
     return errors
 
 
@@ -287,16 +303,26 @@ def _load(path, create):
     """(content bytes, stat) of the file, or (b'', None) when it is missing and may be created."""
     problems = _problems(path, create)
     if problems:
-        raise CommandExecutionError("; ".join(problems) + "; nothing was changed",
-                                    info={"errors": problems})
+        raise CommandExecutionError(
+            "; ".join(problems) + "; nothing was changed", info={"errors": problems}
+        )
     target = os.path.realpath(path)
     if not os.path.exists(target):
         return b"", None
     return _read_bytes(path), os.stat(target)
 
 
-def plan(path, values=None, remove=(), secret_keys=(), create=False, user="", group="", mode="0640",
-         backup_keep=5):
+def plan(
+    path,
+    values=None,
+    remove=(),
+    secret_keys=(),
+    create=False,
+    user="",
+    group="",
+    mode="0640",
+    backup_keep=5,
+):
     """
     What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
 
@@ -330,35 +356,48 @@ def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_k
 
 
 def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_keep):
-    changes, (data, new_data, st, uid, gid) = _plan(path, values, remove, secret_keys, create, user, group,
-                                                    mode, backup_keep)
+    changes, (data, new_data, st, uid, gid) = _plan(
+        path, values, remove, secret_keys, create, user, group, mode, backup_keep
+    )
     if not changes:
         return {}
     target = os.path.realpath(path)
     if st is None:
         try:
             __utils__["serverfix_files.atomic_write"](
-                target, new_data, mode=_parse_mode(mode), uid=uid, gid=gid)
+                target, new_data, mode=_parse_mode(mode), uid=uid, gid=gid
+            )
         except OSError as exc:
-            raise CommandExecutionError(f"{path}: cannot create it ({exc.strerror}); "
-                                        "nothing was changed") from None
+            raise CommandExecutionError(
+                f"{path}: cannot create it ({exc.strerror}); nothing was changed"
+            ) from None
         log.info("dotenv: created %s with keys %s", target, ", ".join(changes["added"]))
         return changes
     if _read_bytes(path) != data:
-        raise CommandExecutionError(f"{path}: changed by something else while being edited; nothing was changed, "
-                                    "run again")
+        raise CommandExecutionError(
+            f"{path}: changed by something else while being edited; nothing was changed, run again"
+        )
     try:
         changes["backup"] = backup(path, keep=backup_keep)
     except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot make the backup next to it ({exc.strerror}); "
-                                    "nothing was changed") from None
+        raise CommandExecutionError(
+            f"{path}: cannot make the backup next to it ({exc.strerror}); nothing was changed"
+        ) from None
     try:
         __utils__["serverfix_files.atomic_write"](target, new_data)
     except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); the file is unchanged "
-                                    f"(backup {changes['backup']})") from None
-    log.info("dotenv: %s: added %s, changed %s, removed %s (backup %s)", target,
-             changes["added"], changes["changed"], changes["removed"], changes["backup"])
+        raise CommandExecutionError(
+            f"{path}: cannot write it ({exc.strerror}); the file is unchanged "
+            f"(backup {changes['backup']})"
+        ) from None
+    log.info(
+        "dotenv: %s: added %s, changed %s, removed %s (backup %s)",
+        target,
+        changes["added"],
+        changes["changed"],
+        changes["removed"],
+        changes["backup"],
+    )
     return changes
 
 

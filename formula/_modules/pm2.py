@@ -38,8 +38,14 @@ __virtualname__ = "pm2"
 
 SANE_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 # nvm/volta/npm-prefix installs the operator may have used; '~' is the owning user's home
-USER_BIN_GLOBS = ["~/.npm-global/bin", "~/.local/bin", "~/.volta/bin", "~/.nvm/versions/node/*/bin",
-                  "/usr/local/nvm/versions/node/*/bin", "/opt/nvm/versions/node/*/bin"]
+USER_BIN_GLOBS = [
+    "~/.npm-global/bin",
+    "~/.local/bin",
+    "~/.volta/bin",
+    "~/.nvm/versions/node/*/bin",
+    "/usr/local/nvm/versions/node/*/bin",
+    "/opt/nvm/versions/node/*/bin",
+]
 
 
 def __virtual__():
@@ -80,11 +86,15 @@ def check_name(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
             procs = list_(user, pm2_home, pm2_bin)
             index = ({p["name"] for p in procs}, {p["namespace"] for p in procs})
         if name not in index[0] and name in index[1]:
-            problem = (f"no app is named {name!r} but it is a pm2 namespace, so pm2 would act on "
-                       "every app in it")
+            problem = (
+                f"no app is named {name!r} but it is a pm2 namespace, so pm2 would act on "
+                "every app in it"
+            )
     if problem:
-        raise CommandExecutionError(f"refusing pm2 process name: {problem}; use the app's own name",
-                                    info={"errors": [problem]})
+        raise CommandExecutionError(
+            f"refusing pm2 process name: {problem}; use the app's own name",
+            info={"errors": [problem]},
+        )
     return True
 
 
@@ -117,7 +127,8 @@ def _user_entry(user):
     except KeyError:
         raise CommandExecutionError(  # pylint: disable=raise-missing-from
             f"user {user!r} does not exist; pass the user that runs pm2 "
-            "(ps -o user= -p \"$(cat ~/.pm2/pm2.pid)\")")
+            '(ps -o user= -p "$(cat ~/.pm2/pm2.pid)")'
+        )
 
 
 def _candidate_dirs(user):
@@ -154,18 +165,23 @@ def find_bin(pm2_bin="", user="root"):
         salt '*' pm2.find_bin /home/deploy/.nvm/versions/node/v20.11.1/bin/pm2
     """
     if pm2_bin:
-        if (not os.path.isabs(pm2_bin) or not os.path.isfile(pm2_bin)
-                or not os.access(pm2_bin, os.X_OK)):
+        if (
+            not os.path.isabs(pm2_bin)
+            or not os.path.isfile(pm2_bin)
+            or not os.access(pm2_bin, os.X_OK)
+        ):
             raise CommandExecutionError(
                 f"pm2_bin {pm2_bin!r} is not an executable file; pass the absolute path of pm2 "
-                f"(as {user}: command -v pm2), or '' to search the usual places")
+                f"(as {user}: command -v pm2), or '' to search the usual places"
+            )
         return pm2_bin
     dirs = _candidate_dirs(user)
     found = shutil.which("pm2", path=os.pathsep.join(dirs))
     if not found:
         raise CommandExecutionError(
             f"pm2 is not installed or not found (searched {', '.join(dirs)}); install it, or pass "
-            "pm2_bin, its absolute path (as the pm2 user: command -v pm2)")
+            "pm2_bin, its absolute path (as the pm2 user: command -v pm2)"
+        )
     return found
 
 
@@ -237,7 +253,8 @@ def daemon_pid(user="root", pm2_home="/root/.pm2"):
         raise CommandExecutionError(
             f"the pm2 daemon in {pm2_home} (pid {pid}) runs as {owner_name}, not as user {user!r}; "
             f"if {owner_name} owns the apps pass user {owner_name!r}, otherwise stop that daemon "
-            f"(as {owner_name}: PM2_HOME={pm2_home} pm2 kill) and start the apps as {user}")
+            f"(as {owner_name}: PM2_HOME={pm2_home} pm2 kill) and start the apps as {user}"
+        )
     return pid
 
 
@@ -257,7 +274,8 @@ def _check_home_owner(user, pm2_home):
     if st.st_uid != uid:
         raise CommandExecutionError(
             f"pm2_home {pm2_home} belongs to {_uid_name(st.st_uid)}, not to user {user!r}; pm2 "
-            "must run as the owner of its PM2_HOME (pass that user, or that user's pm2_home)")
+            "must run as the owner of its PM2_HOME (pass that user, or that user's pm2_home)"
+        )
 
 
 # ---------------------------------------------------------------- running pm2
@@ -287,7 +305,8 @@ def _argv(args, user, pm2_home, pm2_bin):
         return command
     if os.geteuid() != 0:
         raise CommandExecutionError(
-            f"cannot run pm2 as {user!r}: this minion runs as uid {os.geteuid()}, not root")
+            f"cannot run pm2 as {user!r}: this minion runs as uid {os.geteuid()}, not root"
+        )
     return ["runuser", "-u", entry.pw_name, "--"] + command
 
 
@@ -297,15 +316,27 @@ def _run(args, user, pm2_home, pm2_bin, timeout=120):
     if daemon_pid(user, pm2_home) is None:
         raise CommandExecutionError(
             f"no pm2 daemon runs for {user} in {pm2_home}, so no app is running there; serverfix "
-            f"never starts one (start the apps as {user}: PM2_HOME={pm2_home} pm2 resurrect)")
+            f"never starts one (start the apps as {user}: PM2_HOME={pm2_home} pm2 resurrect)"
+        )
     pm2_bin = find_bin(pm2_bin, user)
     _u("count")(__context__, args[0])
     started = time.monotonic()
     ret = __salt__["cmd.run_all"](
-        _argv(args, user, pm2_home, pm2_bin), python_shell=False, cwd="/", output_loglevel="quiet",
-        ignore_retcode=True, timeout=timeout)
-    log.debug("pm2 %s as %s (%s): rc %s in %.2fs", args[0], user, pm2_home, ret["retcode"],
-              time.monotonic() - started)
+        _argv(args, user, pm2_home, pm2_bin),
+        python_shell=False,
+        cwd="/",
+        output_loglevel="quiet",
+        ignore_retcode=True,
+        timeout=timeout,
+    )
+    log.debug(
+        "pm2 %s as %s (%s): rc %s in %.2fs",
+        args[0],
+        user,
+        pm2_home,
+        ret["retcode"],
+        time.monotonic() - started,
+    )
     if args[0] in ("stop", "restart", "delete"):
         # that app's pid/status/uptime changed: the next read asks pm2 again
         _u("mark_stale")(__context__, (user, pm2_home), args[1])
@@ -421,8 +452,10 @@ def log_tail(name, lines=200, user="root", pm2_home="/root/.pm2", pm2_bin="", se
     paths = log_paths(name, user, pm2_home, pm2_bin)  # lists first: that learns the secrets to mask
     out = []
     for path in paths:
-        out += [mask(line, secrets, user, pm2_home)
-                for line in __utils__["serverfix_files.tail_lines"](path, int(lines))]
+        out += [
+            mask(line, secrets, user, pm2_home)
+            for line in __utils__["serverfix_files.tail_lines"](path, int(lines))
+        ]
     return out
 
 
@@ -478,8 +511,9 @@ def restart(name, user="root", pm2_home="/root/.pm2", pm2_bin="", update_env=Tru
         salt '*' pm2.restart intranet-backend
     """
     check_name(name, user, pm2_home, pm2_bin)
-    ret = _run(["restart", name] + (["--update-env"] if update_env else []), user, pm2_home,
-               pm2_bin)
+    ret = _run(
+        ["restart", name] + (["--update-env"] if update_env else []), user, pm2_home, pm2_bin
+    )
     if ret["retcode"] != 0:
         _fail(f"restart {name}", ret, user, pm2_home)
     return True
@@ -530,7 +564,8 @@ def unsave(name, user="root", pm2_home="/root/.pm2", backup_keep=5):
     # pm2's own layout (JSON.stringify(list, '', 2)), owner and mode kept: pm2 keeps reading it
     data = json.dumps(kept, indent=2, ensure_ascii=False).encode("utf-8")
     __utils__["serverfix_files.atomic_write"](
-        dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid)
+        dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid
+    )
     _u("forget")(__context__, (user, pm2_home), name)
     return removed
 
@@ -558,9 +593,14 @@ def preflight(user="root", pm2_home="/root/.pm2", pm2_bin=""):
         try:
             found = find_bin(pm2_bin, user)
             if not shutil.which("node", path=_path_for(found)):
-                problems.append(("pm2_bin", f"node not found next to {found} or in "
-                                 f"{', '.join(SANE_PATH)}; install Node.js there or pass pm2_bin, "
-                                 "a pm2 that sits next to its node (nvm)"))
+                problems.append(
+                    (
+                        "pm2_bin",
+                        f"node not found next to {found} or in "
+                        f"{', '.join(SANE_PATH)}; install Node.js there or pass pm2_bin, "
+                        "a pm2 that sits next to its node (nvm)",
+                    )
+                )
         except CommandExecutionError as exc:
             problems.append(("pm2_bin", str(exc)))
         for argument, check in (("pm2_home", _check_home_owner), ("user", daemon_pid)):
@@ -569,13 +609,19 @@ def preflight(user="root", pm2_home="/root/.pm2", pm2_bin=""):
             except CommandExecutionError as exc:
                 problems.append((argument, str(exc)))
         if os.geteuid() not in (0, pwd.getpwnam(user).pw_uid):
-            problems.append(("user", f"cannot run pm2 as user {user!r}: the minion runs as uid "
-                                     f"{os.geteuid()}, not root"))
+            problems.append(
+                (
+                    "user",
+                    f"cannot run pm2 as user {user!r}: the minion runs as uid "
+                    f"{os.geteuid()}, not root",
+                )
+            )
     if problems:
         errors = [message for _, message in problems]
         arguments = [argument for argument, _ in problems]
-        raise CommandExecutionError("\n".join(errors),
-                                    info={"errors": errors, "arguments": arguments})
+        raise CommandExecutionError(
+            "\n".join(errors), info={"errors": errors, "arguments": arguments}
+        )
     return True
 
 

@@ -47,8 +47,11 @@ def _when(epoch):
 
 
 def _procs(name, user, pm2_home, pm2_bin, refresh=False):
-    return [p for p in __salt__["pm2.list"](user, pm2_home, pm2_bin, refresh=refresh)
-            if p["name"] == name]
+    return [
+        p
+        for p in __salt__["pm2.list"](user, pm2_home, pm2_bin, refresh=refresh)
+        if p["name"] == name
+    ]
 
 
 # ---------------------------------------------------------------- is a restart pending?
@@ -68,16 +71,25 @@ def redis_started(host="127.0.0.1", port=6379, password=None):
     if not host or "redis_server.command" not in __salt__:
         return None
     try:
-        info = __salt__["redis_server.command"]("INFO", "server", host=host, port=port,
-                                                password=password or None)
+        info = __salt__["redis_server.command"](
+            "INFO", "server", host=host, port=port, password=password or None
+        )
     except (OSError, ConnectionError, ValueError, CommandExecutionError):
         return None
     match = re.search(r"^uptime_in_seconds:(\d+)", info if isinstance(info, str) else "", re.M)
     return time.time() - int(match.group(1)) if match else None
 
 
-def restart_reasons(name, env_file="", redis_host="", redis_port=6379, redis_password=None,
-                    user="root", pm2_home="/root/.pm2", pm2_bin=""):
+def restart_reasons(
+    name,
+    env_file="",
+    redis_host="",
+    redis_port=6379,
+    redis_password=None,
+    user="root",
+    pm2_home="/root/.pm2",
+    pm2_bin="",
+):
     """
     Why app ``name`` needs a restart, read from the host (empty list: it does not): ``env_file``
     changed after the app started, Redis at ``redis_host`` started after it ('' skips that
@@ -100,8 +112,9 @@ def restart_reasons(name, env_file="", redis_host="", redis_port=6379, redis_pas
     except OSError:
         changed = None
     if changed is not None and changed > started:
-        reasons.append(f"{env_file} changed at {_when(changed)}, after the app started "
-                       f"({_when(started)})")
+        reasons.append(
+            f"{env_file} changed at {_when(changed)}, after the app started ({_when(started)})"
+        )
     redis_start = redis_started(redis_host, redis_port, redis_password)
     # INFO gives whole seconds: a Redis started in the same second as the app does not count
     if redis_start is not None and redis_start > started + 1:
@@ -151,8 +164,11 @@ def _env_values(env_file, secret_keys=()):
         values = __salt__["dotenv.read"](env_file)
     except (CommandExecutionError, OSError, ValueError):
         return set()
-    return {str(v) for k, v in values.items()
-            if __salt__["dotenv.is_secret"](k, secret_keys=secret_keys)}
+    return {
+        str(v)
+        for k, v in values.items()
+        if __salt__["dotenv.is_secret"](k, secret_keys=secret_keys)
+    }
 
 
 def _masked_tail(text, secrets, env_file, secret_keys, user, pm2_home):
@@ -171,8 +187,18 @@ def _failure(procs, before):
     return ""
 
 
-def restart_and_wait(name, ready_patterns=(), timeout=60, stop_first=False, secrets=(),
-                     env_file="", secret_keys=(), user="root", pm2_home="/root/.pm2", pm2_bin=""):
+def restart_and_wait(
+    name,
+    ready_patterns=(),
+    timeout=60,
+    stop_first=False,
+    secrets=(),
+    env_file="",
+    secret_keys=(),
+    user="root",
+    pm2_home="/root/.pm2",
+    pm2_bin="",
+):
     """
     Restart app ``name`` (``pm2 restart --update-env``) and wait until every instance is online
     with the same pid for more than a second and every ``ready_patterns`` line appeared in log
@@ -203,10 +229,18 @@ def restart_and_wait(name, ready_patterns=(), timeout=60, stop_first=False, secr
         missing = [p for p in patterns if p not in text]
         procs = _procs(name, user, pm2_home, pm2_bin, refresh=True)
         now = time.monotonic()
-        status = ", ".join(f"{p['status']} (pid {p['pid']}, restarts {p['restart_time']})"
-                           for p in procs) or "not in pm2's list"
-        outcome = {"seconds": round(now - began, 1), "missing": missing, "status": status,
-                   "pids": sorted(p["pid"] for p in procs)}
+        status = (
+            ", ".join(
+                f"{p['status']} (pid {p['pid']}, restarts {p['restart_time']})" for p in procs
+            )
+            or "not in pm2's list"
+        )
+        outcome = {
+            "seconds": round(now - began, 1),
+            "missing": missing,
+            "status": status,
+            "pids": sorted(p["pid"] for p in procs),
+        }
         why = _failure(procs, before)
         if not why:
             pids = tuple(outcome["pids"])
@@ -220,8 +254,11 @@ def restart_and_wait(name, ready_patterns=(), timeout=60, stop_first=False, secr
             if now - began < timeout:
                 time.sleep(POLL_SECONDS)
                 continue
-            why = (f"ready lines not seen within {timeout}s: {', '.join(missing)}" if missing
-                   else f"not online with a stable pid within {timeout}s")
+            why = (
+                f"ready lines not seen within {timeout}s: {', '.join(missing)}"
+                if missing
+                else f"not online with a stable pid within {timeout}s"
+            )
         else:
             time.sleep(POLL_SECONDS)  # pm2 writes the log lines of the crash a moment later
         tail = _masked_tail(watch.read(), secrets, env_file, secret_keys, user, pm2_home)
@@ -254,7 +291,8 @@ def previous_env(env_file, since):
                         return path
     except OSError as exc:
         raise CommandExecutionError(
-            f"cannot read {exc.filename or env_file}: {exc.strerror}") from exc
+            f"cannot read {exc.filename or env_file}: {exc.strerror}"
+        ) from exc
     return None
 
 
@@ -278,17 +316,20 @@ def rollback_env(env_file, since, backup_keep=5):
     try:
         with open(source, "rb") as handle:
             previous = handle.read()
-        failed_copy = __utils__["serverfix_files.backup"](env_file, keep=int(backup_keep),
-                                                          tag="failed")
+        failed_copy = __utils__["serverfix_files.backup"](
+            env_file, keep=int(backup_keep), tag="failed"
+        )
         __utils__["serverfix_files.atomic_write"](env_file, previous)
     except OSError as exc:
         raise CommandExecutionError(
-            f"rollback of {env_file} failed: {exc.filename}: {exc.strerror}") from exc
+            f"rollback of {env_file} failed: {exc.filename}: {exc.strerror}"
+        ) from exc
     return {"env_restored_from": source, "failed_env_saved_as": failed_copy}
 
 
-def rollback(name, env_file, since, timeout=60, backup_keep=5, user="root", pm2_home="/root/.pm2",
-             pm2_bin=""):
+def rollback(
+    name, env_file, since, timeout=60, backup_keep=5, user="root", pm2_home="/root/.pm2", pm2_bin=""
+):
     """
     After a failed restart of app ``name``: :func:`rollback_env`, then stop and restart the app
     and wait until it is online with a stable pid (no ready lines: the previous ``.env`` may not
@@ -306,7 +347,13 @@ def rollback(name, env_file, since, timeout=60, backup_keep=5, user="root", pm2_
     restored = rollback_env(env_file, since, backup_keep)
     if not restored["env_restored_from"]:
         return {"recovered": False, "env_restored_from": None}
-    outcome = restart_and_wait(name, (), timeout, stop_first=True, user=user, pm2_home=pm2_home,
-                               pm2_bin=pm2_bin)
-    return dict(restored, recovered=outcome["ok"], status=outcome["status"], why=outcome["why"],
-                seconds_to_recover=round(time.monotonic() - began, 1))
+    outcome = restart_and_wait(
+        name, (), timeout, stop_first=True, user=user, pm2_home=pm2_home, pm2_bin=pm2_bin
+    )
+    return dict(
+        restored,
+        recovered=outcome["ok"],
+        status=outcome["status"],
+        why=outcome["why"],
+        seconds_to_recover=round(time.monotonic() - began, 1),
+    )

@@ -168,7 +168,9 @@ def config_plan(path, settings):
             if position == 0 and wanted is not None:
                 lines[index] = f"{key} {wanted}{ending}"
             else:
-                lines[index] = f"# {lines[index].rstrip(chr(13) + chr(10))}  {MANAGED_MARK[2:]}{ending}"
+                lines[index] = (
+                    f"# {lines[index].rstrip(chr(13) + chr(10))}  {MANAGED_MARK[2:]}{ending}"
+                )
         if not found and wanted is not None:
             appended.append(f"{key} {wanted}{newline}")
     if appended:
@@ -204,8 +206,9 @@ def config_set(path, settings, backup_keep=5):
                 path, plan["content"].encode("utf-8", "surrogateescape")
             )
         except OSError as exc:
-            raise CommandExecutionError(f"{path}: cannot write it ({exc.strerror}); "
-                                        "the file is unchanged.") from None
+            raise CommandExecutionError(
+                f"{path}: cannot write it ({exc.strerror}); the file is unchanged."
+            ) from None
     return plan["changes"]
 
 
@@ -232,14 +235,18 @@ def package_default_plan(pkg, path, settings):
 
 def _plan_from_deb(pkg, path, settings):
     with tempfile.TemporaryDirectory(prefix="serverfix-deb-") as tmp:
-        download = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, check=False)
+        download = subprocess.run(
+            ["apt-get", "download", pkg], cwd=tmp, capture_output=True, check=False
+        )
         debs = glob.glob(os.path.join(tmp, "*.deb"))
         if download.returncode != 0 or not debs:
             log.debug("apt-get download %s failed: %s", pkg, download.stderr[-500:])
             return None
         tar_path = os.path.join(tmp, "data.tar")
         with open(tar_path, "wb") as handle:
-            if subprocess.run(["dpkg-deb", "--fsys-tarfile", debs[0]], stdout=handle, check=False).returncode:
+            if subprocess.run(
+                ["dpkg-deb", "--fsys-tarfile", debs[0]], stdout=handle, check=False
+            ).returncode:
                 return None
         conf = os.path.join(tmp, "default.conf")
         with tarfile.open(tar_path) as archive, open(conf, "wb") as handle:
@@ -408,22 +415,32 @@ def port_owners(port=6379):
     sockets = {f"socket:[{inode}]" for _, inode in _listeners(port)}
     try:
         with open("/proc/uptime", encoding="ascii") as handle:
-            boot = time.time() - float(handle.read().split()[0])   # 10 ms precision (/proc/stat's btime: 1 s)
+            boot = time.time() - float(
+                handle.read().split()[0]
+            )  # 10 ms precision (/proc/stat's btime: 1 s)
     except OSError:
         return []
     ticks = os.sysconf("SC_CLK_TCK")
     owners = []
     for pid in filter(str.isdigit, os.listdir("/proc")) if sockets else ():
         try:
-            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") in sockets for fd in os.listdir(f"/proc/{pid}/fd")):
+            if not any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") in sockets
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
                 continue
             with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
                 stat = handle.read()
         except OSError:
             continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        owners.append({"pid": int(pid), "name": stat[stat.index("(") + 1:stat.rindex(")")],
-                       "started": round(boot + int(rest[19]) / ticks, 2)})   # field 22: start time in ticks
+        rest = stat[stat.rindex(")") + 2 :].split()
+        owners.append(
+            {
+                "pid": int(pid),
+                "name": stat[stat.index("(") + 1 : stat.rindex(")")],
+                "started": round(boot + int(rest[19]) / ticks, 2),
+            }
+        )  # field 22: start time in ticks
     return sorted(owners, key=lambda owner: owner["pid"])
 
 
@@ -446,7 +463,9 @@ def started_before(path="/etc/redis/redis.conf", name="redis-server"):
         port = int(config_get(path).get("port", "6379"))
     except (OSError, ValueError):
         return []
-    return [o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed]
+    return [
+        o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed
+    ]
 
 
 def reset_failed(name="redis-server"):
@@ -467,8 +486,12 @@ def reset_failed(name="redis-server"):
     if not salt.utils.systemd.booted(__context__):
         return False
     unit = name if name.endswith(".service") else f"{name}.service"
-    if __salt__["cmd.retcode"](["systemctl", "is-failed", "--quiet", unit],
-                               python_shell=False, ignore_retcode=True) != 0:
+    if (
+        __salt__["cmd.retcode"](
+            ["systemctl", "is-failed", "--quiet", unit], python_shell=False, ignore_retcode=True
+        )
+        != 0
+    ):
         return False
     return __salt__["cmd.retcode"](["systemctl", "reset-failed", unit], python_shell=False) == 0
 
@@ -478,5 +501,5 @@ def _hex_to_ip(address, width):
     if width == 8:
         return socket.inet_ntop(socket.AF_INET, raw[::-1])
     # /proc stores IPv6 as four host-order 32-bit words
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
     return socket.inet_ntop(socket.AF_INET6, words)

@@ -47,13 +47,33 @@ SIGNATURE = b"SWAPSPACE2"
 NEW_SUFFIX = ".serverfix-new"
 
 # file systems the kernel cannot swap to (swapon says EINVAL, or they vanish/lie about blocks)
-NO_SWAP_FS = {"tmpfs", "ramfs", "overlay", "aufs", "zfs", "squashfs", "erofs", "iso9660", "fuse",
-              "fuseblk", "devtmpfs", "proc", "sysfs", "9p", "virtiofs", "nfs", "nfs4", "cifs", "smb3"}
+NO_SWAP_FS = {
+    "tmpfs",
+    "ramfs",
+    "overlay",
+    "aufs",
+    "zfs",
+    "squashfs",
+    "erofs",
+    "iso9660",
+    "fuse",
+    "fuseblk",
+    "devtmpfs",
+    "proc",
+    "sysfs",
+    "9p",
+    "virtiofs",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+}
 
 # linux/fs.h: chattr +C must be set while the btrfs file is still empty
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 FS_NOCOW_FL = 0x00800000
+
 
 def __virtual__():
     if not os.path.exists(PROC_SWAPS):
@@ -70,6 +90,7 @@ def _human_mib(size):
 
 
 # ---------------------------------------------------------------- reading the system
+
 
 def _read(path):
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
@@ -106,9 +127,11 @@ def swap_permitted():
     """
     code = _swap_call("swapoff", "/dev/null")
     if code == errno.EPERM:
-        return False, ("swapon/swapoff are not permitted here (EPERM): this looks like a container without "
-                       "CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs --system-call-filter=@swap). "
-                       "Create the swap on the host, or leave swap out of this run")
+        return False, (
+            "swapon/swapoff are not permitted here (EPERM): this looks like a container without "
+            "CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs --system-call-filter=@swap). "
+            "Create the swap on the host, or leave swap out of this run"
+        )
     return True, ""
 
 
@@ -129,7 +152,7 @@ def active_swaps(proc_swaps=PROC_SWAPS):
 def _header(handle, page):
     """``(is_swap, last_page)`` from the first page of a file."""
     data = handle.read(page)
-    if len(data) < page or data[page - 10:page] != SIGNATURE:
+    if len(data) < page or data[page - 10 : page] != SIGNATURE:
         return False, None
     return True, struct.unpack_from("<I", data, 1028)[0]  # after 1024 boot bytes and the version
 
@@ -167,32 +190,63 @@ def status(path, fstab=FSTAB):
     path = os.path.abspath(path)
     real = os.path.realpath(path)
     page = os.sysconf("SC_PAGE_SIZE")
-    st = {"path": path, "exists": False, "is_file": False, "size_bytes": None, "allocated_bytes": 0,
-          "mode": None, "uid": None, "gid": None, "is_swap": False, "header_ok": False, "holes": False,
-          "nocow": False, "active": False, "active_size_bytes": None, "used_bytes": 0, "priority": None}
+    st = {
+        "path": path,
+        "exists": False,
+        "is_file": False,
+        "size_bytes": None,
+        "allocated_bytes": 0,
+        "mode": None,
+        "uid": None,
+        "gid": None,
+        "is_swap": False,
+        "header_ok": False,
+        "holes": False,
+        "nocow": False,
+        "active": False,
+        "active_size_bytes": None,
+        "used_bytes": 0,
+        "priority": None,
+    }
     try:
         info = os.stat(path)
     except FileNotFoundError:
         info = None
     if info is not None:
-        st.update(exists=True, is_file=stat.S_ISREG(info.st_mode), mode=stat.S_IMODE(info.st_mode),
-                  uid=info.st_uid, gid=info.st_gid)
+        st.update(
+            exists=True,
+            is_file=stat.S_ISREG(info.st_mode),
+            mode=stat.S_IMODE(info.st_mode),
+            uid=info.st_uid,
+            gid=info.st_gid,
+        )
         if st["is_file"]:
-            st.update(size_bytes=info.st_size, allocated_bytes=info.st_blocks * 512,
-                      holes=info.st_blocks * 512 < info.st_size)
+            st.update(
+                size_bytes=info.st_size,
+                allocated_bytes=info.st_blocks * 512,
+                holes=info.st_blocks * 512 < info.st_size,
+            )
             with open(path, "rb") as handle:
                 st["is_swap"], last_page = _header(handle, page)
             st["header_ok"] = st["is_swap"] and last_page == info.st_size // page - 1
             st["nocow"] = _nocow(path)
-    mount = __utils__["serverfix_fstab.mount_of"](
-        os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)) or {}
+    mount = (
+        __utils__["serverfix_fstab.mount_of"](
+            os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)
+        )
+        or {}
+    )
     st["fs_type"] = mount.get("fs_type")
     st["mount_point"] = mount.get("mount_point")
     st["read_only"] = "ro" in mount.get("options", [])
     for entry in active_swaps():
         if entry["filename"] in (path, real) and not entry["deleted"]:
-            st.update(active=True, active_size_bytes=entry["size_bytes"], used_bytes=entry["used_bytes"],
-                      priority=entry["priority"])
+            st.update(
+                active=True,
+                active_size_bytes=entry["size_bytes"],
+                used_bytes=entry["used_bytes"],
+                priority=entry["priority"],
+            )
     try:
         found = __utils__["serverfix_fstab.entries"](_read(fstab), path)
         st["fstab_lines"] = [line for _, line, _ in found]
@@ -236,31 +290,43 @@ def plan(path, size, fstab=FSTAB, reserve=None):
     path = os.path.abspath(path)
     wanted = _size_bytes(size)
     if wanted < MIN_SIZE:
-        raise SaltInvocationError(f"size {size!r} is too small for a swap file; "
-                                  "use at least 1M (e.g. 2G)")
+        raise SaltInvocationError(
+            f"size {size!r} is too small for a swap file; use at least 1M (e.g. 2G)"
+        )
     parent = os.path.dirname(path)
     raise_problems = __utils__["serverfix_errors.raise_problems"]
     if not os.path.isdir(parent):
-        raise_problems([f"the directory {parent} of {path} does not exist; create it or choose "
-                        "another path (e.g. /swapfile)"])
+        raise_problems(
+            [
+                f"the directory {parent} of {path} does not exist; create it or choose "
+                "another path (e.g. /swapfile)"
+            ]
+        )
     st = status(path, fstab)
     if st["fs_type"] in NO_SWAP_FS:
-        raise_problems([f"{path} is on {st['fs_type']} ({st['mount_point']}), where the kernel "
-                        "cannot swap to a file; choose a path on ext4, xfs or btrfs (e.g. /swapfile)"])
+        raise_problems(
+            [
+                f"{path} is on {st['fs_type']} ({st['mount_point']}), where the kernel "
+                "cannot swap to a file; choose a path on ext4, xfs or btrfs (e.g. /swapfile)"
+            ]
+        )
     if st["read_only"] and not (st["active"] and st["size_bytes"] == wanted):
         raise_problems([f"{st['mount_point']} is mounted read-only; {path} cannot be written"])
     # reserve: the free space kept after writing the file (None: the swapplan default, 256M)
     kept = {} if reserve is None else {"reserve": _size_bytes(reserve)}
     result = __utils__["serverfix_swapplan.decide"](
-        st, wanted, _free_bytes(parent), _mem_available(), **kept)
+        st, wanted, _free_bytes(parent), _mem_available(), **kept
+    )
     raise_problems(result.pop("errors"))
     try:
         text = _read(fstab)
     except FileNotFoundError:
         text = ""
     if __utils__["serverfix_fstab.with_swap"](text, path) is not None:
-        result["changes"]["fstab"] = {"old": st["fstab_lines"],
-                                      "new": [__utils__["serverfix_fstab.swap_line"](path)]}
+        result["changes"]["fstab"] = {
+            "old": st["fstab_lines"],
+            "new": [__utils__["serverfix_fstab.swap_line"](path)],
+        }
     result["status"] = st
     return result
 
@@ -291,21 +357,24 @@ def preflight(path, size, fstab=FSTAB):
     if not ok:
         problems.append(f"{os.path.abspath(path)}: {reason}")
     elif not _which("mkswap"):
-        problems.append("mkswap not found: install util-linux "
-                        "(Debian/Ubuntu: apt-get install util-linux)")
+        problems.append(
+            "mkswap not found: install util-linux (Debian/Ubuntu: apt-get install util-linux)"
+        )
     __utils__["serverfix_errors.raise_problems"](problems)
     return True
 
 
 # ---------------------------------------------------------------- changing the system
 
+
 def _which(name):
     return __salt__["cmd.which"](name)
 
 
 def _run(argv):
-    ret = __salt__["cmd.run_all"](argv, python_shell=False, env={"LC_ALL": "C"},
-                                  ignore_retcode=True, output_loglevel="debug")
+    ret = __salt__["cmd.run_all"](
+        argv, python_shell=False, env={"LC_ALL": "C"}, ignore_retcode=True, output_loglevel="debug"
+    )
     return ret["retcode"], (ret.get("stderr") or ret.get("stdout") or "").strip()
 
 
@@ -344,11 +413,17 @@ def _build(path, size, method, fs_type):
     fd = _new_file(path)
     try:
         try:
-            if fs_type == "btrfs":  # swapon rejects copy-on-write files; the flag only sticks while empty
+            if (
+                fs_type == "btrfs"
+            ):  # swapon rejects copy-on-write files; the flag only sticks while empty
                 _set_nocow(fd)
             used = method
             if method in ("auto", "fallocate"):
-                rc, out = _run(["fallocate", "-l", str(size), path]) if _which("fallocate") else (127, "not found")
+                rc, out = (
+                    _run(["fallocate", "-l", str(size), path])
+                    if _which("fallocate")
+                    else (127, "not found")
+                )
                 if rc == 0:
                     used = "fallocate"
                 elif method == "fallocate":
@@ -367,8 +442,10 @@ def _build(path, size, method, fs_type):
     except OSError as exc:
         _unlink_quietly(path)
         if exc.errno == errno.ENOSPC:
-            raise CommandExecutionError(f"the disk filled up while writing {path}; "
-                                        "it was removed again. Free some space or choose a smaller size.") from None
+            raise CommandExecutionError(
+                f"the disk filled up while writing {path}; "
+                "it was removed again. Free some space or choose a smaller size."
+            ) from None
         raise CommandExecutionError(f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
         _unlink_quietly(path)
@@ -385,8 +462,9 @@ def _unlink_quietly(path):
 
 def _not_permitted(path):
     ok, reason = swap_permitted()
-    return CommandExecutionError(f"swapon {path}: {reason}" if not ok else
-                                 f"swapon {path}: not permitted (EPERM)")
+    return CommandExecutionError(
+        f"swapon {path}: {reason}" if not ok else f"swapon {path}: not permitted (EPERM)"
+    )
 
 
 def _swapoff(path):
@@ -394,8 +472,10 @@ def _swapoff(path):
     if code == errno.EPERM:
         raise _not_permitted(path)
     if code == errno.ENOMEM:
-        raise CommandExecutionError(f"swapoff {path}: not enough memory to take back what is in swap (ENOMEM); "
-                                    "it stays active. Retry when less is swapped out.")
+        raise CommandExecutionError(
+            f"swapoff {path}: not enough memory to take back what is in swap (ENOMEM); "
+            "it stays active. Retry when less is swapped out."
+        )
     if code:
         raise CommandExecutionError(f"swapoff {path} failed: {os.strerror(code)}")
 
@@ -403,7 +483,9 @@ def _swapoff(path):
 def _install(path, size, method, fs_type):
     """Build at a temporary name, move into place, swapon; zeros when the kernel rejects the file."""
     tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + NEW_SUFFIX)
-    _unlink_quietly(tmp)  # left over from an interrupted run; never active (it is only swapped on as `path`)
+    _unlink_quietly(
+        tmp
+    )  # left over from an interrupted run; never active (it is only swapped on as `path`)
     used = _build(tmp, size, method, fs_type)
     os.replace(tmp, path)
     code = _swap_call("swapon", path)
@@ -418,8 +500,10 @@ def _install(path, size, method, fs_type):
         os.unlink(path)  # a swap file that cannot be used is not left behind
         if code == errno.EPERM:
             raise _not_permitted(path)
-        raise CommandExecutionError(f"swapon {path} failed: {os.strerror(code)} (file system {fs_type}); "
-                                    "the file was removed again. Choose a path on ext4 or xfs.")
+        raise CommandExecutionError(
+            f"swapon {path} failed: {os.strerror(code)} (file system {fs_type}); "
+            "the file was removed again. Choose a path on ext4 or xfs."
+        )
     return used
 
 
@@ -472,7 +556,10 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
             # the kernel saw something the header and block count did not show: write it anew
             log.info("swapfile: swapon %s: EINVAL; writing it anew", path)
             action, result["reason"] = "rebuild", "swapon rejected it (EINVAL)"
-            changes["file"] = {"old": f"{_human(wanted)} ({result['reason']})", "new": _human(wanted)}
+            changes["file"] = {
+                "old": f"{_human(wanted)} ({result['reason']})",
+                "new": _human(wanted),
+            }
         elif code == errno.EPERM:
             raise _not_permitted(path)
         elif code:
@@ -489,11 +576,13 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
         except FileNotFoundError:
             text = ""
         _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](text, path))
-    comment = {"none": f"{path} is an active {_human(wanted)} swap file",
-               "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
-               "resize": f"resized {path}: {result['reason']} ({used}); swapped off, rewritten, swapped on",
-               "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
-               "activate": f"swapped {path} on"}[action]
+    comment = {
+        "none": f"{path} is an active {_human(wanted)} swap file",
+        "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
+        "resize": f"resized {path}: {result['reason']} ({used}); swapped off, rewritten, swapped on",
+        "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
+        "activate": f"swapped {path} on",
+    }[action]
     return {"changes": changes, "comment": comment, "method": used}
 
 

@@ -31,11 +31,19 @@ __virtualname__ = "sysctl_persist"
 PROC_SYS = "/proc/sys"
 # systemd-sysctl and procps `sysctl --system`: a file name in an earlier directory hides the same
 # name in a later one; the files then apply in name order, whatever directory they are in
-CONF_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d")
+CONF_DIRS = (
+    "/etc/sysctl.d",
+    "/run/sysctl.d",
+    "/usr/local/lib/sysctl.d",
+    "/usr/lib/sysctl.d",
+    "/lib/sysctl.d",
+)
 SYSCTL_CONF = "/etc/sysctl.conf"
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)+$")
-HEADER = ("# Managed by the serverfix Salt formula (runbook Phase 4); changes here are overwritten.\n"
-          "# Named to sort after 99-sysctl.conf (/etc/sysctl.conf) so these values win at boot.\n")
+HEADER = (
+    "# Managed by the serverfix Salt formula (runbook Phase 4); changes here are overwritten.\n"
+    "# Named to sort after 99-sysctl.conf (/etc/sysctl.conf) so these values win at boot.\n"
+)
 
 
 def __virtual__():
@@ -68,7 +76,9 @@ def _parse_conf(text):
 
 def _render(values):
     """The managed file's content for ``values`` (sorted, one ``key = value`` a line)."""
-    body = "".join(f"{_normalize_key(k)} = {_normalize_value(v)}\n" for k, v in sorted(values.items()))
+    body = "".join(
+        f"{_normalize_key(k)} = {_normalize_value(v)}\n" for k, v in sorted(values.items())
+    )
     return HEADER + body
 
 
@@ -136,21 +146,31 @@ def overrides(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     if position is None:
         shadow = [f for f in order if os.path.basename(f) == os.path.basename(path)]
         if shadow:
-            messages.append(f"{shadow[0]} has the same name as {path} in a directory that takes precedence: "
-                            f"{path} would not be read at all; rename one of them")
-        later = [f for f in order if os.fsencode(os.path.basename(f)) > os.fsencode(os.path.basename(path))]
+            messages.append(
+                f"{shadow[0]} has the same name as {path} in a directory that takes precedence: "
+                f"{path} would not be read at all; rename one of them"
+            )
+        later = [
+            f
+            for f in order
+            if os.fsencode(os.path.basename(f)) > os.fsencode(os.path.basename(path))
+        ]
     else:
-        later = order[position + 1:]
+        later = order[position + 1 :]
     for other in later:
         for key, value in _settings_of(other).items():
             if key in wanted and value != wanted[key]:
-                messages.append(f"{other} sets {key} = {value} after {path} at boot (systemd-sysctl), "
-                                f"so {wanted[key]} would not last a reboot: remove that line")
+                messages.append(
+                    f"{other} sets {key} = {value} after {path} at boot (systemd-sysctl), "
+                    f"so {wanted[key]} would not last a reboot: remove that line"
+                )
     if sysctl_conf:
         for key, value in _settings_of(sysctl_conf).items():
             if key in wanted and value != wanted[key]:
-                messages.append(f"{sysctl_conf} sets {key} = {value}; `sysctl --system` (procps) applies that file "
-                                f"last, over {path}: remove that line")
+                messages.append(
+                    f"{sysctl_conf} sets {key} = {value}; `sysctl --system` (procps) applies that file "
+                    f"last, over {path}: remove that line"
+                )
     return messages
 
 
@@ -213,8 +233,10 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
             errors.append(f"{key}: this kernel has no such setting ({_proc_path(key)} is missing)")
         elif current[key] != value:
             if not os.access(_proc_path(key), os.W_OK):
-                errors.append(f"{key}: {_proc_path(key)} is not writable here (read-only /proc/sys: a container? "
-                              "systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)")
+                errors.append(
+                    f"{key}: {_proc_path(key)} is not writable here (read-only /proc/sys: a container? "
+                    "systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)"
+                )
             changes[key] = {"old": current[key], "new": value}
     __utils__["serverfix_errors.raise_problems"](errors)
     try:
@@ -227,8 +249,12 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
 
 def _single_line(value):
-    return isinstance(value, (int, str)) and not isinstance(value, bool) and "\n" not in str(value) \
+    return (
+        isinstance(value, (int, str))
+        and not isinstance(value, bool)
+        and "\n" not in str(value)
         and str(value).strip() != ""
+    )
 
 
 def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
@@ -254,7 +280,8 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         if os.path.exists(path):
             __utils__["serverfix_files.backup"](path)
         __utils__["serverfix_files.atomic_write"](
-            path, _render(wanted).encode(), mode=0o644, uid=0, gid=0)
+            path, _render(wanted).encode(), mode=0o644, uid=0, gid=0
+        )
     for key, change in result["changes"].items():
         if key == path:
             continue
@@ -263,5 +290,7 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
                 handle.write(change["new"])
         except OSError as exc:
             reason = "the kernel rejected the value" if exc.errno == errno.EINVAL else exc.strerror
-            raise CommandExecutionError(f"{key} = {change['new']}: {reason} ({path} is written)") from None
+            raise CommandExecutionError(
+                f"{key} = {change['new']}: {reason} ({path} is written)"
+            ) from None
     return result

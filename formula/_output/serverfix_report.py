@@ -21,9 +21,14 @@ import salt.utils.color
 __virtualname__ = "serverfix_report"
 
 LABELS = {
-    "critical": ("CRITICAL", "RED"), "warning": ("WARNING", "YELLOW"), "info": ("info", "CYAN"),
-    "fail": ("FAIL", "RED"), "warn": ("WARN", "YELLOW"), "pass": ("PASS", "GREEN"),
-    "skip": ("skip", "CYAN"), "info-check": ("info", "CYAN"),
+    "critical": ("CRITICAL", "RED"),
+    "warning": ("WARNING", "YELLOW"),
+    "info": ("info", "CYAN"),
+    "fail": ("FAIL", "RED"),
+    "warn": ("WARN", "YELLOW"),
+    "pass": ("PASS", "GREEN"),
+    "skip": ("skip", "CYAN"),
+    "info-check": ("info", "CYAN"),
 }
 # rows whose evidence and fix are worth a person's time
 DETAILED = {"critical", "warning", "fail", "warn"}
@@ -35,7 +40,11 @@ def __virtual__():
 
 
 def _is_report(value):
-    return isinstance(value, dict) and value.get("function") in ("diagnose", "verify") and "counts" in value
+    return (
+        isinstance(value, dict)
+        and value.get("function") in ("diagnose", "verify")
+        and "counts" in value
+    )
 
 
 def _flatten(value, prefix=""):
@@ -46,7 +55,9 @@ def _flatten(value, prefix=""):
             pairs += _flatten(sub, f"{prefix}.{key}" if prefix else str(key))
         return pairs
     if isinstance(value, list):
-        shown = ",".join(str(v) if not isinstance(v, dict) else " ".join(_flatten(v)) for v in value)
+        shown = ",".join(
+            str(v) if not isinstance(v, dict) else " ".join(_flatten(v)) for v in value
+        )
         return [f"{prefix}=[{shown}]"]
     if value is None or value == "":
         return []
@@ -67,7 +78,11 @@ def _fix_text(fix):
 def _summary(report):
     counts = report["counts"]
     shown = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
-    verdict = "OK" if report["ok"] else ("problems found" if report["function"] == "diagnose" else "FAILED")
+    verdict = (
+        "OK"
+        if report["ok"]
+        else ("problems found" if report["function"] == "diagnose" else "FAILED")
+    )
     return f"serverfix.{report['function']}: {verdict} ({shown or 'nothing to report'}; {report['duration_ms']} ms)"
 
 
@@ -83,16 +98,23 @@ def render(report, colors=None, width=None):
     if settings:
         lines.append("  " + " · ".join(f"{key} {value}" for key, value in settings.items()))
     lines.append("")
-    lines.append(f"  {kind.upper():<9} {'ID':<{ID_WIDTH}} {'FINDING' if kind == 'severity' else 'CHECK'}")
+    lines.append(
+        f"  {kind.upper():<9} {'ID':<{ID_WIDTH}} {'FINDING' if kind == 'severity' else 'CHECK'}"
+    )
     indent = " " * (2 + 10 + ID_WIDTH + 1)
-    wrap = textwrap.TextWrapper(width=width, subsequent_indent=indent, break_long_words=True,
-                                break_on_hyphens=False)
+    wrap = textwrap.TextWrapper(
+        width=width, subsequent_indent=indent, break_long_words=True, break_on_hyphens=False
+    )
     for item in items or []:
         level = item[kind]
-        label, color = LABELS.get("info-check" if level == "info" and kind == "status" else level, (level, ""))
+        label, color = LABELS.get(
+            "info-check" if level == "info" and kind == "status" else level, (level, "")
+        )
         paint = colors.get(color, "")
         row = wrap.fill(f"  {label:<9} {item['id']:<{ID_WIDTH}} {item['title']}")
-        lines.append(row.replace(f"  {label:<9}", f"  {paint}{label:<9}{reset}", 1) if paint else row)
+        lines.append(
+            row.replace(f"  {label:<9}", f"  {paint}{label:<9}{reset}", 1) if paint else row
+        )
         if level in DETAILED:
             evidence = " ".join(_flatten(item.get("evidence") or {}))
             if evidence:

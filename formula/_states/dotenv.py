@@ -24,12 +24,19 @@ __virtualname__ = "dotenv"
 def __virtual__():
     if "dotenv.plan" in __salt__:
         return __virtualname__
-    return (False, "the dotenv execution module is not loaded: run saltutil.sync_all, "
-                   "or state.apply serverfix sync_mods=all")
+    return (
+        False,
+        "the dotenv execution module is not loaded: run saltutil.sync_all, "
+        "or state.apply serverfix sync_mods=all",
+    )
 
 
-_VERBS = (("created", "create the file", "created the file"), ("added", "add", "added"),
-          ("changed", "change", "changed"), ("removed", "remove", "removed"))
+_VERBS = (
+    ("created", "create the file", "created the file"),
+    ("added", "add", "added"),
+    ("changed", "change", "changed"),
+    ("removed", "remove", "removed"),
+)
 
 
 def _describe(changes, test):
@@ -46,7 +53,9 @@ def _refused(ret, exc):
     message = __utils__["serverfix_errors.message"](exc)
     ret["changes"] = {}
     ret["result"] = False
-    ret["comment"] = message if message.endswith("nothing was changed") else f"{message}; nothing was changed"
+    ret["comment"] = (
+        message if message.endswith("nothing was changed") else f"{message}; nothing was changed"
+    )
     return ret
 
 
@@ -75,7 +84,9 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
     return ret
 
 
-def present(name, values, secret_keys=None, create=False, user="", group="", mode="0640", backup_keep=5):
+def present(
+    name, values, secret_keys=None, create=False, user="", group="", mode="0640", backup_keep=5
+):
     """
     Ensure the ``.env`` file ``name`` has each key of ``values`` with exactly that value as npm
     dotenv reads it (numbers are written as their text). Only the value text of keys that differ
@@ -108,12 +119,23 @@ def present(name, values, secret_keys=None, create=False, user="", group="", mod
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     if not isinstance(values, dict):
         ret["result"] = False
-        ret["comment"] = f"{name}: values must be a mapping of keys to strings or numbers; nothing was changed"
+        ret["comment"] = (
+            f"{name}: values must be a mapping of keys to strings or numbers; nothing was changed"
+        )
         return ret
-    values = {key: __utils__["serverfix_pillar.resolve"](value, __pillar__)
-              for key, value in values.items()}
-    plan_kwargs = {"values": values, "secret_keys": list(secret_keys or []), "create": create,
-                   "user": user, "group": group, "mode": mode, "backup_keep": backup_keep}
+    values = {
+        key: __utils__["serverfix_pillar.resolve"](value, __pillar__)
+        for key, value in values.items()
+    }
+    plan_kwargs = {
+        "values": values,
+        "secret_keys": list(secret_keys or []),
+        "create": create,
+        "user": user,
+        "group": group,
+        "mode": mode,
+        "backup_keep": backup_keep,
+    }
     return _run(name, ret, plan_kwargs, "dotenv.set", plan_kwargs)
 
 
@@ -135,5 +157,10 @@ def absent(name, keys, backup_keep=5):
     if not salt["file.file_exists"](name) and not salt["file.is_link"](name):
         ret["comment"] = f"{name} does not exist, so none of the keys is in it."
         return ret
-    return _run(name, ret, {"remove": list(keys), "backup_keep": backup_keep}, "dotenv.unset",
-                {"keys": list(keys), "backup_keep": backup_keep})
+    return _run(
+        name,
+        ret,
+        {"remove": list(keys), "backup_keep": backup_keep},
+        "dotenv.unset",
+        {"keys": list(keys), "backup_keep": backup_keep},
+    )

@@ -29,10 +29,15 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "pm2"
 
-ALLOW_HINT = "pillar='{\"serverfix\": {\"backend\": {\"restart\": true}}}'"
+ALLOW_HINT = 'pillar=\'{"serverfix": {"backend": {"restart": true}}}\''
 READY_DEFAULTS = {"patterns": [], "timeout": 60, "rollback": True}
-ENV_DEFAULTS = {"file": "", "managed_keys": [], "secret_keys": [], "shadowed": "fail",
-                "backup_keep": 5}
+ENV_DEFAULTS = {
+    "file": "",
+    "managed_keys": [],
+    "secret_keys": [],
+    "shadowed": "fail",
+    "backup_keep": 5,
+}
 REDIS_DEFAULTS = {"host": "", "port": 6379, "password": ""}
 
 
@@ -53,8 +58,11 @@ def _when(epoch):
 def _log_calls():
     # the cost the runbook cares about: a no-op run of Phases 3 + 5 is one `pm2 jlist`
     made = __salt__["pm2.calls"]()
-    log.info("pm2: %d CLI call(s) so far in this run: %s", made["total"],
-             " ".join(made["commands"]) or "-")
+    log.info(
+        "pm2: %d CLI call(s) so far in this run: %s",
+        made["total"],
+        " ".join(made["commands"]) or "-",
+    )
 
 
 def _where(user, pm2_home):
@@ -91,8 +99,10 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
         try:
             __salt__["pm2.check_name"](name, user, pm2_home, pm2_bin)
         except SaltException as exc:
-            ret.update(result=False, comment=f"Refusing pm2 name: {_name_problem(exc)}; pass the "
-                                             "app's own name")
+            ret.update(
+                result=False,
+                comment=f"Refusing pm2 name: {_name_problem(exc)}; pass the app's own name",
+            )
             return ret
         procs = __salt__["pm2.list"](user, pm2_home, pm2_bin)
         running = [p for p in procs if p["source"] == "jlist"]
@@ -100,18 +110,29 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
         saved = __salt__["pm2.saved_names"](user, pm2_home)
         in_dump = name in saved
         if not live and not in_dump:
-            ret["comment"] = (f"{name} is already absent from the {_where(user, pm2_home)}: neither running nor "
-                              "in its saved list (dump.pm2)")
+            ret["comment"] = (
+                f"{name} is already absent from the {_where(user, pm2_home)}: neither running nor "
+                "in its saved list (dump.pm2)"
+            )
             return ret
         if live:
-            ret["changes"]["process"] = {"old": ", ".join(p["status"] for p in live), "new": "deleted"}
+            ret["changes"]["process"] = {
+                "old": ", ".join(p["status"] for p in live),
+                "new": "deleted",
+            }
         if in_dump:
-            ret["changes"]["dump.pm2"] = {"old": f"{name} saved (comes back on reboot/resurrect)", "new": "removed"}
+            ret["changes"]["dump.pm2"] = {
+                "old": f"{name} saved (comes back on reboot/resurrect)",
+                "new": "removed",
+            }
         if __opts__["test"]:
             steps = ["stop and delete it"] if live else []
             steps += ["remove it from dump.pm2"] if in_dump else []
-            ret.update(result=None, comment=f"{name} would be removed from the {_where(user, pm2_home)}: "
-                                            f"{' and '.join(steps)}")
+            ret.update(
+                result=None,
+                comment=f"{name} would be removed from the {_where(user, pm2_home)}: "
+                f"{' and '.join(steps)}",
+            )
             return ret
         done = []
         if live:
@@ -128,13 +149,21 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
                 done.append("saved (pm2 save)")
             else:
                 __salt__["pm2.unsave"](name, user, pm2_home, backup_keep)
-                done.append("removed from dump.pm2 only (pm2 save would have changed other apps' saved state)"
-                            if live else "removed from dump.pm2 (no pm2 daemon needed)")
+                done.append(
+                    "removed from dump.pm2 only (pm2 save would have changed other apps' saved state)"
+                    if live
+                    else "removed from dump.pm2 (no pm2 daemon needed)"
+                )
         if name in __salt__["pm2.saved_names"](user, pm2_home):
-            ret.update(result=False, comment=f"{name} is still in {pm2_home}/dump.pm2 after: {', '.join(done)}")
+            ret.update(
+                result=False,
+                comment=f"{name} is still in {pm2_home}/dump.pm2 after: {', '.join(done)}",
+            )
             return ret
-        ret["comment"] = (f"{name} {', '.join(done)} in the {_where(user, pm2_home)}; "
-                          "it stays gone after a reboot or pm2 resurrect")
+        ret["comment"] = (
+            f"{name} {', '.join(done)} in the {_where(user, pm2_home)}; "
+            "it stays gone after a reboot or pm2 resurrect"
+        )
     except SaltException as exc:
         ret.update(result=False, comment=str(exc))
     finally:
@@ -148,20 +177,33 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
 def _settings(group, given, defaults):
     unknown = sorted(set(given or {}) - set(defaults))
     if unknown:
-        raise SaltException(f"{group}: unknown key(s) {', '.join(unknown)}; known: "
-                            f"{', '.join(defaults)}")
+        raise SaltException(
+            f"{group}: unknown key(s) {', '.join(unknown)}; known: {', '.join(defaults)}"
+        )
     return dict(defaults, **(given or {}))
 
 
 def _shadow_note(name, user, shadowed):
-    return (f"pm2's saved start-time environment of {name} sets {', '.join(shadowed)}: dotenv "
-            "never overrides a variable that is already set, so the .env values of these keys "
-            f"would not take effect on restart. Fix: as {user}, pm2 delete {name}, start it again "
-            "from a shell without these variables and pm2 save; or pass env shadowed: warn.")
+    return (
+        f"pm2's saved start-time environment of {name} sets {', '.join(shadowed)}: dotenv "
+        "never overrides a variable that is already set, so the .env values of these keys "
+        f"would not take effect on restart. Fix: as {user}, pm2 delete {name}, start it again "
+        "from a shell without these variables and pm2 save; or pass env shadowed: warn."
+    )
 
 
-def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowed=False,
-                    force=False, ready=None, env=None, redis=None, changes_from=()):
+def restarted_ready(
+    name,
+    user="root",
+    pm2_home="/root/.pm2",
+    pm2_bin="",
+    allowed=False,
+    force=False,
+    ready=None,
+    env=None,
+    redis=None,
+    changes_from=(),
+):
     """
     Restart app ``name`` when a restart is pending and the operator allowed it, then wait
     until it is really up: online, the same pid for more than a second, and every ready
@@ -195,12 +237,24 @@ def restarted_ready(name, user="root", pm2_home="/root/.pm2", pm2_bin="", allowe
         compile turns ``watch`` on a custom state into ``require`` (and loads every module
         looking for its ``mod_watch``).
     """
-    return _restarted_ready(name, user, pm2_home, pm2_bin, allowed, force, ready, env, redis,
-                            changes_from, upstream_changed=False)
+    return _restarted_ready(
+        name,
+        user,
+        pm2_home,
+        pm2_bin,
+        allowed,
+        force,
+        ready,
+        env,
+        redis,
+        changes_from,
+        upstream_changed=False,
+    )
 
 
-def _restarted_ready(name, user, pm2_home, pm2_bin, allowed, force, ready, env, redis,
-                     changes_from, upstream_changed):
+def _restarted_ready(
+    name, user, pm2_home, pm2_bin, allowed, force, ready, env, redis, changes_from, upstream_changed
+):
     ret = _ret(name)
     pm2 = {"user": user, "pm2_home": pm2_home, "pm2_bin": pm2_bin}
     try:
@@ -210,70 +264,101 @@ def _restarted_ready(name, user, pm2_home, pm2_bin, allowed, force, ready, env, 
         try:
             __salt__["pm2.check_name"](name, **pm2)
         except SaltException as exc:
-            ret.update(result=False, comment=f"Refusing pm2 name: {_name_problem(exc)}; pass the "
-                                             "app's name")
+            ret.update(
+                result=False,
+                comment=f"Refusing pm2 name: {_name_problem(exc)}; pass the app's name",
+            )
             return ret
         procs = [p for p in __salt__["pm2.list"](**pm2) if p["name"] == name]
         if not procs:
-            ret.update(result=not allowed,
-                       comment=f"{name} is not managed by the {_where(user, pm2_home)}: nothing to "
-                               f"restart (start it as {user} first, then pm2 save)")
+            ret.update(
+                result=not allowed,
+                comment=f"{name} is not managed by the {_where(user, pm2_home)}: nothing to "
+                f"restart (start it as {user} first, then pm2 save)",
+            )
             return ret
         upstream_changed = upstream_changed or __utils__["serverfix_run.changed_earlier"](
-            globals().get("__running__"), sls=changes_from)
+            globals().get("__running__"), sls=changes_from
+        )
         password = __utils__["serverfix_pillar.resolve"](redis["password"], __pillar__) or None
         reasons = (["forced (force)"] if force else []) + (
-            ["Phase 1/2 changed something in this run"] if upstream_changed else [])
+            ["Phase 1/2 changed something in this run"] if upstream_changed else []
+        )
         reasons += __salt__["pm2_app.restart_reasons"](
-            name, env["file"], redis["host"], redis["port"], password, **pm2)
+            name, env["file"], redis["host"], redis["port"], password, **pm2
+        )
         started = min(p["pm_uptime"] for p in procs) / 1000.0
         if not reasons:
-            ret["comment"] = (f"{name} is online and up to date (started {_when(started)}, after "
-                              "the last .env change and Redis start): no restart needed")
+            ret["comment"] = (
+                f"{name} is online and up to date (started {_when(started)}, after "
+                "the last .env change and Redis start): no restart needed"
+            )
             return ret
         shadowed = sorted(set(env["managed_keys"]) & {k for p in procs for k in p["env_keys"]})
         shadow_note = _shadow_note(name, user, shadowed) if shadowed else ""
         if shadowed:
             ret["warnings"] = [shadow_note]
         if not allowed:
-            ret["comment"] = (f"RESTART PENDING: {name} needs a restart ({'; '.join(reasons)}). "
-                              "Nothing was restarted: the runbook restarts the backend only with "
-                              f"the operator's consent. Allow it with {ALLOW_HINT}"
-                              + (f". Note: {shadow_note}" if shadow_note else ""))
+            ret["comment"] = (
+                f"RESTART PENDING: {name} needs a restart ({'; '.join(reasons)}). "
+                "Nothing was restarted: the runbook restarts the backend only with "
+                f"the operator's consent. Allow it with {ALLOW_HINT}"
+                + (f". Note: {shadow_note}" if shadow_note else "")
+            )
             ret.setdefault("warnings", []).insert(
-                0, f"RESTART PENDING: {name}; allow with {ALLOW_HINT}")
+                0, f"RESTART PENDING: {name}; allow with {ALLOW_HINT}"
+            )
             return ret
         if procs[0]["source"] != "jlist":
-            ret.update(result=False, comment=(
-                f"{name} needs a restart ({'; '.join(reasons)}) but no pm2 daemon runs for {user} "
-                f"in {pm2_home}, and serverfix never starts one: start the apps as {user} "
-                f"(PM2_HOME={pm2_home} pm2 resurrect) and apply again"))
+            ret.update(
+                result=False,
+                comment=(
+                    f"{name} needs a restart ({'; '.join(reasons)}) but no pm2 daemon runs for {user} "
+                    f"in {pm2_home}, and serverfix never starts one: start the apps as {user} "
+                    f"(PM2_HOME={pm2_home} pm2 resurrect) and apply again"
+                ),
+            )
             return ret
         if shadowed and env["shadowed"] == "fail":
             ret.update(result=False, comment=f"Not restarting {name}: {shadow_note}")
             return ret
         ret["changes"] = {"restarted": name, "reasons": reasons}
         if __opts__["test"]:
-            ret.update(result=None, comment=f"{name} would be restarted ({'; '.join(reasons)}) and "
-                                            f"checked: online, stable pid, ready lines within "
-                                            f"{ready['timeout']}s")
+            ret.update(
+                result=None,
+                comment=f"{name} would be restarted ({'; '.join(reasons)}) and "
+                f"checked: online, stable pid, ready lines within "
+                f"{ready['timeout']}s",
+            )
             return ret
         outcome = __salt__["pm2_app.restart_and_wait"](
-            name, list(ready["patterns"]), int(ready["timeout"]), secrets=[password],
-            env_file=env["file"], secret_keys=list(env["secret_keys"]), **pm2)
+            name,
+            list(ready["patterns"]),
+            int(ready["timeout"]),
+            secrets=[password],
+            env_file=env["file"],
+            secret_keys=list(env["secret_keys"]),
+            **pm2,
+        )
         ret["changes"]["pid"] = {"old": sorted(p["pid"] for p in procs), "new": outcome["pids"]}
         if outcome["ok"]:
             seen = f" (seen: {', '.join(ready['patterns'])})" if ready["patterns"] else ""
-            ret["comment"] = (f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
-                              f"stable, ready after {outcome['seconds']}s{seen}")
+            ret["comment"] = (
+                f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
+                f"stable, ready after {outcome['seconds']}s{seen}"
+            )
             return ret
         ret["changes"]["ready"] = False
-        comment = [f"{name} did NOT come up after the restart: {outcome['why']}. Status: "
-                   f"{outcome['status']}.", "New log lines (secrets masked):",
-                   outcome["log"] or "(none)"]
+        comment = [
+            f"{name} did NOT come up after the restart: {outcome['why']}. Status: "
+            f"{outcome['status']}.",
+            "New log lines (secrets masked):",
+            outcome["log"] or "(none)",
+        ]
         if ready["rollback"]:
-            report = __salt__["pm2_app.rollback"](name, env["file"], started, int(ready["timeout"]),
-                                                  int(env["backup_keep"]), **pm2)
+            report = __salt__["pm2_app.rollback"](
+                name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
+            )
             ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
             comment.append(note)
         else:
@@ -292,17 +377,26 @@ def _rollback_report(name, env_file, since, report):
     if not source:
         return {"recovered": False}, (
             f"Rollback: no serverfix backup of {env_file or 'the .env'} newer than the app's start "
-            f"({_when(since)}): nothing to restore, not restarted again")
+            f"({_when(since)}): nothing to restore, not restarted again"
+        )
     failed, seconds = report["failed_env_saved_as"], report["seconds_to_recover"]
-    changes = {"env_restored_from": source, "failed_env_saved_as": failed,
-               "recovered": report["recovered"], "seconds_to_recover": seconds}
+    changes = {
+        "env_restored_from": source,
+        "failed_env_saved_as": failed,
+        "recovered": report["recovered"],
+        "seconds_to_recover": seconds,
+    }
     if report["recovered"]:
-        return changes, (f"Rollback: {env_file} restored from {source} (the failing one kept as "
-                         f"{failed}); {name} restarted and is back: {report['status']}, {seconds}s "
-                         "after the failure was detected")
-    return changes, (f"Rollback FAILED: {env_file} restored from {source} (the failing one kept as "
-                     f"{failed}) and {name} restarted, but {report['why']}; "
-                     f"status: {report['status']}")
+        return changes, (
+            f"Rollback: {env_file} restored from {source} (the failing one kept as "
+            f"{failed}); {name} restarted and is back: {report['status']}, {seconds}s "
+            "after the failure was detected"
+        )
+    return changes, (
+        f"Rollback FAILED: {env_file} restored from {source} (the failing one kept as "
+        f"{failed}) and {name} restarted, but {report['why']}; "
+        f"status: {report['status']}"
+    )
 
 
 def mod_watch(name, sfun=None, **kwargs):
@@ -314,8 +408,12 @@ def mod_watch(name, sfun=None, **kwargs):
     """
     funcs = {"restarted_ready": restarted_ready, "absent": absent}
     if sfun not in funcs:
-        return {"name": name, "result": False, "changes": {},
-                "comment": f"pm2.{sfun} does not support watch"}
+        return {
+            "name": name,
+            "result": False,
+            "changes": {},
+            "comment": f"pm2.{sfun} does not support watch",
+        }
     params = inspect.signature(funcs[sfun]).parameters
     args = {k: v for k, v in kwargs.items() if k in params and k != "name"}
     if sfun == "absent":

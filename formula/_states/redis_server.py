@@ -23,8 +23,11 @@ __virtualname__ = "redis_server"
 def __virtual__():
     if "redis_server.config_plan" in __salt__:
         return __virtualname__
-    return (False, "the redis_server execution module is not loaded: run saltutil.sync_all, "
-                   "or state.apply serverfix sync_mods=all")
+    return (
+        False,
+        "the redis_server execution module is not loaded: run saltutil.sync_all, "
+        "or state.apply serverfix sync_mods=all",
+    )
 
 
 def _yes_no(flag):
@@ -43,15 +46,30 @@ def _predict_package_default(ret, name, pkg, settings):
     ret["comment"] = f"{name} does not exist yet; after {pkg} installs it, would set "
     if plan is None:  # package file unavailable: every managed directive is a candidate
         ret["comment"] += "(package defaults unknown) "
-        plan = {"changes": {key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
-                            for key, value in settings.items() if value is not None}}
+        plan = {
+            "changes": {
+                key: {"old": None, "new": "<secret>" if key == "requirepass" else value}
+                for key, value in settings.items()
+                if value is not None
+            }
+        }
     ret["comment"] += ", ".join(plan["changes"]) + "."
     ret["changes"] = plan["changes"]
     return ret
 
 
-def configured(name, bind, port=6379, password="", maxmemory="", maxmemory_policy="noeviction",
-               appendonly=True, appendfsync="everysec", backup_keep=5, pkg="redis-server"):
+def configured(
+    name,
+    bind,
+    port=6379,
+    password="",
+    maxmemory="",
+    maxmemory_policy="noeviction",
+    appendonly=True,
+    appendfsync="everysec",
+    backup_keep=5,
+    pkg="redis-server",
+):
     """
     Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
     port, eviction policy, AOF persistence and ``requirepass`` (only when a password is set;
@@ -132,20 +150,25 @@ def pong(name, port=6379, password="", timeout=15):
     test = __opts__["test"]
     password = __utils__["serverfix_pillar.resolve"](password, __pillar__)
     try:
-        __salt__["redis_server.wait_pong"](host=name, port=port, password=password,
-                                           timeout=0 if test else timeout)
+        __salt__["redis_server.wait_pong"](
+            host=name, port=port, password=password, timeout=0 if test else timeout
+        )
     except SaltException as exc:
         error = __utils__["serverfix_errors.message"](exc)
         if test:
             ret["result"] = None
-            ret["comment"] = (f"Redis does not answer yet ({error}); "
-                              "the real run checks PING -> PONG after installing and "
-                              "configuring it.")
+            ret["comment"] = (
+                f"Redis does not answer yet ({error}); "
+                "the real run checks PING -> PONG after installing and "
+                "configuring it."
+            )
             return ret
         ret["result"] = False
-        ret["comment"] = (f"Redis did not answer PING with PONG within {timeout}s: {error}. "
-                          "Check `journalctl -u redis-server -n 50` and the bind and port "
-                          "in its config.")
+        ret["comment"] = (
+            f"Redis did not answer PING with PONG within {timeout}s: {error}. "
+            "Check `journalctl -u redis-server -n 50` and the bind and port "
+            "in its config."
+        )
         return ret
     ret["comment"] = f"Redis at {name}:{port} answered PING with PONG."
     return ret
@@ -169,8 +192,10 @@ def _port_taken(config):
     if not others:
         return ""
     who = ", ".join(f"{o['name']} (pid {o['pid']})" for o in others)
-    return (f" Port {port} is already in use by {who}: stop that program, or give Redis another port "
-            f"(the port in {config}); the states that require Redis did not run.")
+    return (
+        f" Port {port} is already in use by {who}: stop that program, or give Redis another port "
+        f"(the port in {config}); the states that require Redis did not run."
+    )
 
 
 def running(name, enable=True, config=""):
@@ -200,7 +225,9 @@ def running(name, enable=True, config=""):
     # failure, so a no-op run makes no extra systemctl call
     if ret["result"] is False and __salt__["redis_server.reset_failed"](name):
         ret = _predict(__states__["service.running"](name, enable=enable), name)
-        ret["comment"] = f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
+        ret["comment"] = (
+            f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
+        )
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)
     why = ""
@@ -209,8 +236,11 @@ def running(name, enable=True, config=""):
         if stale:
             why = f"pid {', '.join(map(str, stale))} started before {config} last changed"
         elif __utils__["serverfix_run.changed_earlier"](
-                globals().get("__running__"), state="redis_server.configured", name=config):   # what `watch` did; in test mode: what will happen
-            why = f"{config} changed in this run" + (" (test mode: will change)" if __opts__["test"] else "")
+            globals().get("__running__"), state="redis_server.configured", name=config
+        ):  # what `watch` did; in test mode: what will happen
+            why = f"{config} changed in this run" + (
+                " (test mode: will change)" if __opts__["test"] else ""
+            )
     if not why:
         return ret
     restarted = mod_watch(name, enable=enable)
@@ -220,8 +250,10 @@ def running(name, enable=True, config=""):
 
 def mod_watch(name, enable=True, **kwargs):
     """Restart (or start) the service when a watched state changed, then make sure it is enabled."""
-    kwargs["sfun"] = "running"  # Salt passes our function name; the same one service.mod_watch knows
-    kwargs.pop("config", None)   # ours (running), not service.mod_watch's
+    kwargs["sfun"] = (
+        "running"  # Salt passes our function name; the same one service.mod_watch knows
+    )
+    kwargs.pop("config", None)  # ours (running), not service.mod_watch's
     ret = _predict(__states__["service.mod_watch"](name, **kwargs), name)
     if enable and ret["result"] is not False:
         enabled = __states__["service.enabled"](name)

@@ -21,8 +21,11 @@ __virtualname__ = "swapfile"
 def __virtual__():
     if "swapfile.plan" in __salt__:
         return __virtualname__
-    return (False, "the swapfile execution module is not loaded: run saltutil.sync_all, "
-                   "or state.apply serverfix sync_mods=all")
+    return (
+        False,
+        "the swapfile execution module is not loaded: run saltutil.sync_all, "
+        "or state.apply serverfix sync_mods=all",
+    )
 
 
 PREDICTIONS = {
@@ -79,8 +82,11 @@ def present(name, size, fstab="/etc/fstab"):
     except SaltException as exc:
         return _failed(ret, exc)
     ret["changes"] = done["changes"]
-    ret["comment"] = done["comment"][0].upper() + done["comment"][1:] + (
-        f"; {fstab} holds exactly one line for it." if "fstab" in done["changes"] else ".")
+    ret["comment"] = (
+        done["comment"][0].upper()
+        + done["comment"][1:]
+        + (f"; {fstab} holds exactly one line for it." if "fstab" in done["changes"] else ".")
+    )
     return ret
 
 

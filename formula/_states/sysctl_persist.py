@@ -21,8 +21,11 @@ __virtualname__ = "sysctl_persist"
 def __virtual__():
     if "sysctl_persist.plan" in __salt__:
         return __virtualname__
-    return (False, "the sysctl_persist execution module is not loaded: run saltutil.sync_all, "
-                   "or state.apply serverfix sync_mods=all")
+    return (
+        False,
+        "the sysctl_persist execution module is not loaded: run saltutil.sync_all, "
+        "or state.apply serverfix sync_mods=all",
+    )
 
 
 def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):

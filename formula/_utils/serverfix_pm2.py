@@ -80,8 +80,11 @@ def env_secrets(env):
     for key, value in (env or {}).items():
         if isinstance(value, dict):
             found |= env_secrets(value)
-        elif (SECRET_NAME_RE.search(str(key)) and isinstance(value, (str, int))
-              and not isinstance(value, bool)):
+        elif (
+            SECRET_NAME_RE.search(str(key))
+            and isinstance(value, (str, int))
+            and not isinstance(value, bool)
+        ):
             found.add(str(value))
     return found
 
@@ -89,8 +92,11 @@ def env_secrets(env):
 def error_output(stdout, stderr):
     """The lines of pm2's output that say what went wrong (names and messages, no env values)."""
     lines = ANSI_RE.sub("", stderr + "\n" + stdout).splitlines()
-    return " ".join(line.strip() for line in lines
-                    if any(word in line.lower() for word in ("error", "not found", "denied")))
+    return " ".join(
+        line.strip()
+        for line in lines
+        if any(word in line.lower() for word in ("error", "not found", "denied"))
+    )
 
 
 def parse_jlist(stdout):
@@ -110,7 +116,8 @@ def parse_jlist(stdout):
                 return data
     raise CommandExecutionError(
         f"pm2 jlist printed no JSON process list ({len(stdout)} bytes of output, not shown: "
-        "it may hold secrets)")
+        "it may hold secrets)"
+    )
 
 
 def summary(raw, source):
@@ -193,8 +200,10 @@ def remember(context, key, raws, source):
     context.setdefault(SECRETS_KEY, {})[key] = secrets
     procs = [summary(raw, source) for raw in raws]
     context.setdefault(CACHE_KEY, {})[key] = procs
-    context.setdefault(NAMES_KEY, {})[key] = ({p["name"] for p in procs},
-                                              {p["namespace"] for p in procs})
+    context.setdefault(NAMES_KEY, {})[key] = (
+        {p["name"] for p in procs},
+        {p["namespace"] for p in procs},
+    )
     return [dict(p) for p in procs]
 
 

@@ -74,7 +74,8 @@ def _state_return(stdout, stderr, retcode, what):
     local = data.get("local") if isinstance(data, dict) else None
     if not isinstance(local, dict) or "return" not in local:
         raise CommandExecutionError(
-            f"{what} did not run (ssh return code {retcode}): {(stderr or stdout).strip()[-2000:]}")
+            f"{what} did not run (ssh return code {retcode}): {(stderr or stdout).strip()[-2000:]}"
+        )
     return local["return"]
 
 
@@ -119,7 +120,9 @@ def _packaged_call(function, kwargs):
     finally:
         os.remove(local)
         if single is not None:
-            single.shell.exec_cmd(f"rm -f '{remote}'")  # the package holds the pillar: no copy stays
+            single.shell.exec_cmd(
+                f"rm -f '{remote}'"
+            )  # the package holds the pillar: no copy stays
     states = _state_return(stdout, stderr, retcode, f"{fun} on {target['id_']}")
     if not isinstance(states, dict) or len(states) != 1:
         raise CommandExecutionError(f"{fun} on {target['id_']} returned no result: {states!r}")

@@ -49,8 +49,10 @@ def e2e_report():
 @pytest.fixture(scope="session")
 def progress(pytestconfig):
     """``progress(text)``: a line on the terminal while a step runs (pytest captures everything else)."""
+
     def _say(text):
         write_lines(pytestconfig, [f"    [{time.strftime('%H:%M:%S')}] {text}"])
+
     return _say
 
 
@@ -68,13 +70,19 @@ def replica(progress, e2e_report):
         yield host
     finally:
         if KEEP:
-            progress("kept running (--keep): ./scripts/replica.sh ssh ...  |  ./scripts/replica.sh down")
+            progress(
+                "kept running (--keep): ./scripts/replica.sh ssh ...  |  ./scripts/replica.sh down"
+            )
         else:
             host.down()
 
 
 def pytest_runtest_makereport(item, call):
-    if call.excinfo is not None and call.when in ("setup", "call") and getattr(item.module, "STEPS_IN_ORDER", False):
+    if (
+        call.excinfo is not None
+        and call.when in ("setup", "call")
+        and getattr(item.module, "STEPS_IN_ORDER", False)
+    ):
         if not call.excinfo.errisinstance(pytest.skip.Exception):
             item.module.FAILED_STEP = item.name
 

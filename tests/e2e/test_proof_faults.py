@@ -23,10 +23,17 @@ from tools.proof.report import record_faults
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
-PROOF_NAME = "faults"                                  # the proof_lab fixture (conftest.py)
+PROOF_NAME = "faults"  # the proof_lab fixture (conftest.py)
 PROOF_MODE = MODE = os.environ.get("SERVERFIX_PROOF_MODE", "ci")
-REFUSED = (["pm2 missing", "disk too small", ".env immutable"] + ([".env read-only mount"] if MODE == "full" else []) +
-           ["bad pillar: " + case[0] for case in preflight_faults.PILLAR_CASES if MODE == "full" or case[3]])
+REFUSED = (
+    ["pm2 missing", "disk too small", ".env immutable"]
+    + ([".env read-only mount"] if MODE == "full" else [])
+    + [
+        "bad pillar: " + case[0]
+        for case in preflight_faults.PILLAR_CASES
+        if MODE == "full" or case[3]
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +43,18 @@ def lab(proof_lab):
 
 @pytest.fixture(scope="module")
 def refused(lab):
-    return {entry["id"]: entry for entry in record_faults(lab, preflight_faults.faults_refused_in_preflight)}
+    return {
+        entry["id"]: entry
+        for entry in record_faults(lab, preflight_faults.faults_refused_in_preflight)
+    }
 
 
 def failed_checks(entry):
-    return {"failed checks": [k for k, v in entry["checks"].items() if not v], "error": entry["error"],
-            "changed": entry.get("changed")}
+    return {
+        "failed checks": [k for k, v in entry["checks"].items() if not v],
+        "error": entry["error"],
+        "changed": entry.get("changed"),
+    }
 
 
 @pytest.mark.parametrize("fault", REFUSED)
@@ -53,7 +66,9 @@ def test_refused_before_anything_changes(refused, fault):
     assert entry["error"].startswith("Nothing was changed"), entry["error"]
 
 
-@pytest.mark.parametrize("scenario", faults.FAULTS_ON_FRESH_REPLICAS, ids=lambda f: f.__name__[len("fault_"):])
+@pytest.mark.parametrize(
+    "scenario", faults.FAULTS_ON_FRESH_REPLICAS, ids=lambda f: f.__name__[len("fault_") :]
+)
 def test_fault_on_a_fresh_replica(lab, scenario):
     entry = record_faults(lab, scenario)[0]
     assert entry["ok"], failed_checks(entry)

@@ -63,5 +63,13 @@ def test_the_steps_are_the_main_jobs():
     """Every step of the main job has its test here, in the same order."""
     names = [name for name in globals() if name.startswith("test_step")]
     assert [func.__name__ for _, _, func in steps.STEPS] == [
-        "diagnose", "preview", "apply", "apply_restart", "verify", "reapply", "reboot", "latency"]
+        "diagnose",
+        "preview",
+        "apply",
+        "apply_restart",
+        "verify",
+        "reapply",
+        "reboot",
+        "latency",
+    ]
     assert len(names) == len(steps.STEPS)

@@ -13,8 +13,14 @@ from saltfactories.utils.functional import Loaders
 
 from tests.support.paths import FILE_ROOTS
 from tests.support.pm2 import Pm2Sandbox
-from tests.support.swap import (EXT4_CANDIDATES, SYSCTL_KEYS, cleanup, fs_type, read_sysctl,
-                                write_sysctl)
+from tests.support.swap import (
+    EXT4_CANDIDATES,
+    SYSCTL_KEYS,
+    cleanup,
+    fs_type,
+    read_sysctl,
+    write_sysctl,
+)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tests.support.paths import FILE_ROOTS, NODE_BIN
 ENV_TEXT = (
     "# intranet backend settings (test copy)\n"
     "NODE_ENV=production\n"
-    "DATABASE_URL=\"postgresql://intranet:p%40ss#w0rd@127.0.0.1:5432/intranet?schema=public\"\n"
+    'DATABASE_URL="postgresql://intranet:p%40ss#w0rd@127.0.0.1:5432/intranet?schema=public"\n'
     "JWT_SECRET=s3cr3t-jwt-value\n"
 )
 
@@ -57,7 +57,10 @@ def integration_pillar(make_pillar, integration_settings):
 def salt_master(salt_factories, integration_pillar):
     factory = salt_factories.salt_master_daemon(
         random_string("master-"),
-        overrides={"file_roots": {"base": FILE_ROOTS}, "pillar_roots": {"base": [str(integration_pillar)]}},
+        overrides={
+            "file_roots": {"base": FILE_ROOTS},
+            "pillar_roots": {"base": [str(integration_pillar)]},
+        },
     )
     with factory.started():
         yield factory
@@ -110,13 +113,15 @@ def sshd(salt_factories):
 def salt_ssh_cli(salt_factories, sshd, integration_pillar, integration_workdir):
     known_hosts = integration_workdir / "known_hosts"
     known_hosts.write_text("\n".join(sshd.get_host_keys()) + "\n", encoding="utf-8")
-    master = salt_factories.salt_master_daemon(  # salt-ssh only reads the master config: never started
-        random_string("ssh-master-"),
-        overrides={
-            "file_roots": {"base": FILE_ROOTS},
-            "pillar_roots": {"base": [str(integration_pillar)]},
-            "known_hosts_file": str(known_hosts),
-        },
+    master = (
+        salt_factories.salt_master_daemon(  # salt-ssh only reads the master config: never started
+            random_string("ssh-master-"),
+            overrides={
+                "file_roots": {"base": FILE_ROOTS},
+                "pillar_roots": {"base": [str(integration_pillar)]},
+                "known_hosts_file": str(known_hosts),
+            },
+        )
     )
     roster = integration_workdir / "roster"
     roster.write_text(
@@ -127,5 +132,6 @@ def salt_ssh_cli(salt_factories, sshd, integration_pillar, integration_workdir):
         "  set_path: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
         encoding="utf-8",
     )
-    return master.salt_ssh_cli(timeout=300, roster_file=str(roster), target_host="hetzner",
-                               client_key=str(sshd.client_key))
+    return master.salt_ssh_cli(
+        timeout=300, roster_file=str(roster), target_host="hetzner", client_key=str(sshd.client_key)
+    )

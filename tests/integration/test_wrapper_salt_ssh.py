@@ -23,8 +23,8 @@ from tests.conftest import FILE_ROOTS, NODE_BIN, REPO
 from tests.diag_support import RedisServer, fake_proc_swaps, statuses, write_env
 
 PASSWORD = "wr4pper-Redis-pw-7f3c"
-TOKEN = "wr4pper-mail-token-91ad"          # serverfix:dotenv:extra, a secret by its key's name
-BANNER = "wr4pper-banner-value-5e2b"       # serverfix:dotenv:extra, a plain value: still never in argv
+TOKEN = "wr4pper-mail-token-91ad"  # serverfix:dotenv:extra, a secret by its key's name
+BANNER = "wr4pper-banner-value-5e2b"  # serverfix:dotenv:extra, a plain value: still never in argv
 SECRETS = (PASSWORD, TOKEN)
 SSH_LOG = {}  # "path": the salt-ssh log file (Salt puts ssh_log_file under the master's root_dir)
 
@@ -78,17 +78,29 @@ def redis(workdir):
 
 @pytest.fixture(scope="module")
 def world(workdir, redis):
-    env_file = write_env(workdir / "srv" / "intranet-api" / "config" / ".env", {
-        "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis.port), "REDIS_PASSWORD": PASSWORD,
-        "REDIS_DB": "0", "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": "5",
-        "MAIL_API_TOKEN": TOKEN, "APP_BANNER": BANNER,
-    })
+    env_file = write_env(
+        workdir / "srv" / "intranet-api" / "config" / ".env",
+        {
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(redis.port),
+            "REDIS_PASSWORD": PASSWORD,
+            "REDIS_DB": "0",
+            "QUEUE_ENABLED": "true",
+            "QUEUE_CONCURRENCY": "5",
+            "MAIL_API_TOKEN": TOKEN,
+            "APP_BANNER": BANNER,
+        },
+    )
     pm2_home = workdir / "pm2"
     pm2_home.mkdir()
     pillar = {
         "dotenv": {"file": str(env_file), "extra": {"MAIL_API_TOKEN": TOKEN, "APP_BANNER": BANNER}},
-        "redis": {"port": redis.port, "password": PASSWORD, "service": "serverfix-wrapper-absent",
-                  "config": str(redis.conf)},
+        "redis": {
+            "port": redis.port,
+            "password": PASSWORD,
+            "service": "serverfix-wrapper-absent",
+            "config": str(redis.conf),
+        },
         "pm2": {"home": str(pm2_home), "bin": str(NODE_BIN / "pm2")},
         "swap": {"file": str(workdir / "swapfile"), "size": "32M"},
     }
@@ -127,8 +139,9 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
         "  set_path: /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
         encoding="utf-8",
     )
-    cli = master.salt_ssh_cli(timeout=300, roster_file=str(roster), target_host="hetzner",
-                              client_key=str(sshd.client_key))
+    cli = master.salt_ssh_cli(
+        timeout=300, roster_file=str(roster), target_host="hetzner", client_key=str(sshd.client_key)
+    )
     ret = cli.run("test.ping")  # deploys the thin outside the measured calls
     assert ret.returncode == 0, ret
     return cli
@@ -136,15 +149,22 @@ def ssh_cli(salt_factories, sshd, make_pillar, world, workdir):
 
 def _assert_no_secret(ret, sampler, workdir, world):
     text = f"{ret.stdout}\n{ret.stderr}"
-    assert not [s for s in SECRETS if s in text], "a secret is in the salt-ssh output or its -l debug log"
+    assert not [s for s in SECRETS if s in text], (
+        "a secret is in the salt-ssh output or its -l debug log"
+    )
     log = SSH_LOG["path"].read_text(encoding="utf-8", errors="replace")
     assert "serverfix" in log  # the log file is written (debug level) ...
     assert not [s for s in SECRETS if s in log], "a secret is in the salt-ssh log file"
     assert sampler.samples > 50, sampler.samples
-    assert any("salt-call" in line or "state.pkg" in line for line in sampler.seen)  # ... the call was seen
+    assert any(
+        "salt-call" in line or "state.pkg" in line for line in sampler.seen
+    )  # ... the call was seen
     assert not sampler.hits(PASSWORD, TOKEN, BANNER), "a pillar value is in a process's argv"
-    left = [str(path) for path in (workdir / "thin").rglob("*") if path.is_file()
-            and any(s.encode() in path.read_bytes() for s in SECRETS)]
+    left = [
+        str(path)
+        for path in (workdir / "thin").rglob("*")
+        if path.is_file() and any(s.encode() in path.read_bytes() for s in SECRETS)
+    ]
     assert not left, f"a secret stays on the target: {left}"
     assert world["env_file"].exists()
 
@@ -178,8 +198,13 @@ def test_diagnose_uses_the_targets_pillar_without_config(ssh_cli, world, redis, 
     assert report["settings"]["env_file"] == str(world["env_file"])
     ids = {f["id"] for f in report["findings"]}
     # the right Redis answered with the password, and the .env matches the pillar
-    assert not ids & {"redis-not-running", "redis-auth-failed", "env-unreadable", "env-queue-config",
-                      "pillar-invalid"}, ids
+    assert not ids & {
+        "redis-not-running",
+        "redis-auth-failed",
+        "env-unreadable",
+        "env-queue-config",
+        "pillar-invalid",
+    }, ids
     assert "swap-missing" in ids  # from the pillar's swap file and the given proc_swaps
     _assert_no_secret(ret, sampler, workdir, world)
 
@@ -195,7 +220,9 @@ def test_wrong_password_in_the_pillar_is_reported(ssh_cli, make_pillar, world, w
         make_pillar("wrapper", world["pillar"])
     checks = {c["id"]: c for c in ret.data["checks"]}
     assert checks["env-keys"]["status"] == "fail"
-    assert checks["env-keys"]["evidence"]["different"] == ["REDIS_PASSWORD"] or \
-        "REDIS_PASSWORD" in checks["env-keys"]["evidence"]["different"], checks["env-keys"]
+    assert (
+        checks["env-keys"]["evidence"]["different"] == ["REDIS_PASSWORD"]
+        or "REDIS_PASSWORD" in checks["env-keys"]["evidence"]["different"]
+    ), checks["env-keys"]
     assert "an0ther-pw-x" not in ret.stdout and PASSWORD not in ret.stdout
     assert Path(world["env_file"]).read_text(encoding="utf-8").count(PASSWORD) == 1

@@ -10,7 +10,6 @@ so "no swap" cannot be produced reliably for real here; diagnose reads this file
 from pathlib import Path
 
 from tests.support.loader import merge_settings
-from tests.support.loader import DEFAULTS
 
 SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
 

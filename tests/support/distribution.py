@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.support.paths import NODE_BIN, REPO
 from tests.support.host import sha256
+from tests.support.paths import NODE_BIN, REPO
 from tests.support.returns import by_id, changed_ids, failed_ids, summary
 
 ENV_TEXT = "# intranet backend settings (distribution test)\nNODE_ENV=production\nJWT_SECRET=x1\n"
@@ -64,8 +64,11 @@ def assert_preview_then_apply(salt_cli, minion_id, env_file):
     assert ret.returncode == 0, summary(ret)
     assert not failed_ids(ret.data), summary(ret)
     states = by_id(ret.data)
-    assert {"serverfix-preflight", "serverfix-env-keys-present",
-            "serverfix-backend-restarted"} <= set(states), sorted(states)
+    assert {
+        "serverfix-preflight",
+        "serverfix-env-keys-present",
+        "serverfix-backend-restarted",
+    } <= set(states), sorted(states)
     assert states["serverfix-env-keys-present"]["result"] is None, summary(ret)
     assert sha256(env_file) == before  # test=True: byte-identical
     predicted = changed_ids(ret.data)
@@ -82,9 +85,22 @@ def assert_preview_then_apply(salt_cli, minion_id, env_file):
 
 
 def git(*args, cwd):
-    subprocess.run(["git", "-c", "user.name=serverfix-test", "-c", "user.email=test@localhost",
-                    "-c", "init.defaultBranch=main", *args],
-                   cwd=cwd, check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=serverfix-test",
+            "-c",
+            "user.email=test@localhost",
+            "-c",
+            "init.defaultBranch=main",
+            *args,
+        ],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 def bare_repo_of_checkout(dest):
@@ -93,8 +109,16 @@ def bare_repo_of_checkout(dest):
     as it is now (tracked and untracked, not ignored files; symlinks kept as symlinks), committed
     in a temp clone: the real repository's refs and objects are not touched.
     """
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     work = Path(dest) / "work"
     for rel in sorted({name for name in listed if name}):
         source = REPO / rel

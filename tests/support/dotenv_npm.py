@@ -24,14 +24,27 @@ class NpmDotenv:
         if not node:
             pytest.fail("node is not installed: run ./scripts/test.sh (it installs nodejs)")
         if not (NODE_DIR / "node_modules" / "dotenv" / "package.json").exists():
-            pytest.fail(f"{NODE_DIR}/node_modules/dotenv missing: run ./scripts/test.sh (it installs it locally)")
-        self.version = json.loads((NODE_DIR / "node_modules" / "dotenv" / "package.json").read_text())["version"]
-        self.proc = subprocess.Popen([node, str(PARSER_JS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, encoding="utf-8", errors="surrogatepass")
+            pytest.fail(
+                f"{NODE_DIR}/node_modules/dotenv missing: run ./scripts/test.sh (it installs it locally)"
+            )
+        self.version = json.loads(
+            (NODE_DIR / "node_modules" / "dotenv" / "package.json").read_text()
+        )["version"]
+        self.proc = subprocess.Popen(
+            [node, str(PARSER_JS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="surrogatepass",
+        )
         self.files_parsed = 0
 
     def parse_many(self, contents):
-        batch = [base64.b64encode(c if isinstance(c, bytes) else c.encode("utf-8")).decode() for c in contents]
+        batch = [
+            base64.b64encode(c if isinstance(c, bytes) else c.encode("utf-8")).decode()
+            for c in contents
+        ]
         self.proc.stdin.write(json.dumps(batch) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -46,4 +59,3 @@ class NpmDotenv:
     def close(self):
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
-

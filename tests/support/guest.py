@@ -13,7 +13,6 @@ import subprocess
 import sys
 import urllib.request
 
-
 BIG = 64 << 20  # a swap file's bytes say nothing: size, mode and owner are enough
 
 

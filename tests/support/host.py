@@ -19,8 +19,9 @@ def sha256(path):
 
 
 def dpkg_installed(package):
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
+    )
     return out.returncode == 0 and "ok installed" in out.stdout
 
 

@@ -8,7 +8,8 @@ import yaml
 from tests.support.paths import FORMULA_ROOT, UTILS_DIR
 
 DEFAULTS = yaml.safe_load(
-    (FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8"))["serverfix"]
+    (FORMULA_ROOT / "serverfix" / "defaults.yaml").read_text(encoding="utf-8")
+)["serverfix"]
 
 
 def import_salt_module(path, name):

@@ -54,8 +54,10 @@ class Pm2Sandbox:
         self.calls_log = self.root / "pm2-calls.log"
         self.calls_log.touch()
         self.calls_log.chmod(0o666)
-        wrapper.write_text(f'#!/bin/sh\nprintf \'%s\\n\' "$1" >> {self.calls_log}\nexec {self.bin} "$@"\n',
-                           encoding="utf-8")
+        wrapper.write_text(
+            f'#!/bin/sh\nprintf \'%s\\n\' "$1" >> {self.calls_log}\nexec {self.bin} "$@"\n',
+            encoding="utf-8",
+        )
         wrapper.chmod(0o755)
         return str(wrapper)
 
@@ -67,8 +69,13 @@ class Pm2Sandbox:
 
     def _env(self, extra=None):
         node_dir = os.path.dirname(shutil.which("node") or "/usr/bin/node")
-        env = {"PATH": f"{node_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": pwd.getpwnam(self.user).pw_dir,
-               "PM2_HOME": str(self.home), "LANG": "C.UTF-8", "NODE_PATH": str(NODE_MODULES)}
+        env = {
+            "PATH": f"{node_dir}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": pwd.getpwnam(self.user).pw_dir,
+            "PM2_HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "NODE_PATH": str(NODE_MODULES),
+        }
         env.update(extra or {})
         return env
 
@@ -77,14 +84,20 @@ class Pm2Sandbox:
         cmd = ["env", "-i"] + [f"{k}={v}" for k, v in self._env(env).items()] + [self.bin, *args]
         if user != "root":
             cmd = ["runuser", "-u", user, "--"] + cmd
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=self.root, check=False)
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=60, cwd=self.root, check=False
+        )
         if check and out.returncode != 0:
-            raise AssertionError(f"pm2 {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
+            raise AssertionError(
+                f"pm2 {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}"
+            )
         return out
 
     def start(self, name, script="prisma-studio.js", env=None, namespace=None):
         extra = ["--namespace", namespace] if namespace else []
-        self.pm2("start", str(APPS / script), "--name", name, "--cwd", str(self.root), *extra, env=env)
+        self.pm2(
+            "start", str(APPS / script), "--name", name, "--cwd", str(self.root), *extra, env=env
+        )
         self.remember_pids()
 
     def restart(self, name):
@@ -104,6 +117,7 @@ class Pm2Sandbox:
         """Wait until ``name``'s log holds ``lines`` (one text or several, e.g. ``READY``)."""
         path = self.log_path(name, kind)
         lines = [lines] if isinstance(lines, str) else list(lines)
+
         def logged():
             text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
             return all(line in text for line in lines)
@@ -137,7 +151,9 @@ class Pm2Sandbox:
                 self.remember_pids()
                 return procs
             time.sleep(0.2)
-        raise AssertionError(f"{name} not online: {[p['pm2_env']['status'] for p in self.procs(name)]}")
+        raise AssertionError(
+            f"{name} not online: {[p['pm2_env']['status'] for p in self.procs(name)]}"
+        )
 
     def daemon_pid(self):
         try:
@@ -200,8 +216,11 @@ def system_user(prefix="sfpm2"):
     """A throwaway login-less user with a home under /var/tmp; removed afterwards with its processes."""
     name = f"{prefix}{os.getpid() % 100000}"
     home = workdir("sf-home-")
-    subprocess.run(["useradd", "--system", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--system", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
     shutil.chown(home, name, name)
     try:
         yield name

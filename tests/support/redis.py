@@ -49,8 +49,16 @@ class RedisServer:
         self.dir = Path(workdir) / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pidfile = self.dir / "redis.pid"
-        conf = [f"port {self.port}", f"bind {bind}", f"dir {self.dir}", 'save ""', "appendonly no",
-                f"maxmemory-policy {policy}", "protected-mode yes", f"pidfile {self.pidfile}"]
+        conf = [
+            f"port {self.port}",
+            f"bind {bind}",
+            f"dir {self.dir}",
+            'save ""',
+            "appendonly no",
+            f"maxmemory-policy {policy}",
+            "protected-mode yes",
+            f"pidfile {self.pidfile}",
+        ]
         if password:
             conf.append(f"requirepass {password}")  # in a file, not argv
         self.conf = self.dir / "redis.conf"
@@ -61,10 +69,17 @@ class RedisServer:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([redis_binary(self.dir.parent), str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: redis_ping(self.port, self.host, self.password), 10, interval=0.05,
-                 what=f"redis on {self.port}")
+        self.proc = subprocess.Popen(
+            [redis_binary(self.dir.parent), str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: redis_ping(self.port, self.host, self.password),
+            10,
+            interval=0.05,
+            what=f"redis on {self.port}",
+        )
         return self
 
     def stop(self):
@@ -94,7 +109,9 @@ class SysvService:
             "#!/bin/sh\n# serverfix test service (tests/support/redis.py): status of a test Redis\n"
             f'case "$1" in status) kill -0 "$(cat {self.redis.pidfile} 2>/dev/null)" 2>/dev/null'
             " ;; "
-            "*) exit 0 ;; esac\n", encoding="utf-8")
+            "*) exit 0 ;; esac\n",
+            encoding="utf-8",
+        )
         self.script.chmod(0o755)
         self.link.symlink_to(f"../init.d/{self.name}")
         return self

@@ -22,4 +22,5 @@ def summary(ret):
         return f"rc={ret.returncode} data={data!r} stderr={ret.stderr[-2000:]}"
     return f"rc={ret.returncode} " + "; ".join(
         f"{sid}: {res.get('result')} {str(res.get('comment'))[:300]!r} changes={list(res.get('changes') or {})}"
-        for sid, res in by_id(data).items())
+        for sid, res in by_id(data).items()
+    )

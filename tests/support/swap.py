@@ -17,7 +17,9 @@ SYSCTL_KEYS = ("vm.swappiness", "vm.vfs_cache_pressure")
 
 def fs_type(path):
     """The file system type at ``path``, as util-linux's findmnt sees it (independent of the module)."""
-    out = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip()
 
 
@@ -79,10 +81,16 @@ def loop_fs(root, fstype, size_mb):
     os.makedirs(point)
     with open(image, "wb") as handle:
         handle.truncate(size_mb << 20)
-    mkfs = {"ext4": ["mkfs.ext4", "-q", "-F"], "ext2": ["mkfs.ext2", "-q", "-F"],
-            "xfs": ["mkfs.xfs", "-q", "-f"], "btrfs": ["mkfs.btrfs", "-q", "-f"]}[fstype]
+    mkfs = {
+        "ext4": ["mkfs.ext4", "-q", "-F"],
+        "ext2": ["mkfs.ext2", "-q", "-F"],
+        "xfs": ["mkfs.xfs", "-q", "-f"],
+        "btrfs": ["mkfs.btrfs", "-q", "-f"],
+    }[fstype]
     if not shutil.which(mkfs[0]):
-        pytest.fail(f"{mkfs[0]} missing: scripts/test.sh installs btrfs-progs, xfsprogs and e2fsprogs")
+        pytest.fail(
+            f"{mkfs[0]} missing: scripts/test.sh installs btrfs-progs, xfsprogs and e2fsprogs"
+        )
     subprocess.run(mkfs + [image], check=True, capture_output=True)
     subprocess.run(["mount", "-o", "loop", image, point], check=True)
     try:
@@ -102,4 +110,3 @@ def read_sysctl(key):
 def write_sysctl(key, value):
     with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as handle:
         handle.write(str(value))
-

@@ -24,30 +24,48 @@ def _python_files(*dirs):
 
 
 def test_yamllint_clean():
-    files = [str(p) for p in (REPO / "formula").rglob("*.yaml")] + [str(REPO / "pillar.example"),
-                                                                     str(REPO / "FORMULA")]
-    out = subprocess.run([str(BIN / "yamllint"), "-s", "-c", str(REPO / ".yamllint"), *files],
-                         capture_output=True, text=True, check=False)
+    files = [str(p) for p in (REPO / "formula").rglob("*.yaml")] + [
+        str(REPO / "pillar.example"),
+        str(REPO / "FORMULA"),
+    ]
+    out = subprocess.run(
+        [str(BIN / "yamllint"), "-s", "-c", str(REPO / ".yamllint"), *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_salt_lint_clean():
     files = [str(p) for p in sorted((REPO / "formula" / "serverfix").glob("*.sls"))]
-    out = subprocess.run([str(BIN / "salt-lint"), "-c", str(REPO / ".salt-lint"), *files],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [str(BIN / "salt-lint"), "-c", str(REPO / ".salt-lint"), *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("path", _python_files("_modules"), ids=lambda p: p.name)
 def test_public_functions_have_cli_example(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    missing = [node.name for node in tree.body
-               if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
-               and "CLI Example:" not in (ast.get_docstring(node) or "")]
-    assert not missing, f"{path.name}: public functions without a 'CLI Example:' docstring: {missing}"
+    missing = [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and not node.name.startswith("_")
+        and "CLI Example:" not in (ast.get_docstring(node) or "")
+    ]
+    assert not missing, (
+        f"{path.name}: public functions without a 'CLI Example:' docstring: {missing}"
+    )
 
 
-@pytest.mark.parametrize("path", _python_files(*CUSTOM_DIRS), ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", _python_files(*CUSTOM_DIRS), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_custom_modules_import_stdlib_and_salt_only(path):
     allowed = set(sys.stdlib_module_names) | {"salt", "__future__"}
     bad = []
@@ -57,7 +75,9 @@ def test_custom_modules_import_stdlib_and_salt_only(path):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        bad += [f"line {node.lineno}: {name}" for name in names if name.split(".")[0] not in allowed]
+        bad += [
+            f"line {node.lineno}: {name}" for name in names if name.split(".")[0] not in allowed
+        ]
     assert not bad, f"{path.name} imports what the minion's Python may not have: {bad}"
 
 
@@ -77,8 +97,17 @@ def test_pillar_example_documents_every_default():
 
 def test_formula_metadata_has_spm_fields():
     meta = yaml.safe_load((REPO / "FORMULA").read_text(encoding="utf-8"))
-    for field in ("name", "os", "os_family", "version", "release", "minimum_version", "summary",
-                  "description", "top_level_dir"):
+    for field in (
+        "name",
+        "os",
+        "os_family",
+        "version",
+        "release",
+        "minimum_version",
+        "summary",
+        "description",
+        "top_level_dir",
+    ):
         assert meta.get(field), field
     assert (REPO / "formula" / meta["top_level_dir"] / "init.sls").exists()
 
@@ -96,21 +125,38 @@ def test_file_root_links_custom_module_dirs(link):
 def test_shipped_defaults_match_defaults_yaml():
     # salt-ssh targets get the defaults from _utils/serverfix_defaults.py, generated from the YAML
     gen = import_salt_module(REPO / "scripts" / "gen-defaults.py", "serverfix_gen_defaults")
-    assert gen.TARGET.read_text(encoding="utf-8") == gen.render(), "run scripts/gen-defaults.py and commit"
+    assert gen.TARGET.read_text(encoding="utf-8") == gen.render(), (
+        "run scripts/gen-defaults.py and commit"
+    )
 
 
 def test_changed_earlier_reads_the_runs_results():
     run = import_salt_module(REPO / "_utils" / "serverfix_run.py", "serverfix_unit_run_util")
     running = {
         "redis_server_|-cfg_|-/etc/redis/redis.conf_|-configured": {
-            "name": "/etc/redis/redis.conf", "changes": {"appendonly": {}}, "result": True, "__sls__": "serverfix.redis"},
-        "dotenv_|-env_|-/x/.env_|-present": {"name": "/x/.env", "changes": {}, "result": True, "__sls__": "serverfix.env"},
-        "pkg_|-p_|-redis-server_|-installed": {"name": "redis-server", "changes": {"x": 1}, "result": False,
-                                               "__sls__": "serverfix.redis"},
+            "name": "/etc/redis/redis.conf",
+            "changes": {"appendonly": {}},
+            "result": True,
+            "__sls__": "serverfix.redis",
+        },
+        "dotenv_|-env_|-/x/.env_|-present": {
+            "name": "/x/.env",
+            "changes": {},
+            "result": True,
+            "__sls__": "serverfix.env",
+        },
+        "pkg_|-p_|-redis-server_|-installed": {
+            "name": "redis-server",
+            "changes": {"x": 1},
+            "result": False,
+            "__sls__": "serverfix.redis",
+        },
     }
     assert run.changed_earlier(running, sls=["serverfix.redis"])
     assert not run.changed_earlier(running, sls=["serverfix.env"])  # no changes there
-    assert run.changed_earlier(running, state="redis_server.configured", name="/etc/redis/redis.conf")
+    assert run.changed_earlier(
+        running, state="redis_server.configured", name="/etc/redis/redis.conf"
+    )
     assert not run.changed_earlier(running, state="redis_server.configured", name="/other.conf")
     assert not run.changed_earlier(running, state="pkg.installed")  # it failed: not a change
     assert not run.changed_earlier(None, sls=["serverfix.redis"])
@@ -119,10 +165,18 @@ def test_changed_earlier_reads_the_runs_results():
 def test_pillar_references_are_read_from_the_pillar():
     refs = import_salt_module(REPO / "_utils" / "serverfix_pillar.py", "serverfix_unit_pillar_util")
     pillar = {"serverfix": {"redis": {"password": "pw"}, "dotenv": {"extra": {"A.B": 3}}}}
-    config = {"redis": {"password": {"pillar": "serverfix:redis:password"}, "port": 6379},
-              "dotenv": {"extra": {"A.B": {"pillar": "serverfix:dotenv:extra:A.B"}}},
-              "patterns": [{"pillar": "serverfix:missing"}, "x"]}
-    assert refs.resolve_all(config, pillar) == {"redis": {"password": "pw", "port": 6379},
-                                                "dotenv": {"extra": {"A.B": 3}}, "patterns": ["", "x"]}
-    assert refs.resolve({"pillar": "a", "other": 1}, pillar) == {"pillar": "a", "other": 1}  # not a reference
+    config = {
+        "redis": {"password": {"pillar": "serverfix:redis:password"}, "port": 6379},
+        "dotenv": {"extra": {"A.B": {"pillar": "serverfix:dotenv:extra:A.B"}}},
+        "patterns": [{"pillar": "serverfix:missing"}, "x"],
+    }
+    assert refs.resolve_all(config, pillar) == {
+        "redis": {"password": "pw", "port": 6379},
+        "dotenv": {"extra": {"A.B": 3}},
+        "patterns": ["", "x"],
+    }
+    assert refs.resolve({"pillar": "a", "other": 1}, pillar) == {
+        "pillar": "a",
+        "other": 1,
+    }  # not a reference
     assert refs.resolve("plain", pillar) == "plain" and refs.lookup(None, "a:b", "d") == "d"

@@ -10,7 +10,6 @@ import secrets
 from tests.support.replica import ENV_FILE, run_command
 from tools.proof.faults import Fault
 
-
 # pillar values of each kind of rule (serverfix.PILLAR_SCHEMA), with what the error must name
 PILLAR_CASES = [
     # (id, pillar (merged over the lab's), words the error must contain, in the CI subset)

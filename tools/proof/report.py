@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from tools.proof.faults import FAULTS_ON_FRESH_REPLICAS
-from tools.proof.preflight_faults import faults_refused_in_preflight
 from tools.proof.lab import SPEED_GOAL
+from tools.proof.preflight_faults import faults_refused_in_preflight
 from tools.proof.scenarios import more_full_applies, run_half_fixed, run_main, run_one_go
 
 

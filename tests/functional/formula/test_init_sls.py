@@ -27,7 +27,9 @@ def test_every_state_depends_on_preflight(modules):
         if sid == "serverfix-preflight":
             return True
         reqs = {by_name.get(r, r) for r in _requisite_ids(by_id[sid])}
-        return any(reaches_preflight(r, seen + (sid,)) for r in reqs if r in by_id and r not in seen)
+        return any(
+            reaches_preflight(r, seen + (sid,)) for r in reqs if r in by_id and r not in seen
+        )
 
     orphans = [sid for sid in by_id if not reaches_preflight(sid)]
     assert not orphans, f"states that could run before the preflight: {orphans}"

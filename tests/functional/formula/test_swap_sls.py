@@ -56,20 +56,30 @@ def _pillar(swap_dir, sysctl_file, **swap):
     env = os.path.join(swap_dir, "app.env")
     with open(env, "a", encoding="utf-8"):
         pass
-    return {"serverfix": {
-        "redis": {"enabled": False},
-        "remove_processes": [],
-        "dotenv": {"file": env},
-        "swap": {"file": os.path.join(swap_dir, "swapfile"), "size": "64M", "sysctl_file": sysctl_file,
-                 "swappiness": 10, "vfs_cache_pressure": 50, **swap},
-    }}
+    return {
+        "serverfix": {
+            "redis": {"enabled": False},
+            "remove_processes": [],
+            "dotenv": {"file": env},
+            "swap": {
+                "file": os.path.join(swap_dir, "swapfile"),
+                "size": "64M",
+                "sysctl_file": sysctl_file,
+                "swappiness": 10,
+                "vfs_cache_pressure": 50,
+                **swap,
+            },
+        }
+    }
 
 
 def _by_id(result):
     return {state.id: state for state in result}
 
 
-def test_swap_sls_predicts_applies_and_is_idempotent(modules, swap_dir, real_fstab, sysctl_file, sysctl_restore):
+def test_swap_sls_predicts_applies_and_is_idempotent(
+    modules, swap_dir, real_fstab, sysctl_file, sysctl_restore
+):
     with open("/proc/sys/vm/swappiness", "w", encoding="ascii") as handle:
         handle.write("61")
     pillar = _pillar(swap_dir, sysctl_file)
@@ -81,11 +91,18 @@ def test_swap_sls_predicts_applies_and_is_idempotent(modules, swap_dir, real_fst
     assert predicted["serverfix-preflight"].result is True, predicted["serverfix-preflight"].comment
     for sid in IDS:
         assert predicted[sid].result is None, (sid, predicted[sid].comment)
-    assert predicted[IDS[0]].changes == {"file": {"old": None, "new": "64M"}, "active": {"old": False, "new": True},
-                                         "fstab": {"old": [], "new": [f"{swap_path} none swap sw 0 0"]}}
+    assert predicted[IDS[0]].changes == {
+        "file": {"old": None, "new": "64M"},
+        "active": {"old": False, "new": True},
+        "fstab": {"old": [], "new": [f"{swap_path} none swap sw 0 0"]},
+    }
     assert predicted[IDS[1]].changes["vm.swappiness"] == {"old": "61", "new": "10"}
     assert sysctl_file in predicted[IDS[1]].changes
-    assert not os.path.exists(swap_path) and not os.path.exists(sysctl_file) and read_sysctl("vm.swappiness") == "61"
+    assert (
+        not os.path.exists(swap_path)
+        and not os.path.exists(sysctl_file)
+        and read_sysctl("vm.swappiness") == "61"
+    )
     with open(FSTAB, "rb") as handle:
         assert handle.read() == fstab_before
 
@@ -95,8 +112,9 @@ def test_swap_sls_predicts_applies_and_is_idempotent(modules, swap_dir, real_fst
         assert real[sid].changes == predicted[sid].changes
     assert active_swap(swap_path) is not None and read_sysctl("vm.swappiness") == "10"
     with open(FSTAB, encoding="utf-8") as handle:
-        assert [line for line in handle.read().splitlines() if line.startswith(swap_path)] == \
-            [f"{swap_path} none swap sw 0 0"]
+        assert [line for line in handle.read().splitlines() if line.startswith(swap_path)] == [
+            f"{swap_path} none swap sw 0 0"
+        ]
 
     again = _by_id(modules.state.sls("serverfix.swap", pillar=pillar))
     assert all(state.result is True and not state.changes for state in again.values()), again
@@ -125,5 +143,12 @@ def test_swap_sls_not_enough_disk_stops_in_preflight(modules, swap_dir, sysctl_f
 
 def test_defaults_are_the_runbooks():
     swap = DEFAULTS["swap"]
-    assert (swap["file"], swap["size"], swap["swappiness"], swap["vfs_cache_pressure"]) == ("/swapfile", "2G", 10, 50)
-    assert swap["sysctl_file"] > "/etc/sysctl.d/99-sysctl.conf"  # sorts after Debian's link to /etc/sysctl.conf
+    assert (swap["file"], swap["size"], swap["swappiness"], swap["vfs_cache_pressure"]) == (
+        "/swapfile",
+        "2G",
+        10,
+        50,
+    )
+    assert (
+        swap["sysctl_file"] > "/etc/sysctl.d/99-sysctl.conf"
+    )  # sorts after Debian's link to /etc/sysctl.conf

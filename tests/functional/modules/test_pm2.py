@@ -14,8 +14,8 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.support.host import free_port
 from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, env_after, write_env
+from tests.support.host import free_port
 from tests.support.paths import node_tool
 from tests.support.pm2 import alive, sandbox, system_user
 
@@ -28,8 +28,10 @@ PILLAR_PASSWORD = "pillar-pw-5678"
 @pytest.fixture(scope="module")
 def pillar_root(make_pillar):
     # the formula's keys in a real pillar: the pm2 modules take these as arguments, never from here
-    return make_pillar("test_pm2_module", {"redis": {"password": PILLAR_PASSWORD},
-                                           "pm2": {"bin": node_tool("pm2")}})
+    return make_pillar(
+        "test_pm2_module",
+        {"redis": {"password": PILLAR_PASSWORD}, "pm2": {"bin": node_tool("pm2")}},
+    )
 
 
 @pytest.fixture
@@ -54,9 +56,14 @@ def test_list_one_cached_jlist_names_only(modules, box):
     assert "API_TOKEN" in studio["env_keys"] and "PM2_HOME" in studio["env_keys"]
     assert SECRET not in json.dumps(procs)  # names only, never values
     assert modules.pm2.status("worker", **_kw(box))["status"] == "online"
-    assert modules.pm2.calls() == {"total": 1, "commands": ["jlist"]}  # the second read came from the cache
+    assert modules.pm2.calls() == {
+        "total": 1,
+        "commands": ["jlist"],
+    }  # the second read came from the cache
     modules.pm2.stop("worker", **_kw(box))
-    assert modules.pm2.status("worker", **_kw(box))["status"] == "stopped"  # a change drops the cache
+    assert (
+        modules.pm2.status("worker", **_kw(box))["status"] == "stopped"
+    )  # a change drops the cache
     assert modules.pm2.calls()["commands"] == ["jlist", "stop", "jlist"]
 
 
@@ -66,16 +73,35 @@ def test_no_daemon_read_from_dump_and_none_started(modules, box):
     box.kill()
     modules.pm2.calls(reset=True)
     procs = modules.pm2.list(**_kw(box))
-    assert [(p["name"], p["status"], p["source"]) for p in procs] == [("prisma-studio", "stopped", "dump")]
+    assert [(p["name"], p["status"], p["source"]) for p in procs] == [
+        ("prisma-studio", "stopped", "dump")
+    ]
     assert modules.pm2.saved_names(box.user, str(box.home)) == ["prisma-studio"]
     assert modules.pm2.calls()["total"] == 0 and box.daemon_pid() is None
-    with pytest.raises(CommandExecutionError, match="no pm2 daemon runs .* serverfix never starts one"):
+    with pytest.raises(
+        CommandExecutionError, match="no pm2 daemon runs .* serverfix never starts one"
+    ):
         modules.pm2.restart("prisma-studio", **_kw(box))
     assert box.daemon_pid() is None
 
 
-@pytest.mark.parametrize("name", ["all", "0", "12", "1e3", "0x1f", " ", "", "/studio/", "eco.config.js",
-                                  "apps.json", "-s", "a\nb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "all",
+        "0",
+        "12",
+        "1e3",
+        "0x1f",
+        " ",
+        "",
+        "/studio/",
+        "eco.config.js",
+        "apps.json",
+        "-s",
+        "a\nb",
+    ],
+)
 def test_names_pm2_reads_as_something_else_are_refused(modules, name):
     with pytest.raises(CommandExecutionError, match="refusing pm2 process name") as err:
         modules.pm2.check_name(name)
@@ -97,23 +123,34 @@ def test_namespace_name_refused(modules, box):
 
 def test_log_tail_reads_files_and_masks(modules, box, tmp_path):
     env_file = box.root / ".env"
-    env_file.write_text("QUEUE_ENABLED=true\nAPP_CRASH_ON_QUEUE=1\nREDIS_HOST=127.0.0.1\nREDIS_PORT=6390\n"
-                        "REDIS_PASSWORD=hunter2-redis-pw\n", encoding="utf-8")
+    env_file.write_text(
+        "QUEUE_ENABLED=true\nAPP_CRASH_ON_QUEUE=1\nREDIS_HOST=127.0.0.1\nREDIS_PORT=6390\n"
+        "REDIS_PASSWORD=hunter2-redis-pw\n",
+        encoding="utf-8",
+    )
     box.start_backend("intranet-backend", env_file, env={"SESSION_SECRET": "sess-0123456789"})
     modules.pm2.calls(reset=True)
     lines = modules.pm2.log_tail("intranet-backend", lines=20, **_kw(box))
     text = "\n".join(lines)
     assert "Redis connection failed" in text and "intranet stand-in started" in text
     assert "hunter2-redis-pw" not in text and "redis://:<secret>@127.0.0.1:6390" in text
-    assert modules.pm2.mask("x sess-0123456789 y", user=box.user, pm2_home=str(box.home)) == "x <secret> y"
+    assert (
+        modules.pm2.mask("x sess-0123456789 y", user=box.user, pm2_home=str(box.home))
+        == "x <secret> y"
+    )
     # the Redis password the caller passes, however the app prints it (the pillar is not read)
-    with open(modules.pm2.log_paths("intranet-backend", **_kw(box))[0], "a", encoding="utf-8") as log:
+    with open(
+        modules.pm2.log_paths("intranet-backend", **_kw(box))[0], "a", encoding="utf-8"
+    ) as log:
         log.write(f"auth failed with {PILLAR_PASSWORD} (plain)\n")
     tail = modules.pm2.log_tail("intranet-backend", lines=5, secrets=[PILLAR_PASSWORD], **_kw(box))
     assert "auth failed with <secret> (plain)" in tail and PILLAR_PASSWORD not in "\n".join(tail)
     assert f"auth failed with {PILLAR_PASSWORD} (plain)" in modules.pm2.log_tail(
-        "intranet-backend", lines=5, **_kw(box))
-    assert modules.pm2.calls()["commands"] == ["jlist"]  # the lines come from the files, not `pm2 logs`
+        "intranet-backend", lines=5, **_kw(box)
+    )
+    assert modules.pm2.calls()["commands"] == [
+        "jlist"
+    ]  # the lines come from the files, not `pm2 logs`
 
 
 def test_banner_noise_before_json(modules, box):
@@ -139,7 +176,9 @@ def _preflight_errors(modules, *args, **kwargs):
     with pytest.raises(CommandExecutionError) as err:
         modules.pm2.preflight(*args, **kwargs)
     info = err.value.info
-    assert len(info["errors"]) == len(info["arguments"]) and str(err.value).startswith(info["errors"][0])
+    assert len(info["errors"]) == len(info["arguments"]) and str(err.value).startswith(
+        info["errors"][0]
+    )
     return list(zip(info["arguments"], info["errors"]))
 
 
@@ -150,8 +189,12 @@ def test_missing_pm2_names_the_argument(modules, box):
     with pytest.raises(CommandExecutionError, match="pm2_bin '/nonexistent/bin/pm2'"):
         modules.pm2.find_bin("/nonexistent/bin/pm2")
     assert _preflight_errors(modules, "nobody-here") == [
-        ("user", "user 'nobody-here' does not exist; pass the user that runs pm2 "
-                 "(ps -o user= -p \"$(cat ~/.pm2/pm2.pid)\")")]
+        (
+            "user",
+            "user 'nobody-here' does not exist; pass the user that runs pm2 "
+            '(ps -o user= -p "$(cat ~/.pm2/pm2.pid)")',
+        )
+    ]
     assert modules.pm2.preflight(**_kw(box)) is True
 
 
@@ -186,8 +229,9 @@ def test_root_daemon_in_user_home_is_named(modules):
         rogue = box.daemon_pid()
         assert rogue and alive(rogue)
         errors = _preflight_errors(modules, **_kw(box))
-        assert any(a == "user" and "runs as root, not as user" in e and "pm2 kill" in e
-                   for a, e in errors), errors
+        assert any(
+            a == "user" and "runs as root, not as user" in e and "pm2 kill" in e for a, e in errors
+        ), errors
         with pytest.raises(CommandExecutionError, match="runs as root"):
             modules.pm2.list(**_kw(box))
 
@@ -234,7 +278,8 @@ def test_restart_reasons_from_the_env_file_and_the_status(modules, box):
     box.pm2("stop", "intranet-backend")
     assert modules.pm2.list(**kw, refresh=True)[0]["status"] == "stopped"
     assert modules.pm2_app.restart_reasons("intranet-backend", "", **kw) == [
-        "the app is stopped, not online"]
+        "the app is stopped, not online"
+    ]
 
 
 def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
@@ -243,7 +288,9 @@ def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
     modules.pm2.calls(reset=True)
     outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, **_kw(box))
     assert outcome["ok"] is True and outcome["missing"] == [] and outcome["log"] == "", outcome
-    assert outcome["pids"] and outcome["pids"] == sorted(p["pid"] for p in box.procs("intranet-backend"))
+    assert outcome["pids"] and outcome["pids"] == sorted(
+        p["pid"] for p in box.procs("intranet-backend")
+    )
     assert modules.pm2.calls()["commands"][:2] == ["jlist", "restart"]
     # restarted again with the same .env: the old ready lines are in the log, but must not count
     write_env(env_file, ENV_BEFORE)
@@ -254,8 +301,9 @@ def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
 def test_restart_and_wait_reports_a_crash_masked(modules, box):
     env_file, _ = _backend(box, crash_on_queue=True)
     write_env(env_file, env_after())
-    outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, secrets=["x-extra-pw"],
-                                               env_file=str(env_file), **_kw(box))
+    outcome = modules.pm2_app.restart_and_wait(
+        "intranet-backend", READY, 15, secrets=["x-extra-pw"], env_file=str(env_file), **_kw(box)
+    )
     assert outcome["ok"] is False and ("crashed" in outcome["why"] or "errored" in outcome["why"])
     assert "Redis connection failed: redis://:<secret>@127.0.0.1:6379" in outcome["log"], outcome
     assert ENV_AFTER_VALUES["REDIS_PASSWORD"] not in json.dumps(outcome)
@@ -273,8 +321,9 @@ def test_rollback_restores_the_env_the_app_ran_with(modules, box):
     assert box.procs("intranet-backend")[0]["pm2_env"]["status"] == "online"
     # nothing newer to restore: no restart at all
     modules.pm2.calls(reset=True)
-    assert modules.pm2_app.rollback("intranet-backend", str(env_file), time.time() + 60,
-                                    **_kw(box)) == {"recovered": False, "env_restored_from": None}
+    assert modules.pm2_app.rollback(
+        "intranet-backend", str(env_file), time.time() + 60, **_kw(box)
+    ) == {"recovered": False, "env_restored_from": None}
     assert modules.pm2.calls()["total"] == 0
 
 
@@ -283,9 +332,23 @@ def test_redis_started_asks_redis_with_the_given_password(modules):
     if not redis:
         pytest.skip("redis-server not installed (test_pm2_states installs it)")
     port = free_port()
-    proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--requirepass", PILLAR_PASSWORD],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            redis,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            PILLAR_PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
@@ -293,9 +356,10 @@ def test_redis_started_asks_redis_with_the_given_password(modules):
             time.sleep(0.05)
         started = modules.pm2_app.redis_started("127.0.0.1", port, PILLAR_PASSWORD)
         assert started is not None and abs(started - time.time()) < 5
-        assert modules.pm2_app.redis_started("127.0.0.1", port) is None  # NOAUTH: the pillar is not read
+        assert (
+            modules.pm2_app.redis_started("127.0.0.1", port) is None
+        )  # NOAUTH: the pillar is not read
         assert modules.pm2_app.redis_started("127.0.0.1", free_port(), PILLAR_PASSWORD) is None
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-

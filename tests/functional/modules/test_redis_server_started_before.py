@@ -17,8 +17,10 @@ import time
 import pytest
 
 NAME = "sf-redis-probe"
-LISTENER = (f"open('/proc/self/comm', 'w').write({NAME!r}); import socket, time; s = socket.socket(); "
-            "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)")
+LISTENER = (
+    f"open('/proc/self/comm', 'w').write({NAME!r}); import socket, time; s = socket.socket(); "
+    "s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)"
+)
 
 
 @pytest.fixture
@@ -43,18 +45,27 @@ def write_conf(path, port, age=0.0):
 
 def test_started_after_the_last_change_is_current(modules, tmp_path, listener):
     _, port = listener
-    assert modules.redis_server.started_before(write_conf(tmp_path / "r.conf", port, age=30), name=NAME) == []
+    assert (
+        modules.redis_server.started_before(
+            write_conf(tmp_path / "r.conf", port, age=30), name=NAME
+        )
+        == []
+    )
 
 
 def test_started_before_the_last_change_needs_a_restart(modules, tmp_path, listener):
     pid, port = listener
-    assert modules.redis_server.started_before(write_conf(tmp_path / "r.conf", port), name=NAME) == [pid]
+    assert modules.redis_server.started_before(
+        write_conf(tmp_path / "r.conf", port), name=NAME
+    ) == [pid]
 
 
 def test_an_instance_on_another_port_is_not_ours(modules, tmp_path, listener):
     _, port = listener
     other = port + 1 if port < 65535 else port - 1
-    assert modules.redis_server.started_before(write_conf(tmp_path / "r.conf", other), name=NAME) == []
+    assert (
+        modules.redis_server.started_before(write_conf(tmp_path / "r.conf", other), name=NAME) == []
+    )
 
 
 def test_missing_config_means_nothing_to_restart(modules, tmp_path, listener):

@@ -24,7 +24,10 @@ SWAP_ON = [("/var/tmp/other.swap", 524284)]
 
 @pytest.fixture(scope="module")
 def swaps(workdir):
-    return {"none": fake_proc_swaps(workdir / "swaps-none"), "on": fake_proc_swaps(workdir / "swaps-on", SWAP_ON)}
+    return {
+        "none": fake_proc_swaps(workdir / "swaps-none"),
+        "on": fake_proc_swaps(workdir / "swaps-on", SWAP_ON),
+    }
 
 
 def base_settings(pm2, env_file, backend, port, **sections):
@@ -53,25 +56,47 @@ def test_before_server_reports_exactly_the_runbooks_four_problems(modules, befor
     start = time.perf_counter()
     report = modules.serverfix.diagnose(config=before, proc_swaps=swaps["none"])
     wall = time.perf_counter() - start
-    print(f"\nbefore: diagnose {wall:.3f} s:", [(f["id"], f["severity"]) for f in report["findings"]])
+    print(
+        f"\nbefore: diagnose {wall:.3f} s:", [(f["id"], f["severity"]) for f in report["findings"]]
+    )
     assert problems(report) == {
         "redis-not-running": "critical",
         "env-queue-config": "critical",
         "swap-missing": "warning",
         "pm2-unwanted-processes": "warning",
     }, json.dumps(report["findings"], indent=1)
-    assert [f["severity"] for f in report["findings"]][:4] == ["critical", "critical", "warning", "warning"]
-    assert {f["id"] for f in report["findings"] if f["severity"] == "info"} <= {"memory", "sysctl-values"}
-    assert report["ok"] is False and report["counts"]["critical"] == 2 and report["duration_ms"] < 2000
+    assert [f["severity"] for f in report["findings"]][:4] == [
+        "critical",
+        "critical",
+        "warning",
+        "warning",
+    ]
+    assert {f["id"] for f in report["findings"] if f["severity"] == "info"} <= {
+        "memory",
+        "sysctl-values",
+    }
+    assert (
+        report["ok"] is False and report["counts"]["critical"] == 2 and report["duration_ms"] < 2000
+    )
     found = {f["id"]: f for f in report["findings"]}
 
     redis = found["redis-not-running"]
-    assert redis["evidence"]["listening"] == [] and redis["evidence"]["port"] == before["redis"]["port"]
+    assert (
+        redis["evidence"]["listening"] == []
+        and redis["evidence"]["port"] == before["redis"]["port"]
+    )
     assert "refused" in redis["evidence"]["ping"].lower()
-    assert redis["fix"] == {"state": "serverfix.redis", "pillar": "serverfix:redis", "hint": redis["fix"]["hint"]}
+    assert redis["fix"] == {
+        "state": "serverfix.redis",
+        "pillar": "serverfix:redis",
+        "hint": redis["fix"]["hint"],
+    }
 
     queue = found["env-queue-config"]
-    assert "QUEUE_ENABLED is missing" in queue["title"] and "QUEUE_ENABLED" in queue["evidence"]["missing"]
+    assert (
+        "QUEUE_ENABLED is missing" in queue["title"]
+        and "QUEUE_ENABLED" in queue["evidence"]["missing"]
+    )
     assert queue["evidence"]["backend_log"][0]["symptom"] == "Queue-System ist deaktiviert"
     assert queue["fix"]["state"] == "serverfix.env"
 
@@ -94,7 +119,10 @@ def test_not_installed_is_named(modules, before, swaps):
     config = settings(**{**before, "redis": dict(before["redis"], pkg="serverfix-no-such-package")})
     report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["none"])
     finding = next(f for f in report["findings"] if f["id"] == "redis-not-running")
-    assert finding["title"].startswith("Redis is not installed") and finding["evidence"]["package_installed"] is False
+    assert (
+        finding["title"].startswith("Redis is not installed")
+        and finding["evidence"]["package_installed"] is False
+    )
 
 
 def test_econnrefused_symptom_then_restart_pending_then_clean(modules, workdir, pm2, swaps):
@@ -102,7 +130,9 @@ def test_econnrefused_symptom_then_restart_pending_then_clean(modules, workdir, 
     workers it skipped at start stay off: restart pending; after a restart the backend logs its
     ready lines and nothing is left."""
     port = free_port()
-    env_file = write_env(workdir / "econn" / ".env", dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=port))
+    env_file = write_env(
+        workdir / "econn" / ".env", dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=port)
+    )
     pm2.start("econn-backend", BACKEND_APP, env={"ENV_FILE": str(env_file)})
     try:
         pm2.wait_log("econn-backend", "connect ECONNREFUSED", kind="err")
@@ -111,7 +141,10 @@ def test_econnrefused_symptom_then_restart_pending_then_clean(modules, workdir, 
         report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
         assert problems(report) == {"redis-not-running": "critical"}
         log = {entry["symptom"] for entry in report["findings"][0]["evidence"]["backend_log"]}
-        assert log == {"connect ECONNREFUSED", "Redis nicht verfügbar - Workers werden nicht gestartet"}
+        assert log == {
+            "connect ECONNREFUSED",
+            "Redis nicht verfügbar - Workers werden nicht gestartet",
+        }
 
         with RedisServer(workdir, port=port):
             # it reconnects (as ioredis does) but the workers skipped at start stay off
@@ -137,8 +170,12 @@ def test_env_changed_after_start_means_restart_pending(modules, workdir, pm2, sw
     try:
         pm2.wait_log("pending-backend", "Queue-System ist deaktiviert")
         with RedisServer(workdir) as redis:
-            write_env(env_file, dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port))  # Phase 2 done
-            config = base_settings(pm2, env_file, "pending-backend", redis.port, remove_processes=[])
+            write_env(
+                env_file, dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port)
+            )  # Phase 2 done
+            config = base_settings(
+                pm2, env_file, "pending-backend", redis.port, remove_processes=[]
+            )
             report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
         assert problems(report) == {"backend-restart-pending": "warning"}
         evidence = report["findings"][0]["evidence"]
@@ -165,8 +202,10 @@ def redis_problems(report):
 )
 def test_redis_bind_and_host(modules, workdir, pm2, before, swaps, bind, host, expected):
     with RedisServer(workdir, bind=bind) as redis:
-        env_file = write_env(workdir / f"bind-{redis.port}" / ".env",
-                             dict(QUEUE_KEYS, REDIS_HOST=host, REDIS_PORT=redis.port))
+        env_file = write_env(
+            workdir / f"bind-{redis.port}" / ".env",
+            dict(QUEUE_KEYS, REDIS_HOST=host, REDIS_PORT=redis.port),
+        )
         config = base_settings(pm2, env_file, "intranet-backend", redis.port, redis={"host": host})
         report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
     assert redis_problems(report) == expected
@@ -179,21 +218,38 @@ def test_redis_bind_and_host(modules, workdir, pm2, before, swaps, bind, host, e
 
 def test_eviction_policy_and_auth(modules, workdir, pm2, swaps):
     with RedisServer(workdir, password=PASSWORD, policy="allkeys-lru") as redis:
-        good = write_env(workdir / "auth-good" / ".env",
-                         dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD=PASSWORD))
-        config = base_settings(pm2, good, "intranet-backend", redis.port, redis={"password": PASSWORD})
+        good = write_env(
+            workdir / "auth-good" / ".env",
+            dict(
+                QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD=PASSWORD
+            ),
+        )
+        config = base_settings(
+            pm2, good, "intranet-backend", redis.port, redis={"password": PASSWORD}
+        )
         report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
         assert redis_problems(report) == {"redis-eviction-policy": "warning"}
         policy = next(f for f in report["findings"] if f["id"] == "redis-eviction-policy")
         assert policy["evidence"] == {"maxmemory_policy": "allkeys-lru", "wanted": "noeviction"}
 
-        bad = write_env(workdir / "auth-bad" / ".env",
-                        dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD="wrong-pass"))
-        config = base_settings(pm2, bad, "intranet-backend", redis.port, redis={"password": PASSWORD})
+        bad = write_env(
+            workdir / "auth-bad" / ".env",
+            dict(
+                QUEUE_KEYS,
+                REDIS_HOST="127.0.0.1",
+                REDIS_PORT=redis.port,
+                REDIS_PASSWORD="wrong-pass",
+            ),
+        )
+        config = base_settings(
+            pm2, bad, "intranet-backend", redis.port, redis={"password": PASSWORD}
+        )
         report_bad = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
     assert redis_problems(report_bad) == {"redis-auth-failed": "critical"}
     env_finding = next(f for f in report_bad["findings"] if f["id"] == "env-queue-config")
-    assert env_finding["evidence"]["different"] == {"REDIS_PASSWORD": {"found": "<secret>", "wanted": "<secret>"}}
+    assert env_finding["evidence"]["different"] == {
+        "REDIS_PASSWORD": {"found": "<secret>", "wanted": "<secret>"}
+    }
     for data in (report, report_bad):
         text = json.dumps(data)
         assert PASSWORD not in text and "wrong-pass" not in text
@@ -201,10 +257,16 @@ def test_eviction_policy_and_auth(modules, workdir, pm2, swaps):
 
 def test_env_keys_shadowed_by_pm2(modules, workdir, pm2, swaps):
     with RedisServer(workdir) as redis:
-        env_file = write_env(workdir / "shadow" / ".env", dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1",
-                                                               REDIS_PORT=redis.port))
+        env_file = write_env(
+            workdir / "shadow" / ".env",
+            dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port),
+        )
         # started from a shell that had REDIS_PORT exported: pm2 keeps it and passes it on every restart
-        pm2.start("shadow-backend", BACKEND_APP, env={"ENV_FILE": str(env_file), "REDIS_PORT": str(redis.port)})
+        pm2.start(
+            "shadow-backend",
+            BACKEND_APP,
+            env={"ENV_FILE": str(env_file), "REDIS_PORT": str(redis.port)},
+        )
         try:
             pm2.wait_log("shadow-backend", READY)
             config = base_settings(pm2, env_file, "shadow-backend", redis.port, remove_processes=[])
@@ -225,7 +287,15 @@ def test_settings_from_defaults_and_pillar(modules):
 
 def test_report_shape_is_stable(modules, before, swaps):
     report = modules.serverfix.diagnose(config=before, proc_swaps=swaps["none"])
-    assert list(report) == ["function", "version", "ok", "duration_ms", "counts", "settings", "findings"]
+    assert list(report) == [
+        "function",
+        "version",
+        "ok",
+        "duration_ms",
+        "counts",
+        "settings",
+        "findings",
+    ]
     assert report["function"] == "diagnose" and report["version"] == 1
     assert list(report["counts"]) == ["critical", "warning", "info"]
     for finding in report["findings"]:

@@ -26,20 +26,41 @@ def test_defaults_are_valid(modules):
 @pytest.mark.parametrize(
     "pillar, expected",
     [
-        ({"redis": {"port": "abc"}}, "serverfix:redis:port: 'abc' is not valid; expected an integer from 1 to 65535"),
+        (
+            {"redis": {"port": "abc"}},
+            "serverfix:redis:port: 'abc' is not valid; expected an integer from 1 to 65535",
+        ),
         ({"redis": {"port": 70000}}, "serverfix:redis:port: 70000 is not valid"),
-        ({"swap": {"size": "2X"}}, "serverfix:swap:size: '2X' is not valid; expected a size such as 2G"),
+        (
+            {"swap": {"size": "2X"}},
+            "serverfix:swap:size: '2X' is not valid; expected a size such as 2G",
+        ),
         ({"queue": {"concurrency": -1}}, "serverfix:queue:concurrency: -1 is not valid"),
-        ({"dotenv": {"extra": {"BAD KEY": "x"}}}, "serverfix:dotenv:extra: {'BAD KEY': 'x'} is not valid"),
-        ({"redis": {"host": "127.0.0.1\nevil"}}, "serverfix:redis:host: '127.0.0.1\\nevil' is not valid"),
+        (
+            {"dotenv": {"extra": {"BAD KEY": "x"}}},
+            "serverfix:dotenv:extra: {'BAD KEY': 'x'} is not valid",
+        ),
+        (
+            {"redis": {"host": "127.0.0.1\nevil"}},
+            "serverfix:redis:host: '127.0.0.1\\nevil' is not valid",
+        ),
         ({"redis": {"password": "top\nsecret"}}, "serverfix:redis:password: <secret> is not valid"),
         ({"reddis": {}}, "serverfix:reddis: unknown key (did you mean 'redis'?)"),
         ({"redis": {"prot": 1}}, "serverfix:redis:prot: unknown key (did you mean 'port'?)"),
-        ({"backend": {"restart": "yes"}}, "serverfix:backend:restart: 'yes' is not valid; expected true or false"),
+        (
+            {"backend": {"restart": "yes"}},
+            "serverfix:backend:restart: 'yes' is not valid; expected true or false",
+        ),
         ({"remove_processes": ["all"]}, "serverfix:remove_processes: ['all'] is not valid"),
         ({"redis": "x"}, "serverfix:redis: 'x' is not valid; expected a mapping"),
-        ({"dotenv": {"extra": {"REDIS_HOST": "::1"}}}, "not one the formula sets from serverfix:redis/queue"),
-        ({"backups": {"keep": 0}}, "serverfix:backups:keep: 0 is not valid; expected an integer from 1 to 1000"),
+        (
+            {"dotenv": {"extra": {"REDIS_HOST": "::1"}}},
+            "not one the formula sets from serverfix:redis/queue",
+        ),
+        (
+            {"backups": {"keep": 0}},
+            "serverfix:backups:keep: 0 is not valid; expected an integer from 1 to 1000",
+        ),
         ({"backups": {"kept": 3}}, "serverfix:backups:kept: unknown key (did you mean 'keep'?)"),
     ],
 )
@@ -59,14 +80,20 @@ def test_localhost_pitfall_detected(modules):
     assert modules.serverfix.check_redis_host("127.0.0.1", ["127.0.0.1", "-::1"]) is True
 
 
-@pytest.mark.parametrize("size, expected", [("2G", 2 << 30), ("512M", 512 << 20), ("64MiB", 64 << 20), (4096, 4096)])
+@pytest.mark.parametrize(
+    "size, expected", [("2G", 2 << 30), ("512M", 512 << 20), ("64MiB", 64 << 20), (4096, 4096)]
+)
 def test_parse_size(loaders, size, expected):
     assert loaders.utils["serverfix_size.parse_size"](size) == expected
 
 
 def test_preflight_checks_only_the_phases_given(modules, tmp_path):
-    config = {**DEFAULTS, "dotenv": {**DEFAULTS["dotenv"], "file": str(tmp_path / "missing" / ".env")},
-              "remove_processes": [], "swap": {**DEFAULTS["swap"], "enabled": False}}
+    config = {
+        **DEFAULTS,
+        "dotenv": {**DEFAULTS["dotenv"], "file": str(tmp_path / "missing" / ".env")},
+        "remove_processes": [],
+        "swap": {**DEFAULTS["swap"], "enabled": False},
+    }
     assert modules.serverfix.preflight(config, pillar={}, phases=["preflight", "redis"]) is True
     errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis", "env"])
     assert len(errors) == 1 and str(tmp_path / "missing" / ".env") in errors[0]
@@ -86,4 +113,6 @@ def test_preflight_phase_3_under_either_sls_name(modules, phase):
 
 def test_preflight_stops_at_an_invalid_pillar(modules):
     errors = problems(modules.serverfix.preflight, DEFAULTS, pillar={"redis": {"port": 0}})
-    assert errors == ["serverfix:redis:port: 0 is not valid; expected an integer from 1 to 65535 (e.g. 6379)"]
+    assert errors == [
+        "serverfix:redis:port: 0 is not valid; expected an integer from 1 to 65535 (e.g. 6379)"
+    ]

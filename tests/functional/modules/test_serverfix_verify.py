@@ -27,8 +27,9 @@ PASSWORD = "Vf9-verify-secret-0815"
 
 
 def _fs_type(path):
-    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,9 @@ def swapfile(workdir):
     """A real, active 32M swap file on ext4 (swapon fails on tmpfs/overlayfs); off and gone afterwards."""
     directory = workdir if _fs_type(workdir) in ("ext2/ext3", "ext4") else "/var/tmp"
     path = os.path.join(directory, f"serverfix-verify-{os.getpid()}.swap")
-    subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=32", "status=none"], check=True)
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=32", "status=none"], check=True
+    )
     os.chmod(path, 0o600)
     subprocess.run(["mkswap", path], check=True, capture_output=True)
     subprocess.run(["swapon", path], check=True)
@@ -55,8 +58,12 @@ def fixed_settings(pm2, env_file, backend_name, redis, service, swap_file, **sec
         redis={"port": redis.port, "password": PASSWORD, "service": service},
         backend=dict({"name": backend_name}, **sections.pop("backend", {})),
         remove_processes=["verify-studio"],
-        swap={"file": swap_file, "size": "32M", "swappiness": int(read_sysctl("vm.swappiness")),
-              "vfs_cache_pressure": int(read_sysctl("vm.vfs_cache_pressure"))},
+        swap={
+            "file": swap_file,
+            "size": "32M",
+            "swappiness": int(read_sysctl("vm.swappiness")),
+            "vfs_cache_pressure": int(read_sysctl("vm.vfs_cache_pressure")),
+        },
         **sections,
     )
 
@@ -67,11 +74,16 @@ def test_before_server_fails(modules, workdir, pm2):
     pm2.start("prisma-studio", IDLE_APP)
     try:
         pm2.wait_log("before-backend", "Queue-System ist deaktiviert")
-        config = settings(dotenv={"file": str(env_file)}, pm2={"home": str(pm2.home), "bin": pm2.bin},
-                          redis={"port": free_port(), "service": "serverfix-verify-absent"},
-                          backend={"name": "before-backend"},
-                          swap={"file": str(workdir / "no.swap"),
-                                "swappiness": int(read_sysctl("vm.swappiness")) + 1})
+        config = settings(
+            dotenv={"file": str(env_file)},
+            pm2={"home": str(pm2.home), "bin": pm2.bin},
+            redis={"port": free_port(), "service": "serverfix-verify-absent"},
+            backend={"name": "before-backend"},
+            swap={
+                "file": str(workdir / "no.swap"),
+                "swappiness": int(read_sysctl("vm.swappiness")) + 1,
+            },
+        )
         start = time.perf_counter()
         report = modules.serverfix.verify(config=config)
         wall = time.perf_counter() - start
@@ -80,10 +92,19 @@ def test_before_server_fails(modules, workdir, pm2):
         pm2.delete("prisma-studio")
         pm2.delete("before-backend")
     assert statuses(report) == {
-        "redis-service": "fail", "redis-ping": "fail", "redis-loopback-only": "fail",
-        "redis-eviction-policy": "fail", "env-keys": "fail", "env-not-shadowed": "pass", "swap": "fail",
-        "sysctl": "fail", "pm2-online": "pass", "pm2-removed": "fail", "backend-ready": "warn",
-        "memory": "info", "http-probe": "skip",
+        "redis-service": "fail",
+        "redis-ping": "fail",
+        "redis-loopback-only": "fail",
+        "redis-eviction-policy": "fail",
+        "env-keys": "fail",
+        "env-not-shadowed": "pass",
+        "swap": "fail",
+        "sysctl": "fail",
+        "pm2-online": "pass",
+        "pm2-removed": "fail",
+        "backend-ready": "warn",
+        "memory": "info",
+        "http-probe": "skip",
     }
     assert report["ok"] is False and report["counts"]["fail"] == 8
     assert wall < 2.0 and report["duration_ms"] < 2000
@@ -101,20 +122,38 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
     restarted, then every check passes."""
     env_file = write_env(workdir / "after" / ".env", {})
     http_port = free_port()
-    pm2.start("verify-backend", BACKEND_APP, env={"ENV_FILE": str(env_file), "PORT": str(http_port)})
+    pm2.start(
+        "verify-backend", BACKEND_APP, env={"ENV_FILE": str(env_file), "PORT": str(http_port)}
+    )
     pm2.start("verify-studio", IDLE_APP)
     pm2.save()
-    service = "sfdiag-redis-" + "".join(random.choices(string.ascii_lowercase, k=8))  # no digits: rc2.d parsing
+    service = "sfdiag-redis-" + "".join(
+        random.choices(string.ascii_lowercase, k=8)
+    )  # no digits: rc2.d parsing
     try:
         pm2.wait_log("verify-backend", "Queue-System ist deaktiviert")
         with RedisServer(workdir, password=PASSWORD) as redis, SysvService(service, redis):
             # Phase 2 and 3 done by hand here (their own tests cover the states)
-            write_env(env_file, dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port,
-                                     REDIS_PASSWORD=PASSWORD))
+            write_env(
+                env_file,
+                dict(
+                    QUEUE_KEYS,
+                    REDIS_HOST="127.0.0.1",
+                    REDIS_PORT=redis.port,
+                    REDIS_PASSWORD=PASSWORD,
+                ),
+            )
             pm2.delete("verify-studio")
             pm2.save()
-            config = fixed_settings(pm2, env_file, "verify-backend", redis, service, swapfile,
-                                    verify={"url": f"http://127.0.0.1:{http_port}/", "requests": 10, "limit_ms": 100})
+            config = fixed_settings(
+                pm2,
+                env_file,
+                "verify-backend",
+                redis,
+                service,
+                swapfile,
+                verify={"url": f"http://127.0.0.1:{http_port}/", "requests": 10, "limit_ms": 100},
+            )
 
             report = modules.serverfix.verify(config=config)
             expected = {cid: "pass" for cid in statuses(report)}
@@ -122,14 +161,18 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             assert statuses(report) == expected, json.dumps(report["checks"], indent=1)
             assert report["ok"] is True  # a warning does not fail the run
             checks = {c["id"]: c for c in report["checks"]}
-            assert checks["redis-ping"]["evidence"]["auth"] is True and checks["redis-ping"]["evidence"]["reply"] == "PONG"
+            assert (
+                checks["redis-ping"]["evidence"]["auth"] is True
+                and checks["redis-ping"]["evidence"]["reply"] == "PONG"
+            )
             assert checks["swap"]["evidence"]["size_mb"] == 32.0
             assert checks["http-probe"]["evidence"]["requests"] == 10
             assert checks["http-probe"]["evidence"]["median_ms"] < 100
 
             # with serverfix:backend:restart true a missing restart is a failure
-            strict = fixed_settings(pm2, env_file, "verify-backend", redis, service, swapfile,
-                                    backend={"restart": True})
+            strict = fixed_settings(
+                pm2, env_file, "verify-backend", redis, service, swapfile, backend={"restart": True}
+            )
             assert statuses(modules.serverfix.verify(config=strict))["backend-ready"] == "fail"
 
             # the state: fails the run on a failing check, changes nothing
@@ -142,17 +185,27 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             start = time.perf_counter()
             report = modules.serverfix.verify(config=config)
             wall = time.perf_counter() - start
-            assert set(statuses(report).values()) == {"pass", "info"}, json.dumps(report["checks"], indent=1)
+            assert set(statuses(report).values()) == {"pass", "info"}, json.dumps(
+                report["checks"], indent=1
+            )
             assert report["ok"] is True and wall < 2.0
 
             start = time.perf_counter()
-            diagnosis = modules.serverfix.diagnose(config=config)  # the real /proc/swaps: ours is active
-            print(f"\nafter: verify {wall:.3f} s: {statuses(report)}\nafter: diagnose "
-                  f"{time.perf_counter() - start:.3f} s: {[(f['id'], f['severity']) for f in diagnosis['findings']]}")
+            diagnosis = modules.serverfix.diagnose(
+                config=config
+            )  # the real /proc/swaps: ours is active
+            print(
+                f"\nafter: verify {wall:.3f} s: {statuses(report)}\nafter: diagnose "
+                f"{time.perf_counter() - start:.3f} s: {[(f['id'], f['severity']) for f in diagnosis['findings']]}"
+            )
             assert problems(diagnosis) == {}, diagnosis["findings"]
 
             ret = states.serverfix.verified(name="serverfix-verified", config=config)
-            assert ret.result is True and ret.changes == {} and ret.comment.startswith("All checks passed")
+            assert (
+                ret.result is True
+                and ret.changes == {}
+                and ret.comment.startswith("All checks passed")
+            )
             for data in (report, diagnosis, ret.comment):
                 assert PASSWORD not in json.dumps(data)
     finally:
@@ -161,8 +214,11 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
 
 def test_state_in_test_mode_reports_without_failing(modules, states, workdir, pm2):
     env_file = write_env(workdir / "testmode" / ".env", {})
-    config = settings(dotenv={"file": str(env_file)}, pm2={"home": str(pm2.home), "bin": pm2.bin},
-                      redis={"port": free_port(), "service": "serverfix-verify-absent"})
+    config = settings(
+        dotenv={"file": str(env_file)},
+        pm2={"home": str(pm2.home), "bin": pm2.bin},
+        redis={"port": free_port(), "service": "serverfix-verify-absent"},
+    )
     ret = states.serverfix.verified(name="serverfix-verified", config=config, test=True)
     assert ret.result is None and ret.changes == {}
     assert ret.comment.startswith("Would verify after the changes above")
@@ -172,13 +228,22 @@ def test_state_in_test_mode_reports_without_failing(modules, states, workdir, pm
 def test_http_probe_over_the_limit_fails_fast(modules, workdir, pm2):
     env_file = write_env(workdir / "slow" / ".env", {})
     http_port = free_port()
-    pm2.start("slow-backend", BACKEND_APP, env={"ENV_FILE": str(env_file), "PORT": str(http_port), "SLOW_MS": "300"})
+    pm2.start(
+        "slow-backend",
+        BACKEND_APP,
+        env={"ENV_FILE": str(env_file), "PORT": str(http_port), "SLOW_MS": "300"},
+    )
     try:
         pm2.wait_log("slow-backend", "Queue-System ist deaktiviert")
-        config = settings(dotenv={"file": str(env_file)}, pm2={"home": str(pm2.home), "bin": pm2.bin},
-                          redis={"enabled": False}, swap={"enabled": False}, remove_processes=[],
-                          backend={"name": "slow-backend"},
-                          verify={"url": f"http://127.0.0.1:{http_port}/slow", "requests": 10, "limit_ms": 100})
+        config = settings(
+            dotenv={"file": str(env_file)},
+            pm2={"home": str(pm2.home), "bin": pm2.bin},
+            redis={"enabled": False},
+            swap={"enabled": False},
+            remove_processes=[],
+            backend={"name": "slow-backend"},
+            verify={"url": f"http://127.0.0.1:{http_port}/slow", "requests": 10, "limit_ms": 100},
+        )
         start = time.perf_counter()
         report = modules.serverfix.verify(config=config)
         wall = time.perf_counter() - start
@@ -191,35 +256,78 @@ def test_http_probe_over_the_limit_fails_fast(modules, workdir, pm2):
 
 
 def test_report_shape_is_stable(modules, workdir, pm2):
-    config = settings(dotenv={"file": str(workdir / "missing.env")}, pm2={"home": str(pm2.home), "bin": pm2.bin},
-                      redis={"port": free_port()})
+    config = settings(
+        dotenv={"file": str(workdir / "missing.env")},
+        pm2={"home": str(pm2.home), "bin": pm2.bin},
+        redis={"port": free_port()},
+    )
     report = modules.serverfix.verify(config=config)
-    assert list(report) == ["function", "version", "ok", "duration_ms", "counts", "settings", "checks"]
+    assert list(report) == [
+        "function",
+        "version",
+        "ok",
+        "duration_ms",
+        "counts",
+        "settings",
+        "checks",
+    ]
     assert list(report["counts"]) == ["fail", "warn", "pass", "skip", "info"]
     assert [c["id"] for c in report["checks"]] == [
-        "redis-service", "redis-ping", "redis-loopback-only", "redis-eviction-policy", "env-keys",
-        "env-not-shadowed", "swap", "sysctl", "pm2-online", "pm2-removed", "backend-ready", "memory", "http-probe"]
+        "redis-service",
+        "redis-ping",
+        "redis-loopback-only",
+        "redis-eviction-policy",
+        "env-keys",
+        "env-not-shadowed",
+        "swap",
+        "sysctl",
+        "pm2-online",
+        "pm2-removed",
+        "backend-ready",
+        "memory",
+        "http-probe",
+    ]
     for check in report["checks"]:
         assert list(check) == ["id", "status", "title", "evidence", "fix"]
     assert "missing.env does not exist" in report["checks"][4]["title"]
 
 
-
 def test_secret_env_values_never_shown(modules, workdir, pm2):
     """REDIS_PASSWORD, keys in serverfix:dotenv:secret_keys and secret-looking names (dotenv's rule)."""
-    env_file = write_env(workdir / "secrets" / ".env", {"JWT_SECRET": "old-jwt-value-1", "API_SIGNING": "old-sig-22",
-                                                        "REDIS_PASSWORD": "old-redis-pw-3", "APP_MODE": "dev"})
-    config = settings(dotenv={"file": str(env_file), "secret_keys": ["API_SIGNING"],
-                              "extra": {"JWT_SECRET": "new-jwt-value-1", "API_SIGNING": "new-sig-22",
-                                        "APP_MODE": "production"}},
-                      pm2={"home": str(pm2.home), "bin": pm2.bin},
-                      redis={"port": free_port(), "password": "new-redis-pw-3"})
+    env_file = write_env(
+        workdir / "secrets" / ".env",
+        {
+            "JWT_SECRET": "old-jwt-value-1",
+            "API_SIGNING": "old-sig-22",
+            "REDIS_PASSWORD": "old-redis-pw-3",
+            "APP_MODE": "dev",
+        },
+    )
+    config = settings(
+        dotenv={
+            "file": str(env_file),
+            "secret_keys": ["API_SIGNING"],
+            "extra": {
+                "JWT_SECRET": "new-jwt-value-1",
+                "API_SIGNING": "new-sig-22",
+                "APP_MODE": "production",
+            },
+        },
+        pm2={"home": str(pm2.home), "bin": pm2.bin},
+        redis={"port": free_port(), "password": "new-redis-pw-3"},
+    )
     verify = modules.serverfix.verify(config=config)
     diagnose = modules.serverfix.diagnose(config=config)
     env_check = next(c for c in verify["checks"] if c["id"] == "env-keys")
-    assert env_check["evidence"]["different"]["APP_MODE"] == {"found": "dev", "wanted": "production"}
+    assert env_check["evidence"]["different"]["APP_MODE"] == {
+        "found": "dev",
+        "wanted": "production",
+    }
     for key in ("JWT_SECRET", "API_SIGNING", "REDIS_PASSWORD"):
-        assert env_check["evidence"]["different"][key] == {"found": "<secret>", "wanted": "<secret>"}
+        assert env_check["evidence"]["different"][key] == {
+            "found": "<secret>",
+            "wanted": "<secret>",
+        }
         assert env_check["evidence"]["wanted"][key] == "<secret>"
     text = json.dumps([verify, diagnose])
     for value in ("jwt-value-1", "sig-22", "redis-pw-3"):

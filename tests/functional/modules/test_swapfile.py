@@ -19,7 +19,9 @@ pytestmark = pytest.mark.destructive_test
 
 SIZE = "64M"
 SIZE_BYTES = 64 << 20
-FSTAB_BEFORE = "# /etc/fstab: static file system information.\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+FSTAB_BEFORE = (
+    "# /etc/fstab: static file system information.\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+)
 
 
 def problems(func, *args, **kwargs):
@@ -66,7 +68,10 @@ def test_create_predicts_exactly_then_is_idempotent(states, modules, swap_dir, f
     assert real.changes == predicted.changes
     st = os.stat(path)
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size) == (0o600, 0, 0, SIZE_BYTES)
-    assert active_swap(path) == (SIZE_BYTES // 1024 - 4, 0)  # the kernel counts pages after the header
+    assert active_swap(path) == (
+        SIZE_BYTES // 1024 - 4,
+        0,
+    )  # the kernel counts pages after the header
     assert _lines_for(fstab, path) == [f"{path} none swap sw 0 0"]
     with open(fstab, encoding="utf-8") as handle:
         assert handle.read() == FSTAB_BEFORE + f"{path} none swap sw 0 0\n"
@@ -115,7 +120,9 @@ def test_resize_predicts_exactly(states, swap_dir, fstab, new_size, new_bytes):
     assert not os.path.exists(os.path.join(swap_dir, ".swap-resize.serverfix-new"))
 
 
-def test_resize_refused_when_memory_cannot_take_what_is_in_swap(modules, states, swap_dir, fstab, monkeypatch):
+def test_resize_refused_when_memory_cannot_take_what_is_in_swap(
+    modules, states, swap_dir, fstab, monkeypatch
+):
     path = os.path.join(swap_dir, "swap-mem")
     assert _present(states, path, fstab, test=False).result is True
     before = snapshot(swap_dir, fstab)
@@ -123,7 +130,9 @@ def test_resize_refused_when_memory_cannot_take_what_is_in_swap(modules, states,
     # so MemAvailable is replaced by 100 MiB, less than the headroom swapoff needs.
     monkeypatch.setitem(modules.swapfile.plan.__globals__, "_mem_available", lambda: 100 << 20)
     errors = problems(modules.swapfile.plan, path, "96M", fstab=fstab)
-    assert any("size 96M: cannot resize" in e and "memory is available" in e for e in errors), errors
+    assert any("size 96M: cannot resize" in e and "memory is available" in e for e in errors), (
+        errors
+    )
     with pytest.raises(Exception, match="Nothing was changed: .*cannot resize"):
         modules.swapfile.ensure(path, "96M", fstab=fstab)
     assert snapshot(swap_dir, fstab) == before
@@ -137,9 +146,11 @@ def test_absent_predicts_exactly_and_removes_everything(states, swap_dir, fstab)
 
     predicted = states.swapfile.absent(name=path, fstab=fstab, test=True)
     assert predicted.result is None
-    assert predicted.changes == {"active": {"old": True, "new": False},
-                                 "fstab": {"old": [f"{path} none swap sw 0 0"], "new": []},
-                                 "file": {"old": "64M", "new": None}}
+    assert predicted.changes == {
+        "active": {"old": True, "new": False},
+        "fstab": {"old": [f"{path} none swap sw 0 0"], "new": []},
+        "file": {"old": "64M", "new": None},
+    }
     assert snapshot(swap_dir, fstab) == before
 
     real = states.swapfile.absent(name=path, fstab=fstab, test=False)
@@ -153,11 +164,15 @@ def test_absent_predicts_exactly_and_removes_everything(states, swap_dir, fstab)
 
 def test_fstab_ends_with_exactly_one_line(states, swap_dir, fstab):
     path = os.path.join(swap_dir, "swap-dup")
-    with open(fstab, "a", encoding="utf-8") as handle:  # two lines for one file: a hand-run runbook, twice
+    with open(
+        fstab, "a", encoding="utf-8"
+    ) as handle:  # two lines for one file: a hand-run runbook, twice
         handle.write(f"{path} none swap sw 0 0\n{path} swap swap defaults 0 0\n")
     predicted = _present(states, path, fstab, test=True)
-    assert predicted.changes["fstab"] == {"old": [f"{path} none swap sw 0 0", f"{path} swap swap defaults 0 0"],
-                                          "new": [f"{path} none swap sw 0 0"]}
+    assert predicted.changes["fstab"] == {
+        "old": [f"{path} none swap sw 0 0", f"{path} swap swap defaults 0 0"],
+        "new": [f"{path} none swap sw 0 0"],
+    }
     real = _present(states, path, fstab, test=False)
     assert real.result is True and real.changes == predicted.changes
     assert _lines_for(fstab, path) == [f"{path} none swap sw 0 0"]
@@ -187,7 +202,9 @@ def test_a_file_that_is_not_swap_is_never_overwritten(states, modules, swap_dir,
     assert absent.result is False and absent.changes == {} and "may hold data" in absent.comment
     assert snapshot(swap_dir, fstab) == before
     assert any("not a swap area" in e for e in problems(modules.swapfile.preflight, path, SIZE))
-    assert any("not a swap area" in e for e in problems(modules.swapfile.plan_remove, path, fstab=fstab))
+    assert any(
+        "not a swap area" in e for e in problems(modules.swapfile.plan_remove, path, fstab=fstab)
+    )
     with pytest.raises(CommandExecutionError, match="^Nothing was changed: .*not a swap area"):
         modules.swapfile.remove(path, fstab=fstab)
 
@@ -203,7 +220,10 @@ def test_file_with_holes_is_rewritten_and_swapped_on(states, swap_dir, fstab):
 
     predicted = _present(states, path, fstab, test=True)
     assert predicted.result is None
-    assert predicted.changes["file"] == {"old": "64M (it has holes (swapon rejects those))", "new": "64M"}
+    assert predicted.changes["file"] == {
+        "old": "64M (it has holes (swapon rejects those))",
+        "new": "64M",
+    }
     real = _present(states, path, fstab, test=False)
     assert real.result is True, real.comment
     assert real.changes == predicted.changes
@@ -250,20 +270,31 @@ def test_btrfs_needs_no_copy_on_write(states, modules, swap_dir, fstab):
         subprocess.run(["mkswap", naive], check=True, capture_output=True)
         assert subprocess.run(["swapon", naive], capture_output=True, check=False).returncode != 0
         predicted = states.swapfile.present(name=naive, size=SIZE, fstab=fstab, test=True)
-        assert "copy-on-write" in predicted.changes.get("file", {}).get("old", ""), predicted.comment
+        assert "copy-on-write" in predicted.changes.get("file", {}).get("old", ""), (
+            predicted.comment
+        )
         real = states.swapfile.present(name=naive, size=SIZE, fstab=fstab)
         assert real.result is True and real.changes == predicted.changes, real.comment
         assert active_swap(naive) is not None
-        assert "C" in subprocess.run(["lsattr", naive], capture_output=True, text=True, check=True).stdout.split()[0]
+        assert (
+            "C"
+            in subprocess.run(
+                ["lsattr", naive], capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+        )
         fresh = os.path.join(mnt, "fresh")
-        assert modules.swapfile.ensure(fresh, "32M", fstab=fstab, reserve="0")["method"] == "fallocate"
+        assert (
+            modules.swapfile.ensure(fresh, "32M", fstab=fstab, reserve="0")["method"] == "fallocate"
+        )
         assert active_swap(fresh) is not None
 
 
 def test_xfs_takes_a_fallocated_file(modules, swap_dir, fstab):
     with loop_fs(swap_dir, "xfs", 320) as mnt:
         path = os.path.join(mnt, "swapfile")
-        assert modules.swapfile.ensure(path, SIZE, fstab=fstab, reserve="0")["method"] == "fallocate"
+        assert (
+            modules.swapfile.ensure(path, SIZE, fstab=fstab, reserve="0")["method"] == "fallocate"
+        )
         assert active_swap(path) is not None
 
 
@@ -272,7 +303,9 @@ def test_not_enough_disk_is_refused_and_nothing_is_left(states, modules, swap_di
         path = os.path.join(mnt, "swapfile")
         before = snapshot(mnt, fstab)
         errors = problems(modules.swapfile.preflight, path, SIZE)
-        assert any("size 64M: not enough disk space for it" in e and path in e for e in errors), errors
+        assert any("size 64M: not enough disk space for it" in e and path in e for e in errors), (
+            errors
+        )
         for test in (True, False):
             ret = states.swapfile.present(name=path, size=SIZE, fstab=fstab, test=test)
             assert ret.result is False and "not enough disk space" in ret.comment, ret.comment
@@ -321,8 +354,17 @@ def _salt_call_without_sys_admin(minion_opts, *args, fails=False):
     as in a container without it (or under systemd-nspawn's seccomp filter). ``fails``: the function
     raises, and salt-call prints its message to stderr (returned)."""
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    argv = ["setpriv", "--bounding-set=-sys_admin", salt_call, "-c", os.path.dirname(minion_opts["conf_file"]),
-            "--local", "--out=json", "--log-level=quiet", *args]
+    argv = [
+        "setpriv",
+        "--bounding-set=-sys_admin",
+        salt_call,
+        "-c",
+        os.path.dirname(minion_opts["conf_file"]),
+        "--local",
+        "--out=json",
+        "--log-level=quiet",
+        *args,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     if fails:
         assert out.returncode != 0, out.stdout
@@ -337,9 +379,18 @@ def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
     error = _salt_call_without_sys_admin(minion_opts, "swapfile.preflight", path, SIZE, fails=True)
     assert "not permitted" in error and "EPERM" in error and path in error, error
     for test, says in ((True, "The real run would fail"), (False, "Nothing was changed")):
-        ret = _salt_call_without_sys_admin(minion_opts, "state.single", "swapfile.present", path, f"size={SIZE}",
-                                           f"fstab={fstab}", f"test={test}")
+        ret = _salt_call_without_sys_admin(
+            minion_opts,
+            "state.single",
+            "swapfile.present",
+            path,
+            f"size={SIZE}",
+            f"fstab={fstab}",
+            f"test={test}",
+        )
         (result,) = ret.values()
-        assert result["result"] is False and "not permitted here (EPERM)" in result["comment"], result
+        assert result["result"] is False and "not permitted here (EPERM)" in result["comment"], (
+            result
+        )
         assert says in result["comment"] and result["changes"] == {}
     assert snapshot(swap_dir, fstab) == before

@@ -42,6 +42,8 @@ def test_2g_with_fallocate_is_fast(modules, swap_dir):
     assert _measure(modules, swap_dir, "fallocate") < 5
 
 
-@pytest.mark.skipif(not os.environ.get("SERVERFIX_MEASURE"), reason="writes 2 GiB: set SERVERFIX_MEASURE=1")
+@pytest.mark.skipif(
+    not os.environ.get("SERVERFIX_MEASURE"), reason="writes 2 GiB: set SERVERFIX_MEASURE=1"
+)
 def test_2g_with_zero_fill(modules, swap_dir):
     assert _measure(modules, swap_dir, "zero") > 0

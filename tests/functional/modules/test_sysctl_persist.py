@@ -17,8 +17,14 @@ from tests.support.swap import read_sysctl, write_sysctl
 pytestmark = pytest.mark.destructive_test
 
 VALUES = {"vm.swappiness": 10, "vm.vfs_cache_pressure": 50}
-SYSTEMD_SYSCTL = next((p for p in ("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
-                       if os.path.exists(p)), None)
+SYSTEMD_SYSCTL = next(
+    (
+        p
+        for p in ("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
+        if os.path.exists(p)
+    ),
+    None,
+)
 
 
 @pytest.fixture
@@ -39,8 +45,13 @@ def confdirs(swap_dir):
 
 
 def _present(states, confdirs, test, values=None):
-    return states.sysctl_persist.present(name=confdirs["target"], values=values or VALUES, dirs=confdirs["dirs"],
-                                         sysctl_conf=confdirs["conf"], test=test)
+    return states.sysctl_persist.present(
+        name=confdirs["target"],
+        values=values or VALUES,
+        dirs=confdirs["dirs"],
+        sysctl_conf=confdirs["conf"],
+        test=test,
+    )
 
 
 def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_restore):
@@ -52,7 +63,10 @@ def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_re
     assert predicted.changes == {
         "vm.swappiness": {"old": "61", "new": "10"},
         "vm.vfs_cache_pressure": {"old": "101", "new": "50"},
-        confdirs["target"]: {"old": None, "new": {"vm.swappiness": "10", "vm.vfs_cache_pressure": "50"}},
+        confdirs["target"]: {
+            "old": None,
+            "new": {"vm.swappiness": "10", "vm.vfs_cache_pressure": "50"},
+        },
     }
     assert (read_sysctl("vm.swappiness"), read_sysctl("vm.vfs_cache_pressure")) == ("61", "101")
     assert not os.path.exists(confdirs["target"]), "test=True wrote the file"
@@ -63,7 +77,9 @@ def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_re
     assert (read_sysctl("vm.swappiness"), read_sysctl("vm.vfs_cache_pressure")) == ("10", "50")
     with open(confdirs["target"], encoding="utf-8") as handle:
         text = handle.read()
-    assert text.endswith("vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n") and text.startswith("# Managed by")
+    assert text.endswith("vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n") and text.startswith(
+        "# Managed by"
+    )
     st = os.stat(confdirs["target"])
     assert (st.st_mode & 0o777, st.st_uid) == (0o644, 0)
 
@@ -78,11 +94,15 @@ def test_set_now_and_persisted_with_exact_prediction(states, confdirs, sysctl_re
 
 
 @pytest.mark.skipif(SYSTEMD_SYSCTL is None, reason="systemd-sysctl not installed")
-def test_order_beats_99_sysctl_conf_with_the_real_boot_tools(states, modules, confdirs, swap_dir, sysctl_restore):
+def test_order_beats_99_sysctl_conf_with_the_real_boot_tools(
+    states, modules, confdirs, swap_dir, sysctl_restore
+):
     # the runbook's way: values appended to /etc/sysctl.conf (read at boot as 99-sysctl.conf)
     with open(confdirs["conf"], "a", encoding="utf-8") as handle:
         handle.write("vm.swappiness = 33\n")
-    late = os.path.join(confdirs["usr"], "99-zzz-vendor.conf")  # sorts after ours, from another directory
+    late = os.path.join(
+        confdirs["usr"], "99-zzz-vendor.conf"
+    )  # sorts after ours, from another directory
     with open(late, "w", encoding="utf-8") as handle:
         handle.write("vm.vfs_cache_pressure = 200\n")
 
@@ -96,16 +116,27 @@ def test_order_beats_99_sysctl_conf_with_the_real_boot_tools(states, modules, co
     assert names.index("99-zz-serverfix.conf") > names.index("99-sysctl.conf")
     warnings = ret.warnings
     assert len(warnings) == 2, warnings
-    assert any(late in w and "vm.vfs_cache_pressure = 200" in w and "systemd-sysctl" in w for w in warnings)
-    assert any(confdirs["conf"] in w and "vm.swappiness = 33" in w and "sysctl --system" in w for w in warnings)
+    assert any(
+        late in w and "vm.vfs_cache_pressure = 200" in w and "systemd-sysctl" in w for w in warnings
+    )
+    assert any(
+        confdirs["conf"] in w and "vm.swappiness = 33" in w and "sysctl --system" in w
+        for w in warnings
+    )
     assert "Warning:" in ret.comment
 
     # What the real tools do with exactly these files, in a private mount namespace where the
     # temporary directories replace the system ones (the kernel settings are the real ones).
     boot = _run_with_private_sysctl_dirs(confdirs, swap_dir, [SYSTEMD_SYSCTL])
-    assert boot == {"vm.swappiness": "10", "vm.vfs_cache_pressure": "200"}  # ours beats 99-sysctl.conf, as warned
+    assert boot == {
+        "vm.swappiness": "10",
+        "vm.vfs_cache_pressure": "200",
+    }  # ours beats 99-sysctl.conf, as warned
     procps = _run_with_private_sysctl_dirs(confdirs, swap_dir, ["sysctl", "--system"])
-    assert procps == {"vm.swappiness": "33", "vm.vfs_cache_pressure": "200"}  # sysctl.conf last, as warned
+    assert procps == {
+        "vm.swappiness": "33",
+        "vm.vfs_cache_pressure": "200",
+    }  # sysctl.conf last, as warned
 
     os.unlink(late)
     with open(confdirs["conf"], "w", encoding="utf-8") as handle:
@@ -120,11 +151,17 @@ def _run_with_private_sysctl_dirs(confdirs, scratch, argv):
     binds = [(confdirs["etc"], "/etc/sysctl.d"), (confdirs["conf"], "/etc/sysctl.conf")]
     binds += [(confdirs["run"], d) for d in ("/run/sysctl.d",) if os.path.isdir(d)]
     binds += [(confdirs["usr"], "/usr/lib/sysctl.d")]
-    binds += [(empty, d) for d in ("/lib/sysctl.d", "/usr/local/lib/sysctl.d")
-              if os.path.isdir(d) and os.path.realpath(d) != "/usr/lib/sysctl.d"]
+    binds += [
+        (empty, d)
+        for d in ("/lib/sysctl.d", "/usr/local/lib/sysctl.d")
+        if os.path.isdir(d) and os.path.realpath(d) != "/usr/lib/sysctl.d"
+    ]
     script = "".join(f'mount --bind "{src}" "{dst}" && ' for src, dst in binds) + 'exec "$@"'
-    subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+        check=True,
+        capture_output=True,
+    )
     return {key: read_sysctl(key) for key in VALUES}
 
 
@@ -140,19 +177,31 @@ def test_bad_input_is_refused_before_anything_changes(modules, states, confdirs,
         with pytest.raises((CommandExecutionError, SaltInvocationError)) as raised:
             modules.sysctl_persist.plan(confdirs["target"], values, dirs=confdirs["dirs"])
         if values:  # a mapping: one error listing every problem
-            assert any(expected in e for e in raised.value.info["errors"]), (values, raised.value.info)
+            assert any(expected in e for e in raised.value.info["errors"]), (
+                values,
+                raised.value.info,
+            )
         else:
             assert isinstance(raised.value, SaltInvocationError) and expected in str(raised.value)
     both = {"vm.swapiness": 10, "vm swappiness": 10}
     with pytest.raises(CommandExecutionError) as raised:
         modules.sysctl_persist.plan(confdirs["target"], both, dirs=confdirs["dirs"])
-    assert len(raised.value.info["errors"]) == 2 and raised.value.error == "\n".join(raised.value.info["errors"])
-    with pytest.raises(CommandExecutionError, match="^Nothing was changed: vm.nope: this kernel has no such"):
-        modules.sysctl_persist.apply(confdirs["target"], {"vm.swappiness": 10, "vm.nope": 1}, dirs=confdirs["dirs"])
+    assert len(raised.value.info["errors"]) == 2 and raised.value.error == "\n".join(
+        raised.value.info["errors"]
+    )
+    with pytest.raises(
+        CommandExecutionError, match="^Nothing was changed: vm.nope: this kernel has no such"
+    ):
+        modules.sysctl_persist.apply(
+            confdirs["target"], {"vm.swappiness": 10, "vm.nope": 1}, dirs=confdirs["dirs"]
+        )
     for test in (True, False):
         ret = _present(states, confdirs, test=test, values={"vm swappiness": 10})
         assert (ret.result, ret.changes) == (False, {}), ret
-        assert ret.comment == "Nothing was changed: 'vm swappiness' is not a sysctl key (e.g. vm.swappiness)"
+        assert (
+            ret.comment
+            == "Nothing was changed: 'vm swappiness' is not a sysctl key (e.g. vm.swappiness)"
+        )
     assert not os.path.exists(confdirs["target"])
     assert {key: read_sysctl(key) for key in VALUES} == before
 
@@ -161,15 +210,35 @@ def test_read_only_proc_sys_is_a_clear_error(minion_opts, confdirs, sysctl_resto
     # real fault: /proc/sys mounted read-only in a private mount namespace, as systemd-nspawn does
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
     write_sysctl("vm.swappiness", 61)
-    script = "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\""
-    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-            salt_call, "-c", os.path.dirname(minion_opts["conf_file"]), "--local", "--out=json", "--log-level=quiet",
-            "state.single", "sysctl_persist.present", confdirs["target"],
-            "values=" + json.dumps(VALUES), "dirs=" + json.dumps(confdirs["dirs"]), f"sysctl_conf={confdirs['conf']}"]
+    script = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"'
+    argv = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        salt_call,
+        "-c",
+        os.path.dirname(minion_opts["conf_file"]),
+        "--local",
+        "--out=json",
+        "--log-level=quiet",
+        "state.single",
+        "sysctl_persist.present",
+        confdirs["target"],
+        "values=" + json.dumps(VALUES),
+        "dirs=" + json.dumps(confdirs["dirs"]),
+        f"sysctl_conf={confdirs['conf']}",
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     (result,) = json.loads(out.stdout)["local"].values()
     assert result["result"] is False, result
-    assert "not writable here" in result["comment"] and "SYSTEMD_NSPAWN_API_VFS_WRITABLE" in result["comment"]
+    assert (
+        "not writable here" in result["comment"]
+        and "SYSTEMD_NSPAWN_API_VFS_WRITABLE" in result["comment"]
+    )
     assert "Nothing was changed" in result["comment"]
     assert not os.path.exists(confdirs["target"]) and read_sysctl("vm.swappiness") == "61"
-

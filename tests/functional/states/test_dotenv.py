@@ -30,17 +30,23 @@ BACKEND_ENV = (
     "PORT=3000\n"
     "\n"
     "# database (password URL-encoded; '#' inside quotes is not a comment)\n"
-    "DATABASE_URL=\"postgresql://intranet:p%40ss#w0rd!@127.0.0.1:5432/intranet?schema=public&sslmode=disable\"\n"
+    'DATABASE_URL="postgresql://intranet:p%40ss#w0rd!@127.0.0.1:5432/intranet?schema=public&sslmode=disable"\n'
     "JWT_SECRET='k9$Lx#2v\"Qp=='\n"
     "JWT_REFRESH_SECRET=abc123==  # rotated 2024-01\n"
-    "export SMTP_PASSWORD=\"p@ss w0rd\"\n"
+    'export SMTP_PASSWORD="p@ss w0rd"\n'
     "REDIS_HOST=localhost\n"
     "CORS_ORIGIN=https://intranet.example.local\n"
-    "PRIVATE_KEY=\"-----BEGIN KEY-----\nMIIB\\nabc\n-----END KEY-----\"\n"
+    'PRIVATE_KEY="-----BEGIN KEY-----\nMIIB\\nabc\n-----END KEY-----"\n'
     "QUEUE_ENABLED=false # fallback: synchronous\n"
 )
-RUNBOOK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379, "REDIS_PASSWORD": "", "REDIS_DB": 0,
-           "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": 5}
+RUNBOOK = {
+    "REDIS_HOST": "127.0.0.1",
+    "REDIS_PORT": 6379,
+    "REDIS_PASSWORD": "",
+    "REDIS_DB": 0,
+    "QUEUE_ENABLED": "true",
+    "QUEUE_CONCURRENCY": 5,
+}
 
 
 @pytest.fixture
@@ -56,10 +62,21 @@ def env_file(tmp_path):
 def app_user():
     """A real non-root user (and its group) owning the .env, as on the server; removed afterwards."""
     name = f"sfxenv{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    name], check=True)
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+    )
     try:
         import pwd  # pylint: disable=import-outside-toplevel
+
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=False)
@@ -88,7 +105,12 @@ def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
     preview = states.dotenv.present(name=str(env_file), values=RUNBOOK, test=True)
     assert preview.result is None
     assert sha256(env_file) == checksum  # test=True: byte-identical
-    assert preview.changes["added"] == ["REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "QUEUE_CONCURRENCY"]
+    assert preview.changes["added"] == [
+        "REDIS_PORT",
+        "REDIS_PASSWORD",
+        "REDIS_DB",
+        "QUEUE_CONCURRENCY",
+    ]
     assert preview.changes["changed"] == ["REDIS_HOST", "QUEUE_ENABLED"]
     assert "would add" in preview.comment and "after a backup" in preview.comment
 
@@ -100,9 +122,15 @@ def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
     after_npm = npm_dotenv.parse(env_file.read_bytes())
     assert after_npm == dict(before_npm, **{k: str(v) for k, v in RUNBOOK.items()})
     text = env_file.read_text(encoding="utf-8")
-    assert "REDIS_HOST=127.0.0.1\n" in text and "QUEUE_ENABLED=true # fallback: synchronous\n" in text
+    assert (
+        "REDIS_HOST=127.0.0.1\n" in text and "QUEUE_ENABLED=true # fallback: synchronous\n" in text
+    )
     # every untouched line is byte-for-byte the same, in the same order
-    untouched = [line for line in BACKEND_ENV.splitlines() if not line.startswith(("REDIS_HOST", "QUEUE_ENABLED"))]
+    untouched = [
+        line
+        for line in BACKEND_ENV.splitlines()
+        if not line.startswith(("REDIS_HOST", "QUEUE_ENABLED"))
+    ]
     assert [line for line in text.splitlines() if line in untouched] == untouched
 
     again = states.dotenv.present(name=str(env_file), values=RUNBOOK)
@@ -116,16 +144,26 @@ def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
 def test_mode_owner_backups_and_pruning(states, env_file, app_user):
     os.chown(env_file, app_user.pw_uid, app_user.pw_gid)
     for round_ in range(4):
-        ret = states.dotenv.present(name=str(env_file), values={"QUEUE_CONCURRENCY": round_ + 1}, backup_keep=2)
+        ret = states.dotenv.present(
+            name=str(env_file), values={"QUEUE_CONCURRENCY": round_ + 1}, backup_keep=2
+        )
         assert ret.result is True and ret.changes["backup"]
         st = env_file.stat()
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o640)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            app_user.pw_uid,
+            app_user.pw_gid,
+            0o640,
+        )
     backups = sorted(env_file.parent.glob(".env.serverfix-*.bak"), key=lambda p: p.stat().st_mtime)
     assert len(backups) == 2  # the two oldest were pruned
     assert backups[-1] == Path(ret.changes["backup"])
     for backup in backups:
         st = backup.stat()
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o600)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+            app_user.pw_uid,
+            app_user.pw_gid,
+            0o600,
+        )
     assert "QUEUE_CONCURRENCY=3" in backups[-1].read_text(encoding="utf-8")
 
 
@@ -145,11 +183,21 @@ def test_create_with_owner_and_mode(states, tmp_path, app_user):
     path = tmp_path / "new.env"
     ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=True, create=True)
     assert ret.result is None and ret.changes["created"] is True and not path.exists()
-    ret = states.dotenv.present(name=str(path), values=RUNBOOK, create=True, user=app_user.pw_name,
-                                group=app_user.pw_name, mode="0600")
+    ret = states.dotenv.present(
+        name=str(path),
+        values=RUNBOOK,
+        create=True,
+        user=app_user.pw_name,
+        group=app_user.pw_name,
+        mode="0600",
+    )
     assert ret.result is True and "backup" not in ret.changes
     st = path.stat()
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (app_user.pw_uid, app_user.pw_gid, 0o600)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        app_user.pw_uid,
+        app_user.pw_gid,
+        0o600,
+    )
     assert states.dotenv.present(name=str(path), values=RUNBOOK, create=True).changes == {}
 
 
@@ -165,14 +213,24 @@ def test_absent_removes_every_occurrence(states, tmp_path):
 
 
 def test_secrets_never_in_returns_or_logs(states, modules, env_file, caplog):
-    values = dict(RUNBOOK, REDIS_PASSWORD=REDIS_PW, JWT_SECRET=JWT, APP_SESSION="sess-value-77", STRIPE_KEY="sk_9x")
+    values = dict(
+        RUNBOOK,
+        REDIS_PASSWORD=REDIS_PW,
+        JWT_SECRET=JWT,
+        APP_SESSION="sess-value-77",
+        STRIPE_KEY="sk_9x",
+    )
     with caplog.at_level(logging.DEBUG):
-        preview = states.dotenv.present(name=str(env_file), values=values, secret_keys=["APP_SESSION"], test=True)
+        preview = states.dotenv.present(
+            name=str(env_file), values=values, secret_keys=["APP_SESSION"], test=True
+        )
         ret = states.dotenv.present(name=str(env_file), values=values, secret_keys=["APP_SESSION"])
         plan = modules.dotenv.plan(str(env_file), values=dict(values, REDIS_PASSWORD="other-pw-31"))
     assert ret.result is True and modules.dotenv.get(str(env_file), "REDIS_PASSWORD") == REDIS_PW
     # the test harness itself (saltfactories) logs the call's arguments: everything else counts
-    logs = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("saltfactories."))
+    logs = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("saltfactories.")
+    )
     shown = repr(preview.raw) + repr(ret.raw) + repr(plan) + logs
     for secret in (REDIS_PW, JWT, "sess-value-77", "sk_9x", "other-pw-31", "k9$Lx#2v"):
         assert secret not in shown
@@ -184,21 +242,43 @@ def test_secrets_never_in_returns_or_logs(states, modules, env_file, caplog):
 BAD_INPUTS = [
     ("invalid key", {"values": {"REDIS HOST": "x"}}, "'REDIS HOST' is not a valid .env key"),
     ("non-ASCII key", {"values": {"ÄÖ": "x"}}, "'ÄÖ' is not a valid .env key"),
-    ("null value", {"values": {"A": None}}, "A: the value must be a string or a number, not NoneType"),
-    ("boolean value", {"values": {"QUEUE_ENABLED": True}}, "QUEUE_ENABLED: the value must be a string or a number"),
+    (
+        "null value",
+        {"values": {"A": None}},
+        "A: the value must be a string or a number, not NoneType",
+    ),
+    (
+        "boolean value",
+        {"values": {"QUEUE_ENABLED": True}},
+        "QUEUE_ENABLED: the value must be a string or a number",
+    ),
     ("list value", {"values": {"A": [1]}}, "A: the value must be a string or a number, not list"),
     ("values not a mapping", {"values": ["A=1"]}, "values must be a mapping"),
-    ("unencodable secret", {"values": {"JWT_SECRET": "a\rb\\nc"}}, "JWT_SECRET: cannot write this value"),
+    (
+        "unencodable secret",
+        {"values": {"JWT_SECRET": "a\rb\\nc"}},
+        "JWT_SECRET: cannot write this value",
+    ),
     ("bad mode", {"values": {"A": 1}, "mode": "rw-r"}, "mode 'rw-r' is not an octal file mode"),
-    ("backup_keep 0", {"values": {"A": 1}, "backup_keep": 0}, "backup_keep 0 is not a whole number"),
+    (
+        "backup_keep 0",
+        {"values": {"A": 1}, "backup_keep": 0},
+        "backup_keep 0 is not a whole number",
+    ),
 ]
 
 
-@pytest.mark.parametrize("kwargs, message", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    "kwargs, message", [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_input_is_refused_file_untouched(states, env_file, testmode, kwargs, message):
     checksum = sha256(env_file)
     ret = states.dotenv.present(name=str(env_file), test=testmode, **kwargs)
-    assert ret.result is False and message in ret.comment and ret.comment.endswith("; nothing was changed")
+    assert (
+        ret.result is False
+        and message in ret.comment
+        and ret.comment.endswith("; nothing was changed")
+    )
     assert ret.changes == {}
     assert sha256(env_file) == checksum
     assert "a\rb" not in ret.comment
@@ -209,17 +289,25 @@ def test_value_that_would_change_a_neighbour_is_refused(states, tmp_path):
     path = tmp_path / ".env"
     path.write_text("U='unterminated\nA=1\n", encoding="utf-8")
     checksum = sha256(path)
-    ret = states.dotenv.present(name=str(path), values={"B": "a' #b"})  # every form would end U's quote
+    ret = states.dotenv.present(
+        name=str(path), values={"B": "a' #b"}
+    )  # every form would end U's quote
     assert ret.result is False
-    assert ret.comment == ("B: cannot write the value here without changing how npm dotenv reads A, U (an "
-                           "unterminated quote in the file?); fix the quoting there by hand; nothing was changed")
+    assert ret.comment == (
+        "B: cannot write the value here without changing how npm dotenv reads A, U (an "
+        "unterminated quote in the file?); fix the quoting there by hand; nothing was changed"
+    )
     assert sha256(path) == checksum
 
 
 def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
     missing = tmp_path / "nope" / ".env"
     ret = states.dotenv.present(name=str(missing), values=RUNBOOK, test=testmode)
-    assert ret.result is False and "no such file" in ret.comment and "create=True to create it" in ret.comment
+    assert (
+        ret.result is False
+        and "no such file" in ret.comment
+        and "create=True to create it" in ret.comment
+    )
     assert ret.changes == {} and "Additional info" not in ret.comment
     ret = states.dotenv.present(name=str(missing), values=RUNBOOK, create=True, test=testmode)
     assert ret.result is False and f"directory {missing.parent} does not exist" in ret.comment
@@ -229,8 +317,13 @@ def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
     assert ret.result is False and "symlink points to a missing file" in ret.comment
     ret = states.dotenv.present(name=str(tmp_path), values=RUNBOOK, test=testmode)
     assert ret.result is False and "is not a regular file" in ret.comment
-    ret = states.dotenv.present(name=str(tmp_path / "x.env"), values=RUNBOOK, create=True, user="no-such-user-x",
-                                test=testmode)
+    ret = states.dotenv.present(
+        name=str(tmp_path / "x.env"),
+        values=RUNBOOK,
+        create=True,
+        user="no-such-user-x",
+        test=testmode,
+    )
     assert ret.result is False and "user 'no-such-user-x' does not exist" in ret.comment
     assert not missing.exists() and not (tmp_path / "x.env").exists()
 
@@ -243,8 +336,13 @@ def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
     subprocess.run(["chattr", "+i", str(path)], check=True)
     try:
         ret = states.dotenv.present(name=str(path), values=RUNBOOK, test=testmode)
-        assert ret.result is False and "is not writable (read-only file system or immutable" in ret.comment
-        assert preflight_problems(modules, str(path)) == [ret.comment.split("; nothing was changed")[0]]
+        assert (
+            ret.result is False
+            and "is not writable (read-only file system or immutable" in ret.comment
+        )
+        assert preflight_problems(modules, str(path)) == [
+            ret.comment.split("; nothing was changed")[0]
+        ]
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
     subprocess.run(["chattr", "+i", str(shared_dir)], check=True)
@@ -274,7 +372,10 @@ def test_unreadable_file(modules, states, shared_dir, app_user):
     finally:
         os.setresuid(0, 0, 0)
     assert errors[0] == f"{path}: is not readable; fix its permissions"
-    assert f"{path}: is not writable (permission denied for uid {app_user.pw_uid}: run as root)" in errors[1]
+    assert (
+        f"{path}: is not writable (permission denied for uid {app_user.pw_uid}: run as root)"
+        in errors[1]
+    )
     assert exc.value.error.startswith(f"{path}: is not readable; fix its permissions; ")
     assert exc.value.error.endswith("; nothing was changed") and exc.value.info["errors"] == errors
     assert sha256(path) == checksum
@@ -291,9 +392,12 @@ def preflight_problems(modules, path, **kwargs):
 def test_preflight_messages(modules, tmp_path, env_file):
     assert modules.dotenv.preflight(str(env_file)) is True
     assert preflight_problems(modules, "relative/.env") == [
-        "path 'relative/.env' is not an absolute path; give the .env file's full path"]
+        "path 'relative/.env' is not an absolute path; give the .env file's full path"
+    ]
     assert modules.dotenv.preflight(str(tmp_path / "missing.env"), create=True) is True
-    assert "create=True to create it" in preflight_problems(modules, str(tmp_path / "missing.env"))[0]
+    assert (
+        "create=True to create it" in preflight_problems(modules, str(tmp_path / "missing.env"))[0]
+    )
 
 
 def test_read_and_get(modules, env_file):

@@ -19,7 +19,7 @@ from tests.support.pm2 import alive, sandbox
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
-ALLOW_HINT = "pillar='{\"serverfix\": {\"backend\": {\"restart\": true}}}'"
+ALLOW_HINT = 'pillar=\'{"serverfix": {"backend": {"restart": true}}}\''
 APP = "intranet-backend"
 PILLAR_PASSWORD = "pillar-redis-pw-4321"
 
@@ -81,7 +81,9 @@ def test_absent_last_app_saves_the_empty_list(states, box):
     box.pm2("save")
     ret = states.pm2.absent("prisma-studio", **_kw(box))
     assert ret.result is True, ret
-    assert box.saved() == []  # plain `pm2 save` skips an empty list: the dump would keep prisma-studio
+    assert (
+        box.saved() == []
+    )  # plain `pm2 save` skips an empty list: the dump would keep prisma-studio
     box.kill()
     box.pm2("resurrect")
     assert _names(box) == []
@@ -147,8 +149,11 @@ def _start(box, env_file, **kwargs):
 
 def _rkw(box, env_file, ready=None, env=None, **extra):
     """The arguments backend.sls passes: pm2's, and the ready/env/redis groups."""
-    kw = dict(_kw(box), ready=dict({"patterns": READY, "timeout": 15}, **(ready or {})),
-              env=dict({"file": str(env_file), "managed_keys": list(ENV_AFTER_VALUES)}, **(env or {})))
+    kw = dict(
+        _kw(box),
+        ready=dict({"patterns": READY, "timeout": 15}, **(ready or {})),
+        env=dict({"file": str(env_file), "managed_keys": list(ENV_AFTER_VALUES)}, **(env or {})),
+    )
     kw.update(extra)
     return kw
 
@@ -165,7 +170,9 @@ def test_restart_needs_consent_and_stays_pending(states, modules, box, backend):
     assert ret.result is True and ret.changes == {} and "up to date" in ret.comment, ret
 
     _phase2(modules, backend)
-    for _ in range(2):  # pending survives from run to run: decided from pm2's start time and the .env
+    for _ in range(
+        2
+    ):  # pending survives from run to run: decided from pm2's start time and the .env
         box.calls(reset=True)
         ret = states.pm2.restarted_ready(APP, **_rkw(box, backend))
         assert ret.result is True and ret.changes == {}, ret
@@ -191,15 +198,23 @@ def test_restart_needs_consent_and_stays_pending(states, modules, box, backend):
 
 
 def test_old_ready_lines_do_not_count(states, box, backend):
-    write_env(backend, ENV_BEFORE.replace("QUEUE_ENABLED=false", "QUEUE_ENABLED=true"), mtime=time.time() - 60)
+    write_env(
+        backend,
+        ENV_BEFORE.replace("QUEUE_ENABLED=false", "QUEUE_ENABLED=true"),
+        mtime=time.time() - 60,
+    )
     _start(box, backend)
     out_log = box.procs(APP)[0]["pm2_env"]["pm_out_log_path"]
     deadline = time.monotonic() + 10
     while not all(line in open(out_log, encoding="utf-8").read() for line in READY):
         assert time.monotonic() < deadline, "the stand-in did not log its ready lines"
         time.sleep(0.2)
-    write_env(backend, ENV_BEFORE)  # queue off now: after a restart the ready lines do not come again
-    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, ready={"timeout": 3, "rollback": False}))
+    write_env(
+        backend, ENV_BEFORE
+    )  # queue off now: after a restart the ready lines do not come again
+    ret = states.pm2.restarted_ready(
+        APP, **_rkw(box, backend, allowed=True, ready={"timeout": 3, "rollback": False})
+    )
     assert ret.result is False, ret
     assert "ready lines not seen within 3s" in ret.comment and "Rollback is off" in ret.comment
     assert box.procs(APP)[0]["pm2_env"]["status"] == "online"  # up, just not ready: left as it is
@@ -222,10 +237,15 @@ def test_crash_after_restart_rolls_back(states, modules, box, backend):
     first = box.wait_online(APP)[0]
     time.sleep(1.2)
     again = box.procs(APP)[0]
-    assert again["pid"] == first["pid"] and again["pm2_env"]["restart_time"] == first["pm2_env"]["restart_time"]
+    assert (
+        again["pid"] == first["pid"]
+        and again["pm2_env"]["restart_time"] == first["pm2_env"]["restart_time"]
+    )
     assert ".env.failed-" in rollback["failed_env_saved_as"]
-    print(f"\nrollback: failed restart detected -> app recovered in {rollback['seconds_to_recover']}s "
-          f"(whole state {elapsed:.1f}s)")
+    print(
+        f"\nrollback: failed restart detected -> app recovered in {rollback['seconds_to_recover']}s "
+        f"(whole state {elapsed:.1f}s)"
+    )
     assert rollback["seconds_to_recover"] < 10
 
     # the next run edits the .env again: the rollback must pick the .env the app ran with again,
@@ -242,11 +262,16 @@ def test_shadowed_env_fails_or_warns(states, modules, box, backend):
     _phase2(modules, backend)
     box.calls(reset=True)
     ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True))
-    assert ret.result is False and "sets QUEUE_ENABLED" in ret.comment and "Not restarting" in ret.comment
+    assert (
+        ret.result is False
+        and "sets QUEUE_ENABLED" in ret.comment
+        and "Not restarting" in ret.comment
+    )
     assert box.calls() == ["jlist"] and box.procs(APP)[0]["pid"] == pid
 
-    ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, allowed=True, env={"shadowed": "warn"},
-                                                 ready={"patterns": []}))
+    ret = states.pm2.restarted_ready(
+        APP, **_rkw(box, backend, allowed=True, env={"shadowed": "warn"}, ready={"patterns": []})
+    )
     assert ret.result is True and ret.changes["restarted"] == APP, ret
     assert any("QUEUE_ENABLED" in w for w in ret.warnings), ret.raw
 
@@ -260,8 +285,12 @@ def test_app_not_managed(states, box):
 
 def _redis_server():
     if not shutil.which("redis-server"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"], check=True,
-                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     return shutil.which("redis-server")
 
 
@@ -270,14 +299,31 @@ def test_redis_started_after_the_app_makes_restart_pending(states, box, backend)
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
     port = free_port()
-    proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(box.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            redis,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(box.root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
             assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
             time.sleep(0.05)
-        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port}))
+        ret = states.pm2.restarted_ready(
+            APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port})
+        )
         assert ret.result is True and ret.comment.startswith("RESTART PENDING"), ret
         assert "Redis started at" in ret.comment
     finally:
@@ -293,20 +339,39 @@ def test_redis_password_is_a_pillar_reference_read_at_run_time(states, box, back
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
     port = free_port()
-    proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(box.root), "--requirepass", PILLAR_PASSWORD],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            redis,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(box.root),
+            "--requirepass",
+            PILLAR_PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
             assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
             time.sleep(0.05)
         ref = {"pillar": "serverfix:redis:password"}
-        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port,
-                                                                          "password": ref}))
+        ret = states.pm2.restarted_ready(
+            APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port, "password": ref})
+        )
         assert ret.result is True and "Redis started at" in ret.comment, ret
         assert PILLAR_PASSWORD not in str(ret.raw)
-        ret = states.pm2.restarted_ready(APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port}))
+        ret = states.pm2.restarted_ready(
+            APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port})
+        )
         assert ret.result is True and "up to date" in ret.comment, ret
     finally:
         proc.terminate()

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from saltfactories.utils import random_string
 
+from tests.support import distribution as dist
 from tests.support.loader import import_salt_module
 from tests.support.paths import REPO
-from tests.support import distribution as dist
 
 spm_build = import_salt_module(REPO / "tools" / "spm_build.py", "serverfix_spm_build")
 
@@ -33,8 +33,13 @@ FORMULA = yaml.safe_load((REPO / "FORMULA").read_text(encoding="utf-8"))
 
 
 def spm(conf_dir, *args):
-    proc = subprocess.run([spm_build.spm_binary(), "-c", str(conf_dir), "-y", *args],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [spm_build.spm_binary(), "-c", str(conf_dir), "-y", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     return proc
 
 
@@ -73,13 +78,15 @@ def spm_conf(workdir, repo_dir):
         "spm_logfile": workdir / "spm.log",
         "spm_repos_config": conf / "spm.repos",
     }
-    (conf / "spm").write_text(yaml.safe_dump({k: str(v) for k, v in paths.items()}),
-                              encoding="utf-8")
+    (conf / "spm").write_text(
+        yaml.safe_dump({k: str(v) for k, v in paths.items()}), encoding="utf-8"
+    )
     # a repository in spm.repos.d/*.repo: salt 3008's spm cannot read a spm.repos file itself
     # (it opens "<spm_repos_config>.d/<spm_repos_config>"), so that file must not exist
     (conf / "spm.repos.d").mkdir()
     (conf / "spm.repos.d" / "serverfix.repo").write_text(
-        yaml.safe_dump({"serverfix-test": {"url": f"file://{repo_dir}"}}), encoding="utf-8")
+        yaml.safe_dump({"serverfix-test": {"url": f"file://{repo_dir}"}}), encoding="utf-8"
+    )
     return conf, paths
 
 
@@ -97,8 +104,11 @@ def test_package_contents(package):
     print(f"\n{package.name}: {package.stat().st_size} bytes, {len(files)} files")
     print("\n".join(files))
     names = {name.split("/", 1)[1] for name in files}
-    sls = {f"serverfix/{path.name}" for path in (REPO / "formula" / "serverfix").iterdir()
-           if path.is_file()}
+    sls = {
+        f"serverfix/{path.name}"
+        for path in (REPO / "formula" / "serverfix").iterdir()
+        if path.is_file()
+    }
     assert sls <= names, sorted(sls - names)
     for modules in dist.expected_sync().values():
         for name in modules:
@@ -152,7 +162,8 @@ def test_spm_install_from_the_repository(spm_conf, spm_install):
         for name in names:
             assert (installed / f"_{key}" / f"{name.split('.', 1)[1]}.py").is_file(), name
     assert (paths["pillar_path"] / "serverfix.sls.orig").read_bytes() == (
-        REPO / "pillar.example").read_bytes()
+        REPO / "pillar.example"
+    ).read_bytes()
     assert not [p for p in installed.rglob("*") if p.name in ("tests", "replica", "scripts")]
     proc = spm(conf, "info", "serverfix")
     assert f"Version: {int(FORMULA['version']) + 1}" in proc.stdout, proc.stdout

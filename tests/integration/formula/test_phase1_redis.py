@@ -40,8 +40,12 @@ def _stop_redis():
 
 def _purge_redis():
     _stop_redis()
-    subprocess.run(["apt-get", "purge", "-y", "-q", "redis-server"], check=True, capture_output=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "purge", "-y", "-q", "redis-server"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     subprocess.run(["rm", "-rf", "/etc/redis"], check=True)
 
 
@@ -72,7 +76,9 @@ def test_without_sync_says_what_to_run(salt_call_local):
 def test_sync_all(salt_cli, salt_minion):
     ret = salt_cli.run("saltutil.sync_all", minion_tgt=salt_minion.id)
     assert ret.returncode == 0, summary(ret)
-    assert "modules.serverfix" in ret.data["modules"] and "states.redis_server" in ret.data["states"]
+    assert (
+        "modules.serverfix" in ret.data["modules"] and "states.redis_server" in ret.data["states"]
+    )
 
 
 def test_preview_changes_nothing(salt_cli, salt_minion, integration_settings):
@@ -97,14 +103,24 @@ def test_apply_installs_configures_and_starts_redis(salt_cli, salt_minion, integ
     ret = salt_cli.run("state.apply", "serverfix", minion_tgt=salt_minion.id)
     assert ret.returncode == 0, summary(ret)
     assert not failed_ids(ret.data)
-    assert {"serverfix-redis-package-installed", "serverfix-redis-config-edited",
-            "serverfix-redis-service-running"} <= set(changed_ids(ret.data))
-    assert by_id(ret.data)["serverfix-redis-answers-ping"]["comment"].endswith("answered PING with PONG.")
+    assert {
+        "serverfix-redis-package-installed",
+        "serverfix-redis-config-edited",
+        "serverfix-redis-service-running",
+    } <= set(changed_ids(ret.data))
+    assert by_id(ret.data)["serverfix-redis-answers-ping"]["comment"].endswith(
+        "answered PING with PONG."
+    )
     assert changed_ids(ret.data) == PREVIEW["changed"]  # the preview named exactly what changed
     assert dpkg_installed("redis-server")
     conf = open(REDIS_CONF, encoding="utf-8").read().splitlines()
-    for line in ("protected-mode yes", "supervised auto", "maxmemory-policy noeviction",
-                 "appendonly yes", "appendfsync everysec"):
+    for line in (
+        "protected-mode yes",
+        "supervised auto",
+        "maxmemory-policy noeviction",
+        "appendonly yes",
+        "appendfsync everysec",
+    ):
         assert line in conf
     assert not [line for line in conf if line.startswith("requirepass")]
     # loopback only: 127.0.0.1, and ::1 where the host has IPv6 loopback
@@ -126,16 +142,29 @@ def test_second_apply_reports_zero_changes(salt_cli, salt_minion):
     [
         ('{"serverfix": {"redis": {"port": "abc"}}}', "serverfix:redis:port: 'abc' is not valid"),
         ('{"serverfix": {"swap": {"size": "2X"}}}', "serverfix:swap:size: '2X' is not valid"),
-        ('{"serverfix": {"redis": {"password": "a\\nb"}}}', "serverfix:redis:password: <secret> is not valid"),
+        (
+            '{"serverfix": {"redis": {"password": "a\\nb"}}}',
+            "serverfix:redis:password: <secret> is not valid",
+        ),
         ('{"serverfix": {"reddis": {"port": 1}}}', "did you mean 'redis'?"),
-        ('{"serverfix": {"redis": {"host": "127.0.0.1\\nx"}}}', "serverfix:redis:host: '127.0.0.1\\nx' is not valid"),
+        (
+            '{"serverfix": {"redis": {"host": "127.0.0.1\\nx"}}}',
+            "serverfix:redis:host: '127.0.0.1\\nx' is not valid",
+        ),
     ],
     ids=["port", "size", "secret-newline", "typo", "newline-in-rendered-value"],
 )
-def test_bad_pillar_changes_nothing(salt_cli, salt_minion, integration_settings, pillar, message, test_mode):
+def test_bad_pillar_changes_nothing(
+    salt_cli, salt_minion, integration_settings, pillar, message, test_mode
+):
     before = snapshot(integration_settings)
-    ret = salt_cli.run("state.apply", "serverfix", f"pillar={pillar}", f"test={test_mode}",
-                       minion_tgt=salt_minion.id)
+    ret = salt_cli.run(
+        "state.apply",
+        "serverfix",
+        f"pillar={pillar}",
+        f"test={test_mode}",
+        minion_tgt=salt_minion.id,
+    )
     assert ret.returncode != 0
     states = by_id(ret.data)
     assert states["serverfix-preflight"]["result"] is False
@@ -160,14 +189,31 @@ def test_salt_ssh_preview_and_apply_are_noops(salt_ssh_cli):
 
 
 def test_config_change_restarts_redis(salt_cli, salt_minion):
-    preview = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
-                           "test=True", minion_tgt=salt_minion.id)
-    assert changed_ids(preview.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
+    preview = salt_cli.run(
+        "state.apply",
+        "serverfix",
+        'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
+        "test=True",
+        minion_tgt=salt_minion.id,
+    )
+    assert changed_ids(preview.data) == [
+        "serverfix-redis-config-edited",
+        "serverfix-redis-service-running",
+    ]
     old_pids = _redis_pids()
-    ret = salt_cli.run("state.apply", "serverfix", 'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
-                       minion_tgt=salt_minion.id)
+    ret = salt_cli.run(
+        "state.apply",
+        "serverfix",
+        'pillar={"serverfix": {"redis": {"maxmemory": "64mb"}}}',
+        minion_tgt=salt_minion.id,
+    )
     assert ret.returncode == 0, summary(ret)
-    assert changed_ids(ret.data) == ["serverfix-redis-config-edited", "serverfix-redis-service-running"]
-    assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {"maxmemory": {"old": None, "new": "64mb"}}
+    assert changed_ids(ret.data) == [
+        "serverfix-redis-config-edited",
+        "serverfix-redis-service-running",
+    ]
+    assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {
+        "maxmemory": {"old": None, "new": "64mb"}
+    }
     new_pids = _redis_pids()
     assert new_pids and new_pids != old_pids  # restarted, not just "running"

@@ -24,8 +24,10 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="salt-call state runs need r
 
 SECRET = "Zq8-redis-pw-5521x"
 EXTRA_SECRET = "salt-9c1f-extra-secret"
-ENV_TEXT = ("# backend\r\nNODE_ENV=production\r\nREDIS_HOST=localhost # was ::1 first\r\n"
-            "JWT_SECRET=\"jwt value #1\"\r\nREDIS_PASSWORD=old-pw-77aa\r\n")
+ENV_TEXT = (
+    "# backend\r\nNODE_ENV=production\r\nREDIS_HOST=localhost # was ::1 first\r\n"
+    'JWT_SECRET="jwt value #1"\r\nREDIS_PASSWORD=old-pw-77aa\r\n'
+)
 STATE_ID = "dotenv_|-serverfix-env-keys-present_|-{path}_|-present"
 SALT_CALL = str(Path(sys.executable).parent / "salt-call")
 
@@ -45,8 +47,11 @@ def pillar_dir(make_pillar, env_file):
 
 def settings(env_file, extra=None):
     return {
-        "dotenv": {"file": str(env_file), "secret_keys": ["SESSION_SALT"],
-                   "extra": extra or {"SESSION_SALT": EXTRA_SECRET, "APP_NAME": "intranet"}},
+        "dotenv": {
+            "file": str(env_file),
+            "secret_keys": ["SESSION_SALT"],
+            "extra": extra or {"SESSION_SALT": EXTRA_SECRET, "APP_NAME": "intranet"},
+        },
         "redis": {"enabled": False, "password": SECRET},
         "remove_processes": [],
         "swap": {"enabled": False},
@@ -56,21 +61,42 @@ def settings(env_file, extra=None):
 
 @pytest.fixture(scope="module")
 def salt_call(salt_factories, pillar_dir, tmp_path_factory):
-    factory = salt_factories.salt_minion_daemon(random_string("dotenv-"), overrides={
-        "file_client": "local",
-        "file_roots": {"base": FILE_ROOTS},
-        "pillar_roots": {"base": [str(pillar_dir)]},
-    })  # never started: only its config dir is used
+    factory = salt_factories.salt_minion_daemon(
+        random_string("dotenv-"),
+        overrides={
+            "file_client": "local",
+            "file_roots": {"base": FILE_ROOTS},
+            "pillar_roots": {"base": [str(pillar_dir)]},
+        },
+    )  # never started: only its config dir is used
     logs = tmp_path_factory.mktemp("dotenv-logs")
 
     def run(*args):
         log_file = logs / f"run{len(list(logs.iterdir()))}.log"
         proc = subprocess.run(
-            [SALT_CALL, f"--config-dir={factory.config_dir}", "--local", "--out=json", "-l", "debug",
-             f"--log-file={log_file}", "--log-file-level=debug", "--retcode-passthrough",
-             "state.apply", "serverfix.env", "sync_mods=all", *args],
-            capture_output=True, text=True, timeout=300, check=False)
-        everything = proc.stdout + proc.stderr + log_file.read_text(encoding="utf-8", errors="replace")
+            [
+                SALT_CALL,
+                f"--config-dir={factory.config_dir}",
+                "--local",
+                "--out=json",
+                "-l",
+                "debug",
+                f"--log-file={log_file}",
+                "--log-file-level=debug",
+                "--retcode-passthrough",
+                "state.apply",
+                "serverfix.env",
+                "sync_mods=all",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        everything = (
+            proc.stdout + proc.stderr + log_file.read_text(encoding="utf-8", errors="replace")
+        )
         assert "[DEBUG   ]" in everything  # the debug log really was on
         for secret in (SECRET, EXTRA_SECRET, "old-pw-77aa", "jwt value #1"):
             assert secret not in everything, f"secret leaked in salt-call {args}"
@@ -88,8 +114,14 @@ def test_preview_apply_reapply(salt_call, env_file, npm_dotenv):
     preview = ret[state_id]
     assert preview["result"] is None
     assert preview["changes"]["changed"] == ["REDIS_HOST", "REDIS_PASSWORD"]
-    assert preview["changes"]["added"] == ["REDIS_PORT", "REDIS_DB", "QUEUE_ENABLED", "QUEUE_CONCURRENCY",
-                                           "APP_NAME", "SESSION_SALT"]
+    assert preview["changes"]["added"] == [
+        "REDIS_PORT",
+        "REDIS_DB",
+        "QUEUE_ENABLED",
+        "QUEUE_CONCURRENCY",
+        "APP_NAME",
+        "SESSION_SALT",
+    ]
     assert preview["changes"]["values"]["SESSION_SALT"] == {"old": None, "new": "<secret>"}
 
     rc, ret = salt_call()
@@ -99,10 +131,20 @@ def test_preview_apply_reapply(salt_call, env_file, npm_dotenv):
     assert {k: v for k, v in applied["changes"].items() if k != "backup"} == preview["changes"]
     assert Path(applied["changes"]["backup"]).read_bytes() == ENV_TEXT.encode()
     assert npm_dotenv.parse(env_file.read_bytes()) == {
-        "NODE_ENV": "production", "REDIS_HOST": "127.0.0.1", "JWT_SECRET": "jwt value #1", "REDIS_PASSWORD": SECRET,
-        "REDIS_PORT": "6379", "REDIS_DB": "0", "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": "5",
-        "APP_NAME": "intranet", "SESSION_SALT": EXTRA_SECRET}
-    assert b"\r\nREDIS_HOST=127.0.0.1 # was ::1 first\r\n" in env_file.read_bytes()  # CRLF and comment kept
+        "NODE_ENV": "production",
+        "REDIS_HOST": "127.0.0.1",
+        "JWT_SECRET": "jwt value #1",
+        "REDIS_PASSWORD": SECRET,
+        "REDIS_PORT": "6379",
+        "REDIS_DB": "0",
+        "QUEUE_ENABLED": "true",
+        "QUEUE_CONCURRENCY": "5",
+        "APP_NAME": "intranet",
+        "SESSION_SALT": EXTRA_SECRET,
+    }
+    assert (
+        b"\r\nREDIS_HOST=127.0.0.1 # was ::1 first\r\n" in env_file.read_bytes()
+    )  # CRLF and comment kept
 
     after = sha256(env_file)
     for args in (("test=True",), ()):
@@ -112,7 +154,9 @@ def test_preview_apply_reapply(salt_call, env_file, npm_dotenv):
 
 
 def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
-    make_pillar("dotenv_salt_call", settings(env_file, extra={"SESSION_SALT": "a\rb\\nc" + EXTRA_SECRET}))
+    make_pillar(
+        "dotenv_salt_call", settings(env_file, extra={"SESSION_SALT": "a\rb\\nc" + EXTRA_SECRET})
+    )
     before = sha256(env_file)
     try:
         rc, ret = salt_call()
@@ -120,8 +164,12 @@ def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
         make_pillar("dotenv_salt_call", settings(env_file))
     state = ret[STATE_ID.format(path=env_file)]
     assert rc == 2 and state["result"] is False
-    assert state["comment"].startswith("SESSION_SALT: cannot write this value so that npm dotenv reads it back")
-    assert ret["serverfix_|-serverfix-preflight_|-serverfix-preflight_|-preflight"]["result"] is True
+    assert state["comment"].startswith(
+        "SESSION_SALT: cannot write this value so that npm dotenv reads it back"
+    )
+    assert (
+        ret["serverfix_|-serverfix-preflight_|-serverfix-preflight_|-preflight"]["result"] is True
+    )
     assert sha256(env_file) == before
 
 
@@ -129,8 +177,17 @@ def local_minion(make_pillar, pillar, tmp_path, synced=False):
     """A salt-call --local config dir in ``tmp_path`` with ``pillar``; returns the salt-call prefix."""
     root = make_pillar("dotenv_salt_call_show", pillar)
     conf = tmp_path / "minion"
-    conf.write_text(yaml.safe_dump({"id": "show", "root_dir": str(tmp_path), "file_client": "local",
-                                    "file_roots": {"base": FILE_ROOTS}, "pillar_roots": {"base": [str(root)]}}))
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "id": "show",
+                "root_dir": str(tmp_path),
+                "file_client": "local",
+                "file_roots": {"base": FILE_ROOTS},
+                "pillar_roots": {"base": [str(root)]},
+            }
+        )
+    )
     call = [SALT_CALL, f"--config-dir={tmp_path}", "--local", "--out=json", "-l", "quiet"]
     if synced:  # the preflight state renders its real form only where the custom modules are
         subprocess.run(call + ["saltutil.sync_all"], capture_output=True, check=True)
@@ -142,13 +199,19 @@ def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
     pillar = settings(env_file)
     pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
     call = local_minion(make_pillar, pillar, tmp_path, synced)
-    return subprocess.run(call + ["state.show_sls", sls], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        call + ["state.show_sls", sls], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_phase2_requires_phase1(salt_call, make_pillar, env_file, tmp_path):
     # with Redis enabled the env state waits for the whole Phase 1 sls
-    data = json.loads(show_sls(make_pillar, env_file, tmp_path, "serverfix.env"))["local"]["serverfix-env-keys-present"]
-    requires = next(arg["require"] for arg in data["dotenv"] if isinstance(arg, dict) and "require" in arg)
+    data = json.loads(show_sls(make_pillar, env_file, tmp_path, "serverfix.env"))["local"][
+        "serverfix-env-keys-present"
+    ]
+    requires = next(
+        arg["require"] for arg in data["dotenv"] if isinstance(arg, dict) and "require" in arg
+    )
     assert "serverfix-preflight" in requires and {"sls": "serverfix.redis"} in requires
 
 
@@ -157,18 +220,30 @@ def test_compiled_states_hold_pillar_keys_not_secrets(salt_call, make_pillar, en
     out = show_sls(make_pillar, env_file, tmp_path, "serverfix", synced=True)
     assert SECRET not in out and EXTRA_SECRET not in out
     data = json.loads(out)["local"]
-    for state, function in (("serverfix-preflight", "preflight"), ("serverfix-verified", "verified")):
+    for state, function in (
+        ("serverfix-preflight", "preflight"),
+        ("serverfix-verified", "verified"),
+    ):
         body = data[state]["serverfix"]
         assert function in body
         config = next(arg["config"] for arg in body if isinstance(arg, dict) and "config" in arg)
         assert config["redis"]["password"] == {"pillar": "serverfix:redis:password"}
-        assert config["dotenv"]["extra"]["SESSION_SALT"] == {"pillar": "serverfix:dotenv:extra:SESSION_SALT"}
-    values = next(arg["values"] for arg in data["serverfix-env-keys-present"]["dotenv"]
-                  if isinstance(arg, dict) and "values" in arg)
+        assert config["dotenv"]["extra"]["SESSION_SALT"] == {
+            "pillar": "serverfix:dotenv:extra:SESSION_SALT"
+        }
+    values = next(
+        arg["values"]
+        for arg in data["serverfix-env-keys-present"]["dotenv"]
+        if isinstance(arg, dict) and "values" in arg
+    )
     assert values["REDIS_PASSWORD"] == {"pillar": "serverfix:redis:password"}
     assert values["SESSION_SALT"] == {"pillar": "serverfix:dotenv:extra:SESSION_SALT"}
-    passwords = [arg["password"] for state in ("serverfix-redis-config-edited", "serverfix-redis-answers-ping")
-                 for arg in data[state]["redis_server"] if isinstance(arg, dict) and "password" in arg]
+    passwords = [
+        arg["password"]
+        for state in ("serverfix-redis-config-edited", "serverfix-redis-answers-ping")
+        for arg in data[state]["redis_server"]
+        if isinstance(arg, dict) and "password" in arg
+    ]
     assert passwords == [{"pillar": "serverfix:redis:password"}] * 2
 
 
@@ -178,8 +253,13 @@ def test_preflight_checks_only_the_phases_in_the_run(salt_call, make_pillar, tmp
     call = local_minion(make_pillar, settings(missing), tmp_path, synced=True)
     preflight = "serverfix_|-serverfix-preflight_|-serverfix-preflight_|-preflight"
     for sls, ok in (("serverfix.prisma_studio", True), ("serverfix.env", False)):
-        proc = subprocess.run(call + ["--retcode-passthrough", "state.apply", sls, "test=True"],
-                              capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            call + ["--retcode-passthrough", "state.apply", sls, "test=True"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         state = json.loads(proc.stdout)["local"][preflight]
         assert (proc.returncode == 0) is ok and state["result"] is ok, (sls, state)
         assert (str(missing) in state["comment"]) is not ok, (sls, state)

@@ -48,20 +48,26 @@ def box():
 
 @pytest.fixture(scope="module")
 def salt_call(salt_factories, make_pillar, box):
-    pillar_root = make_pillar("pm2-phases", {
-        # Phase 1 owns the host's Redis (its own tests cover it); the password still goes into the .env
-        "redis": {"enabled": False, "password": "hunter2-redis-pw"},
-        "swap": {"enabled": False},
-        "verify": {"enabled": False},
-        "dotenv": {"file": str(box.env_file)},
-        "pm2": {"user": box.user, "home": str(box.home), "bin": str(box.root / "bin" / "pm2")},
-        "backend": {"ready_timeout": 20},
-    })
-    factory = salt_factories.salt_minion_daemon(random_string("pm2-"), overrides={
-        "file_client": "local",
-        "file_roots": {"base": FILE_ROOTS},
-        "pillar_roots": {"base": [str(pillar_root)]},
-    })
+    pillar_root = make_pillar(
+        "pm2-phases",
+        {
+            # Phase 1 owns the host's Redis (its own tests cover it); the password still goes into the .env
+            "redis": {"enabled": False, "password": "hunter2-redis-pw"},
+            "swap": {"enabled": False},
+            "verify": {"enabled": False},
+            "dotenv": {"file": str(box.env_file)},
+            "pm2": {"user": box.user, "home": str(box.home), "bin": str(box.root / "bin" / "pm2")},
+            "backend": {"ready_timeout": 20},
+        },
+    )
+    factory = salt_factories.salt_minion_daemon(
+        random_string("pm2-"),
+        overrides={
+            "file_client": "local",
+            "file_roots": {"base": FILE_ROOTS},
+            "pillar_roots": {"base": [str(pillar_root)]},
+        },
+    )
     cli = factory.salt_call_cli(timeout=300)
     ret = cli.run("--local", "saltutil.sync_all")
     assert ret.returncode == 0, ret
@@ -100,12 +106,20 @@ def test_apply_without_consent(salt_call, box):
     pid = box.procs(APP)[0]["pid"]
     ret, states, calls = _apply(salt_call, box)
     assert ret.returncode == 0, ret
-    assert changed_ids(ret.data) == ["serverfix-env-keys-present", "serverfix-pm2-prisma-studio-absent"]
+    assert changed_ids(ret.data) == [
+        "serverfix-env-keys-present",
+        "serverfix-pm2-prisma-studio-absent",
+    ]
     restart = states["serverfix-backend-restarted"]
-    assert restart["comment"].startswith("RESTART PENDING") and CONSENT.split("=", 1)[1] in restart["comment"]
+    assert (
+        restart["comment"].startswith("RESTART PENDING")
+        and CONSENT.split("=", 1)[1] in restart["comment"]
+    )
     assert [p["name"] for p in box.jlist()] == [APP] and box.saved() == [APP]
     assert box.procs(APP)[0]["pid"] == pid  # never restarted without consent
-    assert box.daemon_pid() and owner_name(box.daemon_pid()) == box.user  # root never took over the daemon
+    assert (
+        box.daemon_pid() and owner_name(box.daemon_pid()) == box.user
+    )  # root never took over the daemon
     print(f"\npm2 calls, real run of Phases 3+5 without consent: {len(calls)} {calls}")
     assert calls == ["jlist", "stop", "delete", "save"]  # Phase 5 reads the list Phase 3 left
 
@@ -113,7 +127,9 @@ def test_apply_without_consent(salt_call, box):
 def test_rerun_is_a_noop_with_one_jlist(salt_call, box):
     ret, states, calls = _apply(salt_call, box)
     assert ret.returncode == 0 and changed_ids(ret.data) == [], ret
-    assert states["serverfix-backend-restarted"]["comment"].startswith("RESTART PENDING")  # still pending
+    assert states["serverfix-backend-restarted"]["comment"].startswith(
+        "RESTART PENDING"
+    )  # still pending
     print(f"\npm2 calls, no-op run of Phases 3+5 (restart pending): {len(calls)} {calls}")
     assert calls == ["jlist"]
 
@@ -124,7 +140,9 @@ def test_apply_with_consent_restarts_and_waits_for_ready_lines(salt_call, box):
     assert ret.returncode == 0, ret
     assert changed_ids(ret.data) == ["serverfix-backend-restarted"]
     restart = states["serverfix-backend-restarted"]
-    assert restart["changes"]["pid"]["old"] == [pid] and "ready after" in restart["comment"], restart
+    assert restart["changes"]["pid"]["old"] == [pid] and "ready after" in restart["comment"], (
+        restart
+    )
     assert all(line in restart["comment"] for line in READY)
     assert box.procs(APP)[0]["pm2_env"]["status"] == "online"
     print(f"\npm2 calls, real run of Phases 3+5 with consent: {len(calls)} {calls}")
@@ -146,7 +164,9 @@ def test_rerun_after_restart_is_a_noop_with_one_jlist(salt_call, box):
 
 def test_pm2_missing_stops_the_run_before_anything_changes(salt_call, box):
     before = _snapshot(box)
-    ret, states, calls = _apply(salt_call, box, 'pillar={"serverfix": {"pm2": {"bin": "/opt/missing/bin/pm2"}}}')
+    ret, states, calls = _apply(
+        salt_call, box, 'pillar={"serverfix": {"pm2": {"bin": "/opt/missing/bin/pm2"}}}'
+    )
     assert ret.returncode != 0
     preflight = states["serverfix-preflight"]
     assert preflight["result"] is False and "serverfix:pm2:bin" in preflight["comment"], preflight

@@ -21,21 +21,67 @@ from hypothesis import strategies as st
 from salt.exceptions import SaltInvocationError
 
 from tests.support.loader import import_salt_module
-from tests.support.paths import MODULES_DIR, REPO, UTILS_DIR
+from tests.support.paths import REPO, UTILS_DIR
 
 # the parser, writer and edit (pure text functions) that the dotenv module calls
 dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_npm_dotenv")
-VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]
+VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))[
+    "cases"
+]
 # one node round trip per hypothesis example, each carrying a batch of cases
-SETTINGS = settings(max_examples=40, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # the characters and sequences that break naive .env writers
-FRAGMENTS = ["'", '"', "`", "#", " #", "$", "${X}", "\\", "\\n", "\\r", "\\'", '\\"', " ", "\t", "\n", "\r", "\r\n",
-             "=", ":", "export ", "ä", "✅", "日本", "\u2028", "\u00a0", "\ufeff", "\x0b", "a", "Z", "0", "-", "_",
-             "//", "@", "%40", "{", "}", "*"]
+FRAGMENTS = [
+    "'",
+    '"',
+    "`",
+    "#",
+    " #",
+    "$",
+    "${X}",
+    "\\",
+    "\\n",
+    "\\r",
+    "\\'",
+    '\\"',
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "=",
+    ":",
+    "export ",
+    "ä",
+    "✅",
+    "日本",
+    "\u2028",
+    "\u00a0",
+    "\ufeff",
+    "\x0b",
+    "a",
+    "Z",
+    "0",
+    "-",
+    "_",
+    "//",
+    "@",
+    "%40",
+    "{",
+    "}",
+    "*",
+]
 awkward_text = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS), st.text(st.characters(codec="utf-8"), min_size=1, max_size=2)),
+    st.one_of(
+        st.sampled_from(FRAGMENTS), st.text(st.characters(codec="utf-8"), min_size=1, max_size=2)
+    ),
     max_size=10,
 ).map("".join)
 
@@ -44,11 +90,16 @@ line = st.tuples(
     st.sampled_from(["", "  ", "export ", "export\t", "# "]),
     st.sampled_from(KEYS + ["A.B-c", "ÄÖ", "A B", "1"]),
     st.sampled_from(["=", " = ", ": ", ":", "=\t", "", "=\n"]),
-    st.one_of(awkward_text, st.sampled_from(["'x y'", '"a\\nb"', "`t`", '"open', "'open", '"multi\nline"'])),
+    st.one_of(
+        awkward_text,
+        st.sampled_from(["'x y'", '"a\\nb"', "`t`", '"open', "'open", '"multi\nline"']),
+    ),
     st.sampled_from(["", " # note", "#note", " # it's"]),
 ).map("".join)
 eol = st.sampled_from(["\n", "\n", "\r\n", "\r", ""])
-env_text = st.lists(st.tuples(st.one_of(line, awkward_text), eol).map("".join), max_size=8).map("".join)
+env_text = st.lists(st.tuples(st.one_of(line, awkward_text), eol).map("".join), max_size=8).map(
+    "".join
+)
 BAD_UTF8 = [b"\xff", b"\xe2\x82", b"\xed\xa0\x80", b"\xf0\x80\x80", b"\xc3"]
 
 
@@ -87,8 +138,12 @@ def random_text(rng, max_parts=10):
         if rng.random() < 0.8:
             parts.append(rng.choice(FRAGMENTS))
         else:
-            code = rng.choice([rng.randint(0x20, 0x7E), rng.randint(0, 0x2FFF), rng.randint(0, 0x10FFFF)])
-            parts.append(chr(0xFFFD if 0xD800 <= code <= 0xDFFF else code))  # no lone surrogates in UTF-8
+            code = rng.choice(
+                [rng.randint(0x20, 0x7E), rng.randint(0, 0x2FFF), rng.randint(0, 0x10FFFF)]
+            )
+            parts.append(
+                chr(0xFFFD if 0xD800 <= code <= 0xDFFF else code)
+            )  # no lone surrogates in UTF-8
     return "".join(parts)
 
 
@@ -96,11 +151,18 @@ def random_file(rng):
     lines = []
     for _ in range(rng.randint(0, 8)):
         if rng.random() < 0.7:
-            value = random_text(rng) if rng.random() < 0.7 else rng.choice(
-                ["'x y'", '"a\\nb"', "`t`", '"open', "'open", '"multi\nline"'])
-            body = (rng.choice(["", "  ", "export ", "export\t", "# "]) + rng.choice(KEYS + ["A.B-c", "ÄÖ", "1"])
-                    + rng.choice(["=", " = ", ": ", ":", "=\t", "", "=\n"]) + value
-                    + rng.choice(["", " # note", "#note", " # it's"]))
+            value = (
+                random_text(rng)
+                if rng.random() < 0.7
+                else rng.choice(["'x y'", '"a\\nb"', "`t`", '"open', "'open", '"multi\nline"'])
+            )
+            body = (
+                rng.choice(["", "  ", "export ", "export\t", "# "])
+                + rng.choice(KEYS + ["A.B-c", "ÄÖ", "1"])
+                + rng.choice(["=", " = ", ": ", ":", "=\t", "", "=\n"])
+                + value
+                + rng.choice(["", " # note", "#note", " # it's"])
+            )
         else:
             body = random_text(rng)
         lines.append(body + rng.choice(["\n", "\n", "\r\n", "\r", ""]))
@@ -123,22 +185,44 @@ def test_parser_equals_npm_on_many_random_files(npm_dotenv):
 def test_parser_figures():
     if not PARSER_STATS["files"]:
         pytest.skip("run together with the parser tests above")
-    print(f"parser: {PARSER_STATS['files']} generated files parsed identically by npm dotenv and dotenv.parse")
+    print(
+        f"parser: {PARSER_STATS['files']} generated files parsed identically by npm dotenv and dotenv.parse"
+    )
     assert PARSER_STATS["files"] >= 10000
 
 
-BASE_LINES = ["# intranet backend\n", "\n", "export A=1\n", "B=\"x y\" # quoted\n", "K1=first\n", "K1='dup'\n",
-              "DATABASE_URL=postgresql://u:p%40ss@127.0.0.1:5432/db#frag\n", "JWT_SECRET=`multi\nline`\n",
-              "U=\"unterminated\n", "C: yaml\n", "A.B=dots # it's\n", "K2=  spaced   \n", "   # indented\n"]
+BASE_LINES = [
+    "# intranet backend\n",
+    "\n",
+    "export A=1\n",
+    'B="x y" # quoted\n',
+    "K1=first\n",
+    "K1='dup'\n",
+    "DATABASE_URL=postgresql://u:p%40ss@127.0.0.1:5432/db#frag\n",
+    "JWT_SECRET=`multi\nline`\n",
+    'U="unterminated\n',
+    "C: yaml\n",
+    "A.B=dots # it's\n",
+    "K2=  spaced   \n",
+    "   # indented\n",
+]
 base_file = st.tuples(
     st.lists(st.sampled_from(BASE_LINES), max_size=10),
     st.sampled_from(["\n", "\r\n"]),
     st.booleans(),
-).map(lambda t: ("".join(t[0]).replace("\n", t[1]) + ("" if t[2] else "LAST=no-newline")))
-wanted = st.dictionaries(st.sampled_from(KEYS + ["NEW1", "NEW2", "REDIS_HOST"]), awkward_text, min_size=1, max_size=4)
+).map(lambda t: "".join(t[0]).replace("\n", t[1]) + ("" if t[2] else "LAST=no-newline"))
+wanted = st.dictionaries(
+    st.sampled_from(KEYS + ["NEW1", "NEW2", "REDIS_HOST"]), awkward_text, min_size=1, max_size=4
+)
 
-ROUND_TRIP = {"generated": 0, "written": 0, "exact": 0, "wrong": 0, "refused_no_encoding": 0,
-              "refused_in_this_file": 0}
+ROUND_TRIP = {
+    "generated": 0,
+    "written": 0,
+    "exact": 0,
+    "wrong": 0,
+    "refused_no_encoding": 0,
+    "refused_in_this_file": 0,
+}
 
 
 def check_round_trip(oracle, cases):
@@ -180,18 +264,29 @@ def test_round_trip_generated_values(npm_dotenv, cases):
 
 def random_base(rng):
     if rng.random() < 0.25:
-        return random_file(rng)  # awkward surroundings, unterminated quotes, bytes that are not UTF-8
+        return random_file(
+            rng
+        )  # awkward surroundings, unterminated quotes, bytes that are not UTF-8
     text = "".join(rng.choice(BASE_LINES) for _ in range(rng.randint(0, 10)))
-    return (text.replace("\n", "\r\n") if rng.random() < 0.3 else text) + rng.choice(["", "LAST=no-newline"])
+    return (text.replace("\n", "\r\n") if rng.random() < 0.3 else text) + rng.choice(
+        ["", "LAST=no-newline"]
+    )
 
 
 def test_round_trip_many_random_values(npm_dotenv):
     rng = random.Random(20241130)
     for _ in range(8):
         keys = KEYS + ["NEW1", "NEW2"]
-        check_round_trip(npm_dotenv, [
-            (random_base(rng), {rng.choice(keys): random_text(rng) for _ in range(rng.randint(1, 4))})
-            for _ in range(500)])
+        check_round_trip(
+            npm_dotenv,
+            [
+                (
+                    random_base(rng),
+                    {rng.choice(keys): random_text(rng) for _ in range(rng.randint(1, 4))},
+                )
+                for _ in range(500)
+            ],
+        )
 
 
 def test_round_trip_figures():
@@ -199,5 +294,8 @@ def test_round_trip_figures():
         pytest.skip("run together with the round-trip tests above")
     print("round trip: " + json.dumps(ROUND_TRIP))
     assert ROUND_TRIP["wrong"] == 0 and ROUND_TRIP["exact"] == ROUND_TRIP["written"] >= 8000
-    assert ROUND_TRIP["generated"] == (ROUND_TRIP["written"] + ROUND_TRIP["refused_no_encoding"]
-                                       + ROUND_TRIP["refused_in_this_file"])
+    assert ROUND_TRIP["generated"] == (
+        ROUND_TRIP["written"]
+        + ROUND_TRIP["refused_no_encoding"]
+        + ROUND_TRIP["refused_in_this_file"]
+    )

@@ -26,8 +26,12 @@ from tests.support.paths import FILE_ROOTS
 from tests.support.pm2 import Pm2Sandbox
 from tests.support.returns import by_id
 
-RUNBOOK_PROBLEMS = {"redis-not-running": "critical", "env-queue-config": "critical",
-                    "swap-missing": "warning", "pm2-unwanted-processes": "warning"}
+RUNBOOK_PROBLEMS = {
+    "redis-not-running": "critical",
+    "env-queue-config": "critical",
+    "swap-missing": "warning",
+    "pm2-unwanted-processes": "warning",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +62,11 @@ def salt_call(salt_factories, make_pillar, world):
     pillar_root = make_pillar("diagcli", world["pillar"])
     factory = salt_factories.salt_minion_daemon(
         random_string("diag-"),
-        overrides={"file_client": "local", "file_roots": {"base": FILE_ROOTS},
-                   "pillar_roots": {"base": [str(pillar_root)]}},
+        overrides={
+            "file_client": "local",
+            "file_roots": {"base": FILE_ROOTS},
+            "pillar_roots": {"base": [str(pillar_root)]},
+        },
     )
     cli = factory.salt_call_cli(timeout=120)
     ret = cli.run("--local", "saltutil.sync_all")
@@ -69,11 +76,23 @@ def salt_call(salt_factories, make_pillar, world):
 
 def plain_salt_call(salt_call, *args):
     """salt-call without the factory's ``--out=json``: what the operator sees."""
-    cmd = [sys.executable, salt_call.get_script_path(), f"--config-dir={salt_call.config_dir}", "--local", "--log-level=quiet",
-           *args]
+    cmd = [
+        sys.executable,
+        salt_call.get_script_path(),
+        f"--config-dir={salt_call.config_dir}",
+        "--local",
+        "--log-level=quiet",
+        *args,
+    ]
     start = time.perf_counter()
-    ret = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False,
-                         env=dict(os.environ, COLUMNS="120"))
+    ret = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, COLUMNS="120"),
+    )
     return ret, time.perf_counter() - start
 
 
@@ -84,7 +103,9 @@ def test_diagnose_json_lists_the_runbooks_problems(salt_call, world):
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
     assert ret.data["duration_ms"] < 2000
-    print(f"\nsalt-call serverfix.diagnose: {wall:.2f} s wall, {ret.data['duration_ms']} ms in the function")
+    print(
+        f"\nsalt-call serverfix.diagnose: {wall:.2f} s wall, {ret.data['duration_ms']} ms in the function"
+    )
 
 
 def test_diagnose_table_by_default(salt_call, world):
@@ -107,7 +128,9 @@ def test_verify_fails_with_return_code_and_table(salt_call):
     assert "FAIL      redis-ping" in ret.stdout and "PASS      pm2-online" in ret.stdout
     json_ret = salt_call.run("--local", "serverfix.verify")
     assert json_ret.returncode == 1 and json_ret.data["ok"] is False
-    print(f"\nsalt-call serverfix.verify: {wall:.2f} s wall, {json_ret.data['duration_ms']} ms in the function")
+    print(
+        f"\nsalt-call serverfix.verify: {wall:.2f} s wall, {json_ret.data['duration_ms']} ms in the function"
+    )
 
 
 def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
@@ -118,17 +141,24 @@ def test_formula_in_test_mode_reports_verify_without_failing(salt_call):
     verified = states["serverfix-verified"]
     assert verified["result"] is None and verified["changes"] == {}
     assert verified["comment"].startswith("Would verify after the changes above")
-    assert max(res.get("__run_num__", 0) for res in states.values()) == verified["__run_num__"]  # last
+    assert (
+        max(res.get("__run_num__", 0) for res in states.values()) == verified["__run_num__"]
+    )  # last
 
 
 def test_salt_ssh_with_config(salt_ssh_cli, world):
     """salt-ssh runs modules on the target without the master's file server or pillar: the defaults
     travel with the custom modules (_utils); ``config`` gives the rest."""
     config = merge_settings(world["pillar"])
-    ret = salt_ssh_cli.run("serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}")
+    ret = salt_ssh_cli.run(
+        "serverfix.diagnose", "config=" + json.dumps(config), f"proc_swaps={world['swaps']}"
+    )
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
     # salt-ssh gives plain module calls no pillar: the shipped defaults are used, and the report says so
     bare = salt_ssh_cli.run("serverfix.verify")
-    assert isinstance(bare.data, dict) and {c["id"] for c in bare.data["checks"]} >= {"redis-ping", "env-keys"}
+    assert isinstance(bare.data, dict) and {c["id"] for c in bare.data["checks"]} >= {
+        "redis-ping",
+        "env-keys",
+    }
     assert bare.data["settings"]["source"].startswith("defaults only")

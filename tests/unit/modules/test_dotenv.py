@@ -11,18 +11,22 @@ import pytest
 from salt.exceptions import SaltInvocationError
 
 from tests.support.loader import import_salt_module
-from tests.support.paths import MODULES_DIR, REPO, UTILS_DIR
+from tests.support.paths import REPO, UTILS_DIR
 
 # the parser, writer and edit (pure text functions) that the dotenv module calls
 dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_unit_dotenv")
-VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))["cases"]
+VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))[
+    "cases"
+]
 
 
 @pytest.mark.parametrize("case", VECTORS, ids=[c["name"] for c in VECTORS])
 def test_parser_matches_npm_vectors(case):
     got = dotenv.parse(case["src"])
     assert got == case["npm"]
-    assert list(got) == list(case["npm"])  # same key order too (no integer-like keys in the vectors)
+    assert list(got) == list(
+        case["npm"]
+    )  # same key order too (no integer-like keys in the vectors)
 
 
 def test_parser_reads_bytes_like_node():
@@ -30,14 +34,22 @@ def test_parser_reads_bytes_like_node():
     assert dotenv.parse(b"\xef\xbb\xbfA=1\nB=x\xff\xfey\n") == {"A": "1", "B": "x\ufffd\ufffdy"}
 
 
-RUNBOOK = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379, "REDIS_PASSWORD": "", "REDIS_DB": 0,
-           "QUEUE_ENABLED": "true", "QUEUE_CONCURRENCY": 5}
+RUNBOOK = {
+    "REDIS_HOST": "127.0.0.1",
+    "REDIS_PORT": 6379,
+    "REDIS_PASSWORD": "",
+    "REDIS_DB": 0,
+    "QUEUE_ENABLED": "true",
+    "QUEUE_CONCURRENCY": 5,
+}
 
 
 def test_runbook_keys_appended_after_missing_final_newline():
     plan = dotenv.edit("NODE_ENV=production", RUNBOOK)
-    assert plan["text"] == ("NODE_ENV=production\nREDIS_HOST=127.0.0.1\nREDIS_PORT=6379\nREDIS_PASSWORD=''\n"
-                            "REDIS_DB=0\nQUEUE_ENABLED=true\nQUEUE_CONCURRENCY=5\n")
+    assert plan["text"] == (
+        "NODE_ENV=production\nREDIS_HOST=127.0.0.1\nREDIS_PORT=6379\nREDIS_PASSWORD=''\n"
+        "REDIS_DB=0\nQUEUE_ENABLED=true\nQUEUE_CONCURRENCY=5\n"
+    )
     assert plan["added"] == list(RUNBOOK) and plan["changed"] == plan["removed"] == []
     assert plan["values"]["REDIS_PASSWORD"] == {"old": None, "new": "<secret>"}
     assert plan["values"]["REDIS_PORT"] == {"old": None, "new": "6379"}
@@ -47,8 +59,11 @@ def test_runbook_keys_appended_after_missing_final_newline():
     "before, values, after",
     [
         # inline comment, export prefix and spacing around `=` stay
-        ("export REDIS_HOST = localhost   # old\n", {"REDIS_HOST": "127.0.0.1"},
-         "export REDIS_HOST = 127.0.0.1   # old\n"),
+        (
+            "export REDIS_HOST = localhost   # old\n",
+            {"REDIS_HOST": "127.0.0.1"},
+            "export REDIS_HOST = 127.0.0.1   # old\n",
+        ),
         # CRLF kept, also for the appended key
         ("# c\r\nA=1\r\n", {"A": "2", "B": "x"}, "# c\r\nA=2\r\nB=x\r\n"),
         # every occurrence of a duplicate; the one already right keeps its quoting
@@ -64,8 +79,16 @@ def test_runbook_keys_appended_after_missing_final_newline():
         # BOM and a byte that is not UTF-8 elsewhere in the file are kept
         ("\ufeffA=1\n# \udcff\n", {"A": "2"}, "\ufeffA=2\n# \udcff\n"),
     ],
-    ids=["export-inline-comment", "crlf", "duplicates", "yaml-colon", "multiline", "hash-after-eq",
-         "value-next-line", "bom-and-bad-byte"],
+    ids=[
+        "export-inline-comment",
+        "crlf",
+        "duplicates",
+        "yaml-colon",
+        "multiline",
+        "hash-after-eq",
+        "value-next-line",
+        "bom-and-bad-byte",
+    ],
 )
 def test_edit_changes_only_the_value_text(before, values, after):
     plan = dotenv.edit(before, values)
@@ -82,7 +105,7 @@ def test_edit_compares_parsed_values_not_text():
 
 
 def test_remove_keeps_neighbours_and_comments():
-    text = "# head\nA=1 # inline\n\n# about B\nexport B=\"x\ny\"\nC=3\nA=again\n"
+    text = '# head\nA=1 # inline\n\n# about B\nexport B="x\ny"\nC=3\nA=again\n'
     plan = dotenv.edit(text, remove=["A", "B"])
     assert plan["text"] == "# head\n\n# about B\nC=3\n"
     assert plan["removed"] == ["A", "B"]
@@ -98,7 +121,7 @@ def test_remove_keeps_neighbours_and_comments():
         ("it's", '"it\'s"'),
         ("it's\nmulti", '"it\'s\\nmulti"'),
         ("a\rb", '"a\\rb"'),
-        ("it's \"q\" \\n", "`it's \"q\" \\n`"),
+        ('it\'s "q" \\n', '`it\'s "q" \\n`'),
         ("${NOT_EXPANDED}", "'${NOT_EXPANDED}'"),
         ("C:\\dir\\", "C:\\dir\\"),  # ends with a backslash: only unquoted holds it
         ("a'b\"c`d", "a'b\"c`d"),
@@ -132,7 +155,10 @@ def test_render_refuses_without_showing_the_value(value, reason):
     [
         ({"BAD KEY": "x"}, "'BAD KEY' is not a valid .env key"),
         ({"ÄÖ": "x"}, "is not a valid .env key"),
-        ({"A": True}, "A: the value must be a string or a number, not bool (write 'true'/'false' as a quoted"),
+        (
+            {"A": True},
+            "A: the value must be a string or a number, not bool (write 'true'/'false' as a quoted",
+        ),
         ({"A": None}, "A: the value must be a string or a number, not NoneType"),
         ({"A": ["x"]}, "A: the value must be a string or a number, not list"),
     ],
@@ -149,8 +175,17 @@ def test_edit_refuses_a_value_that_would_change_a_neighbour():
     assert dotenv.parse(plan["text"]) == {"A": '"abc', "B": 'x # "'}
 
 
-@pytest.mark.parametrize("key, secret", [("REDIS_PASSWORD", True), ("jwt_secret", True), ("API_KEY", True),
-                                         ("GITHUB_TOKEN", True), ("REDIS_HOST", False), ("OTHER", False)])
+@pytest.mark.parametrize(
+    "key, secret",
+    [
+        ("REDIS_PASSWORD", True),
+        ("jwt_secret", True),
+        ("API_KEY", True),
+        ("GITHUB_TOKEN", True),
+        ("REDIS_HOST", False),
+        ("OTHER", False),
+    ],
+)
 def test_default_secret_names(key, secret):
     assert dotenv.is_secret(key) is secret
     assert dotenv.is_secret("OTHER", ["OTHER"]) is True

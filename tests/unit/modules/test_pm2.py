@@ -23,48 +23,90 @@ pm2_app = import_salt_module(MODULES_DIR / "pm2_app.py", "serverfix_test_modules
 util = import_salt_module(UTILS_DIR / "serverfix_pm2.py", "serverfix_test_utils_pm2")
 files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_test_utils_files")
 
-SPAWN_NOISE = ("\x1b[32m[PM2] \x1b[39mSpawning PM2 daemon with pm2_home=/tmp/x\n"
-               "\x1b[32m[PM2] \x1b[39mPM2 Successfully daemonized\n")
-OUT_OF_DATE = (">>>> In-memory PM2 is out-of-date, do:\n>>>> $ pm2 update\n"
-               ">>>> In memory PM2 version: 5.3.1\n>>>> Local PM2 version: 7.0.4\n\n")
-BANNER = "\n".join(["                        -------------", "__/\\\\\\\\\\\\\\\\\\\\\\\\\\____", "[PM2] banner line",
-                    "                Start and Daemonize any application:", "                $ pm2 start app.js"])
-RAW = [{
-    "pid": 4242, "name": "intranet-backend", "pm_id": 0, "monit": {"memory": 73400320, "cpu": 1.5},
-    "pm2_env": {"name": "intranet-backend", "namespace": "default", "pm_id": 0, "status": "online",
-                "restart_time": 3, "pm_uptime": 1795991055467,
-                "pm_out_log_path": "/root/.pm2/logs/intranet-backend-out.log",
-                "pm_err_log_path": "/root/.pm2/logs/intranet-backend-error.log",
-                "REDIS_PASSWORD": "top-level-copy-pw",
-                "env": {"REDIS_PASSWORD": "hunter2-redis-pw", "DATABASE_URL": "postgres://u:dbpw1234@h/db",
-                        "NODE_ENV": "production"}},
-}]
+SPAWN_NOISE = (
+    "\x1b[32m[PM2] \x1b[39mSpawning PM2 daemon with pm2_home=/tmp/x\n"
+    "\x1b[32m[PM2] \x1b[39mPM2 Successfully daemonized\n"
+)
+OUT_OF_DATE = (
+    ">>>> In-memory PM2 is out-of-date, do:\n>>>> $ pm2 update\n"
+    ">>>> In memory PM2 version: 5.3.1\n>>>> Local PM2 version: 7.0.4\n\n"
+)
+BANNER = "\n".join(
+    [
+        "                        -------------",
+        "__/\\\\\\\\\\\\\\\\\\\\\\\\\\____",
+        "[PM2] banner line",
+        "                Start and Daemonize any application:",
+        "                $ pm2 start app.js",
+    ]
+)
+RAW = [
+    {
+        "pid": 4242,
+        "name": "intranet-backend",
+        "pm_id": 0,
+        "monit": {"memory": 73400320, "cpu": 1.5},
+        "pm2_env": {
+            "name": "intranet-backend",
+            "namespace": "default",
+            "pm_id": 0,
+            "status": "online",
+            "restart_time": 3,
+            "pm_uptime": 1795991055467,
+            "pm_out_log_path": "/root/.pm2/logs/intranet-backend-out.log",
+            "pm_err_log_path": "/root/.pm2/logs/intranet-backend-error.log",
+            "REDIS_PASSWORD": "top-level-copy-pw",
+            "env": {
+                "REDIS_PASSWORD": "hunter2-redis-pw",
+                "DATABASE_URL": "postgres://u:dbpw1234@h/db",
+                "NODE_ENV": "production",
+            },
+        },
+    }
+]
 
 
 def _utils():
     found = {f"serverfix_pm2.{n}": getattr(util, n) for n in dir(util) if not n.startswith("_")}
-    found.update({f"serverfix_files.{n}": getattr(files, n) for n in dir(files)
-                  if not n.startswith("_")})
+    found.update(
+        {f"serverfix_files.{n}": getattr(files, n) for n in dir(files) if not n.startswith("_")}
+    )
     return found
 
 
 @pytest.fixture
 def configure_loader_modules():
     # a pillar with the formula's keys: the generic modules must not read it
-    pillar = {"serverfix": {"pm2": {"bin": "/pillar/bin/pm2"}, "redis": {"password": "pillar-pw-5678"}}}
-    return {pm2: {"__pillar__": pillar, "__context__": {}, "__utils__": _utils()},
-            pm2_app: {"__salt__": {}, "__utils__": _utils()}}
+    pillar = {
+        "serverfix": {"pm2": {"bin": "/pillar/bin/pm2"}, "redis": {"password": "pillar-pw-5678"}}
+    }
+    return {
+        pm2: {"__pillar__": pillar, "__context__": {}, "__utils__": _utils()},
+        pm2_app: {"__salt__": {}, "__utils__": _utils()},
+    }
 
 
-@pytest.mark.parametrize("noise", ["", SPAWN_NOISE, BANNER + "\n" + SPAWN_NOISE, OUT_OF_DATE * 1,
-                                   SPAWN_NOISE + OUT_OF_DATE])
+@pytest.mark.parametrize(
+    "noise",
+    ["", SPAWN_NOISE, BANNER + "\n" + SPAWN_NOISE, OUT_OF_DATE * 1, SPAWN_NOISE + OUT_OF_DATE],
+)
 def test_json_is_read_after_any_noise(noise):
     assert util.parse_jlist(noise + json.dumps(RAW) + "\n") == RAW
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c"
-                                               "\x1c\x1d\x1e\x85\u2028\u2029"), max_size=60), max_size=8))
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(
+                blacklist_categories=("Cs",),
+                blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+            ),
+            max_size=60,
+        ),
+        max_size=8,
+    )
+)
 def test_json_survives_arbitrary_noise_lines(lines):
     stdout = "".join(line + "\n" for line in lines) + json.dumps(RAW) + "\n"
     assert util.parse_jlist(stdout) == RAW
@@ -79,7 +121,11 @@ def test_no_json_error_never_echoes_the_output():
 def test_summary_keeps_key_names_only():
     summary = util.summary(RAW[0], "jlist")
     assert summary["env_keys"] == ["DATABASE_URL", "NODE_ENV", "REDIS_PASSWORD"]
-    assert summary["memory"] == 73400320 and summary["pm_uptime"] == 1795991055467 and summary["pid"] == 4242
+    assert (
+        summary["memory"] == 73400320
+        and summary["pm_uptime"] == 1795991055467
+        and summary["pid"] == 4242
+    )
     text = json.dumps(summary)
     for secret in ("hunter2-redis-pw", "dbpw1234", "top-level-copy-pw"):
         assert secret not in text
@@ -88,19 +134,29 @@ def test_summary_keeps_key_names_only():
 
 def test_dump_entries_show_stopped():
     summary = util.summary(RAW[0]["pm2_env"], "dump")  # dump.pm2 holds pm2_env objects
-    assert (summary["name"], summary["status"], summary["pid"], summary["source"]) == \
-        ("intranet-backend", "stopped", 0, "dump")
+    assert (summary["name"], summary["status"], summary["pid"], summary["source"]) == (
+        "intranet-backend",
+        "stopped",
+        0,
+        "dump",
+    )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("connect redis://:hunter2-redis-pw@127.0.0.1:6379", "connect redis://:<secret>@127.0.0.1:6379"),
-    ("postgres://intranet:p4ss@db/x", "postgres://intranet:<secret>@db/x"),
-    ("REDIS_PASSWORD=abc123 ok", "REDIS_PASSWORD=<secret> ok"),
-    ('{"password": "s3cr3t", "user": "x"}', '{"password": "<secret>", "user": "x"}'),
-    ("token: abcdef", "token: <secret>"),
-    ("value hunter2-redis-pw inside", "value <secret> inside"),
-    ("[Queue] ✅ Workers gestartet", "[Queue] ✅ Workers gestartet"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "connect redis://:hunter2-redis-pw@127.0.0.1:6379",
+            "connect redis://:<secret>@127.0.0.1:6379",
+        ),
+        ("postgres://intranet:p4ss@db/x", "postgres://intranet:<secret>@db/x"),
+        ("REDIS_PASSWORD=abc123 ok", "REDIS_PASSWORD=<secret> ok"),
+        ('{"password": "s3cr3t", "user": "x"}', '{"password": "<secret>", "user": "x"}'),
+        ("token: abcdef", "token: <secret>"),
+        ("value hunter2-redis-pw inside", "value <secret> inside"),
+        ("[Queue] ✅ Workers gestartet", "[Queue] ✅ Workers gestartet"),
+    ],
+)
 def test_mask(text, expected):
     assert util.mask(text, ["hunter2-redis-pw", "ab"]) == expected
     assert pm2.mask(text, ["hunter2-redis-pw", "ab"]) == expected
@@ -117,18 +173,54 @@ def test_node_agrees_which_names_are_ids():
     node = shutil.which("node")
     if not node:
         pytest.skip("node not installed (scripts/test.sh installs it)")
-    names = ["12", " 12 ", "0x1f", "0o17", "0b101", "1e3", ".5", "5.", "-3", "+3", "Infinity", "-Infinity", "",
-             " ", "\t", "1_000", "12a", "0x", "NaN", "prisma-studio", "intranet-backend", "v2", "1.2.3", "1e", "e3"]
-    out = subprocess.run([node, "-e", "const n = JSON.parse(process.argv[1]);"
-                          "console.log(JSON.stringify(n.map(x => !isNaN(x))))", json.dumps(names)],
-                         capture_output=True, text=True, check=True)
+    names = [
+        "12",
+        " 12 ",
+        "0x1f",
+        "0o17",
+        "0b101",
+        "1e3",
+        ".5",
+        "5.",
+        "-3",
+        "+3",
+        "Infinity",
+        "-Infinity",
+        "",
+        " ",
+        "\t",
+        "1_000",
+        "12a",
+        "0x",
+        "NaN",
+        "prisma-studio",
+        "intranet-backend",
+        "v2",
+        "1.2.3",
+        "1e",
+        "e3",
+    ]
+    out = subprocess.run(
+        [
+            node,
+            "-e",
+            "const n = JSON.parse(process.argv[1]);"
+            "console.log(JSON.stringify(n.map(x => !isNaN(x))))",
+            json.dumps(names),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     is_id = dict(zip(names, json.loads(out.stdout)))
     for name, numeric in is_id.items():
         problem = util.name_problem(name)
         assert ("process id" in problem) == numeric, (name, problem)
 
 
-@pytest.mark.parametrize("name", ["all", "/stud.*/", "apps.json", "x.config.js", "a.yml", "-x", "-", "a\nb", 7])
+@pytest.mark.parametrize(
+    "name", ["all", "/stud.*/", "apps.json", "x.config.js", "a.yml", "-x", "-", "a\nb", 7]
+)
 def test_names_pm2_reads_otherwise(name):
     problem = util.name_problem(name)
     assert problem
@@ -137,7 +229,9 @@ def test_names_pm2_reads_otherwise(name):
     assert err.value.info == {"errors": [problem]}
 
 
-@pytest.mark.parametrize("name", ["prisma-studio", "intranet-backend", "api@2", "my app", "all-apps"])
+@pytest.mark.parametrize(
+    "name", ["prisma-studio", "intranet-backend", "api@2", "my app", "all-apps"]
+)
 def test_plain_names_pass(name):
     assert util.name_problem(name) == "" and pm2.check_name(name) is True
 
@@ -170,7 +264,7 @@ def test_command_line_is_clean_and_runs_as_the_owner(monkeypatch):
     argv = pm2._argv(["jlist"], "nobody", "/srv/pm2", "/opt/node/bin/pm2")
     if os.geteuid() == 0:
         assert argv[:4] == ["runuser", "-u", "nobody", "--"]
-    env_part = argv[argv.index("-i") + 1:argv.index("/opt/node/bin/pm2")]
+    env_part = argv[argv.index("-i") + 1 : argv.index("/opt/node/bin/pm2")]
     assert [e.split("=")[0] for e in env_part] == ["HOME", "PATH", "PM2_HOME"]
     assert "PM2_HOME=/srv/pm2" in env_part and env_part[1].startswith("PATH=/opt/node/bin:")
     assert not any("leak" in a for a in argv)
@@ -180,8 +274,10 @@ def test_preflight_raises_every_problem_with_its_argument():
     with pytest.raises(CommandExecutionError) as err:
         pm2.preflight("nobody-here-sf", "/nonexistent/pm2-home", "/nonexistent/pm2")
     errors = err.value.info["errors"]
-    assert errors == ["user 'nobody-here-sf' does not exist; pass the user that runs pm2 "
-                      "(ps -o user= -p \"$(cat ~/.pm2/pm2.pid)\")"]
+    assert errors == [
+        "user 'nobody-here-sf' does not exist; pass the user that runs pm2 "
+        '(ps -o user= -p "$(cat ~/.pm2/pm2.pid)")'
+    ]
     # str() of an exception with info appends it: callers read info["errors"]
     assert err.value.info["arguments"] == ["user"] and str(err.value).startswith(errors[0])
     with pytest.raises(CommandExecutionError) as err:
@@ -191,8 +287,12 @@ def test_preflight_raises_every_problem_with_its_argument():
 
 
 def test_no_formula_pillar_key_in_the_pm2_modules():
-    for path in [MODULES_DIR / "pm2.py", MODULES_DIR / "pm2_app.py", STATES_DIR / "pm2.py",
-                 UTILS_DIR / "serverfix_pm2.py"]:
+    for path in [
+        MODULES_DIR / "pm2.py",
+        MODULES_DIR / "pm2_app.py",
+        STATES_DIR / "pm2.py",
+        UTILS_DIR / "serverfix_pm2.py",
+    ]:
         assert "serverfix:" not in path.read_text(encoding="utf-8"), path
     assert (REPO / "formula" / "serverfix" / "processes.sls").exists()
 
@@ -242,11 +342,14 @@ def test_redis_started_without_a_redis_module_or_host():
     assert pm2_app.redis_started("127.0.0.1", 6379, "pw") is None  # redis_server not loaded
 
 
-@pytest.mark.parametrize("procs, why", [
-    ([], "it left pm2's list"),
-    ([{"status": "errored", "restart_time": 1, "pm_id": 0}], "it is errored"),
-    ([{"status": "online", "restart_time": 3, "pm_id": 0}], "it crashed after the restart"),
-    ([{"status": "online", "restart_time": 2, "pm_id": 0}], ""),
-])
+@pytest.mark.parametrize(
+    "procs, why",
+    [
+        ([], "it left pm2's list"),
+        ([{"status": "errored", "restart_time": 1, "pm_id": 0}], "it is errored"),
+        ([{"status": "online", "restart_time": 3, "pm_id": 0}], "it crashed after the restart"),
+        ([{"status": "online", "restart_time": 2, "pm_id": 0}], ""),
+    ],
+)
 def test_what_counts_as_down_after_a_restart(procs, why):
     assert pm2_app._failure(procs, {0: 1}).startswith(why)

@@ -22,20 +22,44 @@ from tests.support.loader import DEFAULTS, import_salt_module, merge_settings
 from tests.support.paths import FORMULA_ROOT, MODULES_DIR, REPO, UTILS_DIR
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
-report_output = import_salt_module(REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output")
-UTIL_NAMES = ("serverfix_defaults", "serverfix_files", "serverfix_size", "serverfix_pillar", "serverfix_schema",
-              "serverfix_settings", "serverfix_facts", "serverfix_findings", "serverfix_checks")
-UTIL_MODULES = {name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit") for name in UTIL_NAMES}
+report_output = import_salt_module(
+    REPO / "_output" / "serverfix_report.py", "serverfix_test_report_output"
+)
+UTIL_NAMES = (
+    "serverfix_defaults",
+    "serverfix_files",
+    "serverfix_size",
+    "serverfix_pillar",
+    "serverfix_schema",
+    "serverfix_settings",
+    "serverfix_facts",
+    "serverfix_findings",
+    "serverfix_checks",
+)
+UTIL_MODULES = {
+    name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit")
+    for name in UTIL_NAMES
+}
 # what the loader's __utils__ holds: every public function of those files, as "<file>.<function>"
-UTILS = {f"{name}.{attr}": func for name, module in UTIL_MODULES.items()
-         for attr, func in vars(module).items() if inspect.isfunction(func) and not attr.startswith("_")}
+UTILS = {
+    f"{name}.{attr}": func
+    for name, module in UTIL_MODULES.items()
+    for attr, func in vars(module).items()
+    if inspect.isfunction(func) and not attr.startswith("_")
+}
 
 
 @pytest.fixture
 def configure_loader_modules():
     pillar = {"serverfix": {"queue": {"concurrency": 7}}}
     return {
-        serverfix: {"__salt__": {}, "__context__": {}, "__opts__": {}, "__pillar__": pillar, "__utils__": UTILS},
+        serverfix: {
+            "__salt__": {},
+            "__context__": {},
+            "__opts__": {},
+            "__pillar__": pillar,
+            "__utils__": UTILS,
+        },
     }
 
 
@@ -43,7 +67,9 @@ def configure_loader_modules():
 def config(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
-    return merge_settings({"dotenv": {"file": str(env_file)}, "pm2": {"home": str(tmp_path / "pm2")}})
+    return merge_settings(
+        {"dotenv": {"file": str(env_file)}, "pm2": {"home": str(tmp_path / "pm2")}}
+    )
 
 
 def test_diagnose_without_the_other_modules(config):
@@ -59,7 +85,11 @@ def test_diagnose_without_the_other_modules(config):
 def test_verify_without_the_other_modules(config):
     report = serverfix.verify(config=config, set_retcode=False)
     status = {c["id"]: c["status"] for c in report["checks"]}
-    assert status["redis-ping"] == "fail" and status["pm2-online"] == "fail" and status["env-keys"] == "fail"
+    assert (
+        status["redis-ping"] == "fail"
+        and status["pm2-online"] == "fail"
+        and status["env-keys"] == "fail"
+    )
     assert report["ok"] is False
 
 
@@ -73,18 +103,31 @@ def test_without_config_the_pillar_is_merged_over_the_shipped_defaults():
 
 
 def test_settings_merge_keeps_defaults_for_values_of_the_wrong_kind():
-    merged = merge_settings({"redis": {"port": 6380, "bind": "127.0.0.1"}, "remove_processes": "prisma-studio",
-                             "queue": 3})
+    merged = merge_settings(
+        {
+            "redis": {"port": 6380, "bind": "127.0.0.1"},
+            "remove_processes": "prisma-studio",
+            "queue": 3,
+        }
+    )
     assert merged["redis"]["port"] == 6380
-    assert merged["redis"]["bind"] == DEFAULTS["redis"]["bind"]  # a string where a list belongs: default kept
+    assert (
+        merged["redis"]["bind"] == DEFAULTS["redis"]["bind"]
+    )  # a string where a list belongs: default kept
     assert merged["remove_processes"] == DEFAULTS["remove_processes"]
     assert merged["queue"] == DEFAULTS["queue"]
 
 
-@pytest.mark.parametrize("pillar, keep", [
-    ({}, 5), ({"backups": {"keep": 8}}, 8), ({"dotenv": {"backup_keep": 3}}, 3),
-    ({"backups": {"keep": 8}, "dotenv": {"backup_keep": 3}}, 8), ({"backups": "x", "dotenv": {"backup_keep": 2}}, 2),
-])
+@pytest.mark.parametrize(
+    "pillar, keep",
+    [
+        ({}, 5),
+        ({"backups": {"keep": 8}}, 8),
+        ({"dotenv": {"backup_keep": 3}}, 3),
+        ({"backups": {"keep": 8}, "dotenv": {"backup_keep": 3}}, 8),
+        ({"backups": "x", "dotenv": {"backup_keep": 2}}, 2),
+    ],
+)
 def test_backups_keep_with_its_deprecated_alias(pillar, keep):
     merged = merge_settings(pillar)
     assert merged["backups"]["keep"] == keep and merged["dotenv"]["backup_keep"] == keep
@@ -92,22 +135,37 @@ def test_backups_keep_with_its_deprecated_alias(pillar, keep):
 
 def _render_map(pillar):
     """map.jinja rendered with plain Jinja2 and Salt's serializer tags, ``salt['pillar.get']`` faked."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(FORMULA_ROOT)),
-                             extensions=["jinja2.ext.do", SerializerExtension])
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(FORMULA_ROOT)),
+        extensions=["jinja2.ext.do", SerializerExtension],
+    )
     template = env.from_string(
         '{%- set tpldir = "serverfix" %}'
         '{%- from "serverfix/map.jinja" import serverfix, state_config, managed_env with context %}'
-        '{{ {"serverfix": serverfix, "state_config": state_config, "managed_env": managed_env} | json(sort_keys=False) }}')
+        '{{ {"serverfix": serverfix, "state_config": state_config, "managed_env": managed_env} | json(sort_keys=False) }}'
+    )
     return json.loads(template.render(salt={"pillar.get": lambda key, default=None: pillar}))
 
 
 MAP_PILLARS = [
     {},
-    {"redis": {"port": 6380, "password": "pw-1234", "bind": ["127.0.0.1"]}, "queue": {"enabled": False}},
+    {
+        "redis": {"port": 6380, "password": "pw-1234", "bind": ["127.0.0.1"]},
+        "queue": {"enabled": False},
+    },
     {"dotenv": {"extra": {"SESSION_TIMEOUT": 3600}, "backup_keep": 3}, "remove_processes": []},
-    {"backups": {"keep": 9}, "dotenv": {"backup_keep": 2}, "swap": {"size": "1G", "enabled": False}},
+    {
+        "backups": {"keep": 9},
+        "dotenv": {"backup_keep": 2},
+        "swap": {"size": "1G", "enabled": False},
+    },
     # wrong kinds: a string for a mapping or a list, a mapping for a scalar, a list for a mapping
-    {"redis": "x", "remove_processes": "prisma-studio", "queue": {"concurrency": {"a": 1}}, "pm2": ["root"]},
+    {
+        "redis": "x",
+        "remove_processes": "prisma-studio",
+        "queue": {"concurrency": {"a": 1}},
+        "pm2": ["root"],
+    },
     {"backend": {"ready_patterns": "ready", "restart": True}, "verify": None, "backups": "3"},
     # missing or empty sections and unknown keys
     {"redis": {}, "dotenv": None, "unknown": {"a": 1}, "swap": {"typo": 1}},
@@ -121,12 +179,17 @@ def test_map_jinja_merges_like_the_python_merge(pillar):
     merged = UTILS["serverfix_settings.merge"](UTILS["serverfix_defaults.defaults"](), pillar)
     assert rendered["serverfix"] == merged
     # the managed .env keys in the same order, with the same values (password and extra as references)
-    values = UTILS["serverfix_settings.env_values"](merged, UTILS["serverfix_defaults.managed_env"]())
+    values = UTILS["serverfix_settings.env_values"](
+        merged, UTILS["serverfix_defaults.managed_env"]()
+    )
     assert list(rendered["managed_env"]) == list(values)
     for key, value in rendered["managed_env"].items():
         if isinstance(value, dict):
-            assert value == {"pillar": "serverfix:redis:password" if key == "REDIS_PASSWORD"
-                             else f"serverfix:dotenv:extra:{key}"}
+            assert value == {
+                "pillar": "serverfix:redis:password"
+                if key == "REDIS_PASSWORD"
+                else f"serverfix:dotenv:extra:{key}"
+            }
         else:
             assert str(value) == values[key], key
 
@@ -134,36 +197,62 @@ def test_map_jinja_merges_like_the_python_merge(pillar):
 def test_generated_defaults_and_pillar_example_are_fresh():
     # defaults.yaml is the one source: --check fails when _utils/serverfix_defaults.py or
     # pillar.example were not regenerated after an edit
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-defaults.py"), "--check"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen-defaults.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "backups:keep" in (REPO / "pillar.example").read_text(encoding="utf-8")
 
 
 def test_schema_knows_every_default_and_the_managed_keys():
     schema = UTIL_MODULES["serverfix_schema"].pillar_schema(UTILS["serverfix_size.parse_size"], {})
-    assert {s: set(v) if isinstance(v, dict) else None for s, v in schema.items()} == \
-        {s: set(v) if isinstance(v, dict) else None for s, v in DEFAULTS.items()}
+    assert {s: set(v) if isinstance(v, dict) else None for s, v in schema.items()} == {
+        s: set(v) if isinstance(v, dict) else None for s, v in DEFAULTS.items()
+    }
     assert list(UTILS["serverfix_defaults.managed_env"]()) == [
-        "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "QUEUE_ENABLED", "QUEUE_CONCURRENCY"]
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_PASSWORD",
+        "REDIS_DB",
+        "QUEUE_ENABLED",
+        "QUEUE_CONCURRENCY",
+    ]
     assert UTILS["serverfix_schema.validate"](DEFAULTS, UTILS) == []
 
 
 def test_secrets_are_scrubbed_everywhere():
     data = {"a": ["x hunter22 y", {"b": "hunter22"}], "c": 5}
-    assert UTILS["serverfix_facts.scrub"](data, {"hunter22"}) == {"a": ["x <secret> y", {"b": "<secret>"}], "c": 5}
+    assert UTILS["serverfix_facts.scrub"](data, {"hunter22"}) == {
+        "a": ["x <secret> y", {"b": "<secret>"}],
+        "c": 5,
+    }
 
 
 SAMPLE = {
-    "function": "verify", "version": 1, "ok": False, "duration_ms": 12,
+    "function": "verify",
+    "version": 1,
+    "ok": False,
+    "duration_ms": 12,
     "counts": {"fail": 1, "warn": 0, "pass": 1, "skip": 0, "info": 0},
     "settings": {"env_file": "/srv/.env"},
     "checks": [
-        {"id": "redis-ping", "status": "fail", "title": "PING 127.0.0.1:6379 -> Connection refused",
-         "evidence": {"host": "127.0.0.1", "port": 6379, "listening": []},
-         "fix": {"state": "serverfix.redis", "pillar": "serverfix:redis", "hint": ""}},
-        {"id": "pm2-online", "status": "pass", "title": "1 app(s) online", "evidence": {"apps": {"x": "online"}},
-         "fix": {"state": None, "pillar": None, "hint": ""}},
+        {
+            "id": "redis-ping",
+            "status": "fail",
+            "title": "PING 127.0.0.1:6379 -> Connection refused",
+            "evidence": {"host": "127.0.0.1", "port": 6379, "listening": []},
+            "fix": {"state": "serverfix.redis", "pillar": "serverfix:redis", "hint": ""},
+        },
+        {
+            "id": "pm2-online",
+            "status": "pass",
+            "title": "1 app(s) online",
+            "evidence": {"apps": {"x": "online"}},
+            "fix": {"state": None, "pillar": None, "hint": ""},
+        },
     ],
 }
 

@@ -14,7 +14,9 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 from tests.support.loader import import_salt_module
 from tests.support.paths import MODULES_DIR, UTILS_DIR
 
-sysctl_persist = import_salt_module(MODULES_DIR / "sysctl_persist.py", "serverfix_unit_sysctl_persist")
+sysctl_persist = import_salt_module(
+    MODULES_DIR / "sysctl_persist.py", "serverfix_unit_sysctl_persist"
+)
 serverfix_files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_unit_files_util")
 fstab_util = import_salt_module(UTILS_DIR / "serverfix_fstab.py", "serverfix_unit_fstab_util")
 swapplan = import_salt_module(UTILS_DIR / "serverfix_swapplan.py", "serverfix_unit_swapplan_util")
@@ -30,18 +32,36 @@ PROC_SWAPS = """Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
 
 def test_proc_swaps_parsed_with_escapes_and_deleted_files():
     entries = fstab_util.parse_proc_swaps(PROC_SWAPS)
-    assert [e["filename"] for e in entries] == ["/swapfile", "/var/tmp/my swap", "/old", "/dev/vdb2"]
-    assert entries[0] == {"filename": "/swapfile", "type": "file", "size_bytes": 2097148 * 1024,
-                          "used_bytes": 1024 * 1024, "priority": -2, "deleted": False}
+    assert [e["filename"] for e in entries] == [
+        "/swapfile",
+        "/var/tmp/my swap",
+        "/old",
+        "/dev/vdb2",
+    ]
+    assert entries[0] == {
+        "filename": "/swapfile",
+        "type": "file",
+        "size_bytes": 2097148 * 1024,
+        "used_bytes": 1024 * 1024,
+        "priority": -2,
+        "deleted": False,
+    }
     assert entries[2]["deleted"] and entries[3]["type"] == "partition"
     assert fstab_util.parse_proc_swaps("Filename\tType\tSize\tUsed\tPriority\n") == []
 
 
 def test_meminfo_parsed_in_bytes(tmp_path):
     path = tmp_path / "meminfo"
-    path.write_text("MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n", encoding="ascii")
+    path.write_text(
+        "MemTotal:        3800000 kB\nMemAvailable:    1200000 kB\nHugePages_Total:  0\n",
+        encoding="ascii",
+    )
     info = serverfix_files.meminfo(str(path))
-    assert info == {"MemTotal": 3800000 * 1024, "MemAvailable": 1200000 * 1024, "HugePages_Total": 0}
+    assert info == {
+        "MemTotal": 3800000 * 1024,
+        "MemAvailable": 1200000 * 1024,
+        "HugePages_Total": 0,
+    }
     assert serverfix_files.meminfo(str(tmp_path / "missing")) == {}
 
 
@@ -62,13 +82,16 @@ MOUNTINFO = """22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
 """
 
 
-@pytest.mark.parametrize("path, fs_type, point", [
-    ("/swapfile", "ext4", "/"),
-    ("/tmp/x", "tmpfs", "/tmp"),
-    ("/tmpfoo/x", "ext4", "/"),               # a prefix of the name is not the mount point
-    ("/var/lib/my data/swap", "xfs", "/var/lib/my data"),
-    ("/mnt/swap", "ext2", "/mnt"),            # stacked mounts: the last one is the visible one
-])
+@pytest.mark.parametrize(
+    "path, fs_type, point",
+    [
+        ("/swapfile", "ext4", "/"),
+        ("/tmp/x", "tmpfs", "/tmp"),
+        ("/tmpfoo/x", "ext4", "/"),  # a prefix of the name is not the mount point
+        ("/var/lib/my data/swap", "xfs", "/var/lib/my data"),
+        ("/mnt/swap", "ext2", "/mnt"),  # stacked mounts: the last one is the visible one
+    ],
+)
 def test_mount_of_finds_the_visible_mount(path, fs_type, point):
     mount = fstab_util.mount_of(path, MOUNTINFO)
     assert (mount["fs_type"], mount["mount_point"]) == (fs_type, point)
@@ -79,25 +102,35 @@ def test_fstab_gets_exactly_one_line():
     added = fstab_util.with_swap(base, "/swapfile")
     assert added == base + "/swapfile none swap sw 0 0\n"
     assert fstab_util.with_swap(added, "/swapfile") is None
-    assert fstab_util.with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile") == \
-        "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"       # no newline at the end before
+    assert (
+        fstab_util.with_swap("UUID=1 / ext4 defaults 0 1", "/swapfile")
+        == "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n"
+    )  # no newline at the end before
     dup = base + "/swapfile none swap sw 0 0\n/swapfile swap swap defaults 0 0\n"
     assert fstab_util.with_swap(dup, "/swapfile") == added
     wrong_type = base + "/swapfile /mnt ext4 defaults 0 0\n"
     assert fstab_util.with_swap(wrong_type, "/swapfile") == added
     own = base + "/swapfile none swap sw,pri=5 0 0\n"
-    assert fstab_util.with_swap(own, "/swapfile") is None          # the admin's options stay
+    assert fstab_util.with_swap(own, "/swapfile") is None  # the admin's options stay
     assert fstab_util.with_swap("", "/my swap") == "/my\\040swap none swap sw 0 0\n"
 
 
 def test_fstab_without_removes_every_line_for_the_file_only():
     text = "UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n/swapfile2 none swap sw 0 0\n"
-    assert fstab_util.without(text, "/swapfile") == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
+    assert (
+        fstab_util.without(text, "/swapfile")
+        == "UUID=1 / ext4 defaults 0 1\n/swapfile2 none swap sw 0 0\n"
+    )
     assert fstab_util.without(text, "/nothere") is None
 
 
-LINE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e"
-                                      "\x85\u2028\u2029"), max_size=40)
+LINE = st.text(
+    alphabet=st.characters(
+        blacklist_categories=("Cs",),
+        blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+    ),
+    max_size=40,
+)
 SWAP_PATH = st.from_regex(r"\A/[a-z0-9 _.-]{1,12}\Z")
 
 
@@ -109,7 +142,9 @@ def test_fstab_property_one_line_others_kept_idempotent(lines, path):
     assert len(fstab_util.entries(final, path)) == 1
     assert fstab_util.with_swap(final, path) is None
     others = [line for line in text.splitlines() if not fstab_util.entries(line + "\n", path)]
-    assert [line for line in final.splitlines() if not fstab_util.entries(line + "\n", path)] == others
+    assert [
+        line for line in final.splitlines() if not fstab_util.entries(line + "\n", path)
+    ] == others
 
 
 @given(SWAP_PATH)
@@ -118,9 +153,24 @@ def test_fstab_escape_round_trips(path):
 
 
 def _st(**kw):
-    base = {"path": "/swapfile", "exists": True, "is_file": True, "size_bytes": 64 * M, "allocated_bytes": 64 * M,
-            "mode": 0o600, "uid": 0, "gid": 0, "is_swap": True, "header_ok": True, "holes": False, "nocow": False,
-            "fs_type": "ext4", "mount_point": "/", "active": True, "used_bytes": 0}
+    base = {
+        "path": "/swapfile",
+        "exists": True,
+        "is_file": True,
+        "size_bytes": 64 * M,
+        "allocated_bytes": 64 * M,
+        "mode": 0o600,
+        "uid": 0,
+        "gid": 0,
+        "is_swap": True,
+        "header_ok": True,
+        "holes": False,
+        "nocow": False,
+        "fs_type": "ext4",
+        "mount_point": "/",
+        "active": True,
+        "used_bytes": 0,
+    }
     base.update(kw)
     return base
 
@@ -128,21 +178,35 @@ def _st(**kw):
 PLENTY = 100 << 30
 
 
-@pytest.mark.parametrize("status, wanted, action, keys", [
-    (_st(exists=False, is_file=False, is_swap=False, active=False, size_bytes=None, allocated_bytes=0),
-     64 * M, "create", {"file", "active"}),
-    (_st(), 64 * M, "none", set()),
-    (_st(mode=0o644), 64 * M, "none", {"mode"}),
-    (_st(uid=1000), 64 * M, "none", {"mode"}),
-    (_st(), 96 * M, "resize", {"file"}),
-    (_st(active=False), 96 * M, "rebuild", {"file", "active"}),
-    (_st(active=False), 64 * M, "activate", {"active"}),
-    (_st(active=False, mode=0o644), 64 * M, "activate", {"active", "mode"}),
-    (_st(active=False, holes=True), 64 * M, "rebuild", {"file", "active"}),
-    (_st(active=False, fs_type="btrfs"), 64 * M, "rebuild", {"file", "active"}),
-    (_st(active=False, fs_type="btrfs", nocow=True), 64 * M, "activate", {"active"}),
-    (_st(active=False, header_ok=False), 64 * M, "rebuild", {"file", "active"}),
-])
+@pytest.mark.parametrize(
+    "status, wanted, action, keys",
+    [
+        (
+            _st(
+                exists=False,
+                is_file=False,
+                is_swap=False,
+                active=False,
+                size_bytes=None,
+                allocated_bytes=0,
+            ),
+            64 * M,
+            "create",
+            {"file", "active"},
+        ),
+        (_st(), 64 * M, "none", set()),
+        (_st(mode=0o644), 64 * M, "none", {"mode"}),
+        (_st(uid=1000), 64 * M, "none", {"mode"}),
+        (_st(), 96 * M, "resize", {"file"}),
+        (_st(active=False), 96 * M, "rebuild", {"file", "active"}),
+        (_st(active=False), 64 * M, "activate", {"active"}),
+        (_st(active=False, mode=0o644), 64 * M, "activate", {"active", "mode"}),
+        (_st(active=False, holes=True), 64 * M, "rebuild", {"file", "active"}),
+        (_st(active=False, fs_type="btrfs"), 64 * M, "rebuild", {"file", "active"}),
+        (_st(active=False, fs_type="btrfs", nocow=True), 64 * M, "activate", {"active"}),
+        (_st(active=False, header_ok=False), 64 * M, "rebuild", {"file", "active"}),
+    ],
+)
 def test_decision_table(status, wanted, action, keys):
     result = swapplan.decide(status, wanted, PLENTY, PLENTY)
     assert (result["action"], set(result["changes"]), result["errors"]) == (action, keys, [])
@@ -154,47 +218,81 @@ def test_refusals_name_the_key_and_the_fix():
     directory = swapplan.decide(_st(is_file=False), 64 * M, PLENTY, PLENTY)["errors"]
     assert "not a regular file" in directory[0]
     # 64M + 256M reserve does not fit in 300M free
-    disk = swapplan.decide(_st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY)["errors"]
-    assert "size 64M: not enough disk space for it at /swapfile" in disk[0] and "320.0 MiB needed" in disk[0]
+    disk = swapplan.decide(
+        _st(exists=False, active=False, size_bytes=None), 64 * M, 300 * M, PLENTY
+    )["errors"]
+    assert (
+        "size 64M: not enough disk space for it at /swapfile" in disk[0]
+        and "320.0 MiB needed" in disk[0]
+    )
     # growing 1G -> 2G with 1.2G free: the old file's blocks count as free (it goes first)
-    grow = swapplan.decide(_st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY)
+    grow = swapplan.decide(
+        _st(size_bytes=1 << 30, allocated_bytes=1 << 30), 2 << 30, 1300 * M, PLENTY
+    )
     assert grow["errors"] == []
     memory = swapplan.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1000 * M)["errors"]
     assert "cannot resize /swapfile now: 900.0 MiB of it is in use" in memory[0]
     assert swapplan.decide(_st(used_bytes=900 * M), 128 * M, PLENTY, 1100 * M)["errors"] == []
 
 
-@pytest.mark.parametrize("size, text", [(2 << 30, "2G"), (512 * M, "512M"), (1536 * M, "1536M"), (4097, "4097 bytes")])
+@pytest.mark.parametrize(
+    "size, text", [(2 << 30, "2G"), (512 * M, "512M"), (1536 * M, "1536M"), (4097, "4097 bytes")]
+)
 def test_human_sizes(size, text):
     assert swapplan.human(size) == text
 
 
 def test_sysctl_boot_order_first_directory_wins_then_names_sort():
-    order = sysctl_persist._boot_order([
-        ("/etc/sysctl.d", ["99-sysctl.conf", "99-zz-serverfix.conf", "50-pid-max.conf", "README.sysctl"]),
-        ("/run/sysctl.d", []),
-        ("/usr/lib/sysctl.d", ["50-pid-max.conf", "99-salt.conf", "99-zzz-late.conf", "10-a.conf"]),
-    ])
-    assert order == ["/usr/lib/sysctl.d/10-a.conf", "/etc/sysctl.d/50-pid-max.conf", "/usr/lib/sysctl.d/99-salt.conf",
-                     "/etc/sysctl.d/99-sysctl.conf", "/etc/sysctl.d/99-zz-serverfix.conf",
-                     "/usr/lib/sysctl.d/99-zzz-late.conf"]
+    order = sysctl_persist._boot_order(
+        [
+            (
+                "/etc/sysctl.d",
+                ["99-sysctl.conf", "99-zz-serverfix.conf", "50-pid-max.conf", "README.sysctl"],
+            ),
+            ("/run/sysctl.d", []),
+            (
+                "/usr/lib/sysctl.d",
+                ["50-pid-max.conf", "99-salt.conf", "99-zzz-late.conf", "10-a.conf"],
+            ),
+        ]
+    )
+    assert order == [
+        "/usr/lib/sysctl.d/10-a.conf",
+        "/etc/sysctl.d/50-pid-max.conf",
+        "/usr/lib/sysctl.d/99-salt.conf",
+        "/etc/sysctl.d/99-sysctl.conf",
+        "/etc/sysctl.d/99-zz-serverfix.conf",
+        "/usr/lib/sysctl.d/99-zzz-late.conf",
+    ]
     # Salt's sysctl.present file loses to /etc/sysctl.conf; this formula's file wins
-    assert order.index("/usr/lib/sysctl.d/99-salt.conf") < order.index("/etc/sysctl.d/99-sysctl.conf")
+    assert order.index("/usr/lib/sysctl.d/99-salt.conf") < order.index(
+        "/etc/sysctl.d/99-sysctl.conf"
+    )
 
 
 def test_sysctl_conf_parsing_like_the_tools():
-    text = ("# comment\n; also a comment\nvm.swappiness=60\n vm/vfs_cache_pressure = 100 \n"
-            "-net.ipv4.tcp_rmem = 4096\t87380  6291456\nvm.swappiness = 5\nnot a setting\n")
-    assert sysctl_persist._parse_conf(text) == {"vm.swappiness": "5", "vm.vfs_cache_pressure": "100",
-                                               "net.ipv4.tcp_rmem": "4096 87380 6291456"}
+    text = (
+        "# comment\n; also a comment\nvm.swappiness=60\n vm/vfs_cache_pressure = 100 \n"
+        "-net.ipv4.tcp_rmem = 4096\t87380  6291456\nvm.swappiness = 5\nnot a setting\n"
+    )
+    assert sysctl_persist._parse_conf(text) == {
+        "vm.swappiness": "5",
+        "vm.vfs_cache_pressure": "100",
+        "net.ipv4.tcp_rmem": "4096 87380 6291456",
+    }
     assert sysctl_persist._render({"vm.vfs_cache_pressure": 50, "vm.swappiness": 10}).endswith(
-        "vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n")
+        "vm.swappiness = 10\nvm.vfs_cache_pressure = 50\n"
+    )
 
 
 def test_remove_refusals_and_changes():
-    gone = swapplan.decide_remove(_st(exists=False, is_file=False, active=False, fstab_lines=[]), PLENTY)
+    gone = swapplan.decide_remove(
+        _st(exists=False, is_file=False, active=False, fstab_lines=[]), PLENTY
+    )
     assert gone == ({}, [])
-    changes, errors = swapplan.decide_remove(_st(fstab_lines=["/swapfile none swap sw 0 0"]), PLENTY)
+    changes, errors = swapplan.decide_remove(
+        _st(fstab_lines=["/swapfile none swap sw 0 0"]), PLENTY
+    )
     assert set(changes) == {"active", "fstab", "file"} and errors == []
     _, errors = swapplan.decide_remove(_st(used_bytes=900 * M, fstab_lines=[]), 1000 * M)
     assert "cannot swap off /swapfile: 900.0 MiB of it is in use" in errors[0]
@@ -203,7 +301,9 @@ def test_remove_refusals_and_changes():
 
 
 def test_error_helpers_raise_one_error_listing_every_problem():
-    errors_util = import_salt_module(UTILS_DIR / "serverfix_errors.py", "serverfix_unit_errors_util")
+    errors_util = import_salt_module(
+        UTILS_DIR / "serverfix_errors.py", "serverfix_unit_errors_util"
+    )
     errors_util.raise_problems([])  # nothing to say: no error
     with pytest.raises(CommandExecutionError) as raised:
         errors_util.raise_problems(["a is wrong", "b is wrong"], prefix="Nothing was changed: ")
