@@ -159,8 +159,11 @@ def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
 
-    Validates the raw pillar, then the merged settings (``config``, from map.jinja): that
-    ``redis:host`` is covered by the Redis bind, and asks the ``dotenv``, ``pm2`` and
+    Validates the raw pillar, then the merged settings (``config``, from map.jinja): no process
+    both removed and kept, no Redis bind beyond loopback without ``redis:allow_remote`` and a
+    password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
+    (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
+    the formula writes it (15 and later), and asks the ``dotenv``, ``pm2`` and
     ``swapfile`` modules for problems with the files and tools their phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
@@ -187,7 +190,8 @@ def preflight(config, pillar=None, phases=None):
     def in_run(*names):
         return phases is None or any(name in phases for name in names)
 
-    errors = []
+    # between keys (a kept process removed, a Redis open to other hosts), on what the SLS files use
+    errors = __utils__["serverfix_schema.cross_check"](config)
     redis = config["redis"]
     if redis["enabled"] and in_run(
         "redis", "env"
@@ -209,6 +213,13 @@ def preflight(config, pillar=None, phases=None):
     dotenv = config["dotenv"]
     if in_run("env"):
         errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
+        found = __utils__["serverfix_npm.dotenv_version"](
+            dotenv["file"], dotenv.get("npm_version", "")
+        )
+        problem = __utils__["serverfix_npm.version_problem"](
+            found, f"{PILLAR_KEY}:dotenv:npm_version"
+        )
+        errors += [problem] if problem else []
     swap = config["swap"]
     if swap["enabled"] and in_run("swap"):
         errors += _module_preflight("swapfile", path=swap["file"], size=swap["size"])

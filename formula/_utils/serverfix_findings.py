@@ -113,6 +113,22 @@ def _diagnose_redis(facts):
                 facts.fix("serverfix.redis", "serverfix:redis:bind", "bind 127.0.0.1 -::1"),
             )
         )
+        if not target["password"]:
+            findings.append(
+                _finding(
+                    "redis-remote-without-password",
+                    "critical",
+                    f"Redis listens on {', '.join(public)} and the backend uses no password: "
+                    "anyone who reaches the port can read and change the queue",
+                    {"listening": listening, "port": target["port"], "password_set": False},
+                    facts.fix(
+                        "serverfix.redis",
+                        "serverfix:redis:password",
+                        "bind 127.0.0.1 -::1, or set serverfix:redis:password "
+                        "(serverfix:redis:allow_remote: true)",
+                    ),
+                )
+            )
     policy, error = facts.eviction_policy
     wanted = facts.cfg["redis"]["maxmemory_policy"]
     if policy is not None and policy != wanted:
@@ -136,6 +152,26 @@ def _diagnose_redis(facts):
             )
         )
     return findings
+
+
+def _diagnose_dotenv_version(facts):
+    """Which npm dotenv reads the .env (the formula's rules hold from 15 on), as a finding."""
+    dotenv = facts.cfg["dotenv"]
+    key = "serverfix:dotenv:npm_version"
+    found = facts.utils["serverfix_npm.dotenv_version"](dotenv["file"], dotenv.get("npm_version"))
+    problem = facts.utils["serverfix_npm.version_problem"](found, key)
+    if problem:
+        return _finding(
+            "env-dotenv-version", "warning", problem, found, facts.fix("serverfix.env", key)
+        )
+    if found["version"] is None:
+        title = (
+            "No node_modules/dotenv/package.json in or above the .env's directory: a current "
+            "npm dotenv (16.x-18.x rules) is assumed"
+        )
+    else:
+        title = f"The backend reads its .env with npm dotenv {found['version']} ({found['source']})"
+    return _finding("env-dotenv-version", "info", title, found, facts.fix(None, key))
 
 
 def _diagnose_env(facts):
@@ -360,7 +396,7 @@ def _diagnose_system(facts):
                 facts.fix("serverfix.swap", "serverfix:swap"),
             )
         )
-    elif not swaps:
+    elif not swaps and swap["enabled"]:  # swap:enabled false: no swap is what was asked for
         findings.append(
             _finding(
                 "swap-missing",
@@ -452,6 +488,7 @@ def diagnose(facts, pillar_errors=()):
     if facts.cfg["redis"]["enabled"]:
         findings += _diagnose_redis(facts)
     findings += _diagnose_env(facts)
+    findings.append(_diagnose_dotenv_version(facts))
     findings += _diagnose_pm2(facts)
     _diagnose_logs(facts, findings)
     findings += _diagnose_system(facts)

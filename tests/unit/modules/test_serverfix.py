@@ -35,6 +35,7 @@ UTIL_NAMES = (
     "serverfix_facts",
     "serverfix_findings",
     "serverfix_checks",
+    "serverfix_npm",
 )
 UTIL_MODULES = {
     name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit")
