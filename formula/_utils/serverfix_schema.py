@@ -353,14 +353,14 @@ def cross_check(settings, root=PILLAR_KEY):
     return errors
 
 
-def validate(pillar, utils, root=PILLAR_KEY):
+def validate(pillar, utils, root=PILLAR_KEY, cross=True):
     """
     The problems of the ``serverfix`` pillar mapping ``pillar`` as messages, one per problem
     (empty: valid). Unknown keys are reported with the closest known key (a likely typo), then
     the problems between keys (:func:`cross_check`, on the pillar merged over the defaults).
     ``utils`` is the caller's ``__utils__`` (for the size parser, the managed .env keys, the
     defaults and the merge). ``root`` starts every key in the messages (``config`` for a
-    ``config=`` argument).
+    ``config=`` argument). ``cross=False``: the key rules only.
     """
     schema = pillar_schema(
         utils["serverfix_size.parse_size"], utils["serverfix_defaults.managed_env"]()
@@ -404,5 +404,7 @@ def validate(pillar, utils, root=PILLAR_KEY):
                     f"{sub_where}: {_show(sub_value, spec[key])} is not valid; "
                     f"expected {spec[key].expected}"
                 )
+    if not cross:
+        return errors
     merged = utils["serverfix_settings.merge"](utils["serverfix_defaults.defaults"](), pillar)
     return errors + cross_check(merged, root)

@@ -103,7 +103,8 @@ def load(config, pillar, utils):
     ``source`` says which was used. ``utils`` is the caller's ``__utils__`` (utils get none of
     their own). Raises ``SaltInvocationError`` for a ``config`` that is not a mapping or not
     valid like the pillar (every problem, keys as ``config:<section>:<key>``, also in
-    ``exc.info["errors"]``): a typo or a wrong type is never ignored.
+    ``exc.info["errors"]``): a typo or a wrong type is never ignored. Problems between keys of
+    a well-formed ``config`` (``serverfix_schema.cross_check``) are returned, as the pillar's.
     """
     if isinstance(config, str):
         try:
@@ -127,11 +128,13 @@ def load(config, pillar, utils):
         config = given if isinstance(given, dict) else {}
     else:
         config = utils["serverfix_pillar.resolve_all"](config, pillar or {})
-        problems = utils["serverfix_schema.validate"](config, utils, root="config")
+        problems = utils["serverfix_schema.validate"](config, utils, root="config", cross=False)
         if problems:
             exc = SaltInvocationError(
                 "config: not valid serverfix settings (see pillar.example):\n" + "\n".join(problems)
             )
             exc.info = {"errors": problems}
             raise exc
+        # settings that are well-formed but unsafe together are reported, as for the pillar
+        errors = utils["serverfix_schema.cross_check"](merge(defaults, config), root="config")
     return merge(defaults, config), errors, source

@@ -171,6 +171,8 @@ MAP_PILLARS = [
     # missing or empty sections and unknown keys
     {"redis": {}, "dotenv": None, "unknown": {"a": 1}, "swap": {"typo": 1}},
     "not a mapping",
+    # integers as strings: plain decimals become ints, anything else stays for the preflight
+    {"swap": {"swappiness": "10", "vfs_cache_pressure": "010"}, "redis": {"port": "٦٣٧٩", "db": "0"}},
 ]
 
 
