@@ -151,7 +151,7 @@ def _module_preflight(module, keys=None, **kwargs):
     keys = keys or {}
     return [
         msg if f"{PILLAR_KEY}:" in msg else f"{keys.get(arg) or MODULE_KEYS[module]}: {msg}"
-        for arg, msg in zip(arguments, errors)
+        for arg, msg in zip(arguments, errors, strict=False)
     ]
 
 
@@ -278,13 +278,15 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
          "ok": true when there is no critical and no warning finding,
          "duration_ms": int,
          "counts": {"critical": int, "warning": int, "info": int},
-         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int, "swap_file": str,
-                      "source": "config" | "pillar" | "defaults only: ..." (where the settings came from)},
+         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int,
+                      "swap_file": str,
+                      "source": "config" | "pillar" | "defaults only: ..." (where they came from)},
          "findings": [                        # critical first, then warning, then info
              {"id": str, "severity": "critical" | "warning" | "info",
               "title": str,                   # one line for a person
               "evidence": {name: number | string | bool | list | mapping},
-              "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null, "hint": str}}]}
+              "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null,
+                      "hint": str}}]}
 
     config
         The merged settings (as map.jinja renders them, a mapping or JSON); by default
@@ -313,13 +315,14 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
     well under 2 s: pass / fail (/ warn / skip / info) per check, in this order:
 
     ``redis-service`` (active and enabled), ``redis-ping`` (PING -> PONG over the exact
-    REDIS_HOST/REDIS_PORT/REDIS_PASSWORD of the .env, AUTH inside the socket), ``redis-loopback-only``
-    (and REDIS_HOST resolving to a listened address), ``redis-eviction-policy``, ``env-keys`` (the
-    .env keys as the pillar says), ``env-not-shadowed`` (pm2's saved env does not override them),
-    ``swap`` (active, with its size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent
-    from the list and the saved dump), ``backend-ready`` (the ready lines logged and no symptom after
-    them; ``warn`` instead of ``fail`` while serverfix:backend:restart is false and the backend still
-    runs with the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
+    REDIS_HOST/REDIS_PORT/REDIS_PASSWORD of the .env, AUTH inside the socket),
+    ``redis-loopback-only`` (and REDIS_HOST resolving to a listened address),
+    ``redis-eviction-policy``, ``env-keys`` (the .env keys as the pillar says),
+    ``env-not-shadowed`` (pm2's saved env does not override them), ``swap`` (active, with its
+    size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent from the list and the
+    saved dump), ``backend-ready`` (the ready lines logged and no symptom after them; ``warn``
+    instead of ``fail`` while serverfix:backend:restart is false and the backend still runs with
+    the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
     serverfix:verify:requests times, median against serverfix:verify:limit_ms).
 
     The salt return code is 1 when a check fails. The default outputter ``serverfix_report``

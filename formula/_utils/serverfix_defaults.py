@@ -102,5 +102,6 @@ def defaults():
 
 
 def managed_env():
-    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the runbook's order."""
+    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the
+    runbook's order."""
     return dict(json.loads(_DEFAULTS_JSON)["managed_env"])

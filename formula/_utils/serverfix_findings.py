@@ -56,8 +56,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-not-running",
                 "critical",
-                f"Redis is {state}: nothing listens on port {target['port']} (the queue runs in the slow "
-                "synchronous fallback)",
+                f"Redis is {state}: nothing listens on port {target['port']} (the queue runs in "
+                "the slow synchronous fallback)",
                 evidence,
                 facts.fix(
                     "serverfix.redis",
@@ -74,7 +74,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-host-mismatch",
                 "critical",
-                f"REDIS_HOST {target['host']!r} resolves to {', '.join(facts.resolved) or 'nothing'} but Redis "
+                f"REDIS_HOST {target['host']!r} resolves to "
+                f"{', '.join(facts.resolved) or 'nothing'} but Redis "
                 f"listens on {', '.join(listening)} (the IPv4/IPv6 localhost pitfall)",
                 evidence,
                 facts.fix(
@@ -136,7 +137,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-eviction-policy",
                 "warning",
-                f"Redis maxmemory-policy is {policy}, not {wanted} (queue jobs and their locks may be evicted)",
+                f"Redis maxmemory-policy is {policy}, not {wanted} (queue jobs and their locks "
+                "may be evicted)",
                 {"maxmemory_policy": policy, "wanted": wanted},
                 facts.fix("serverfix.redis", "serverfix:redis:maxmemory_policy"),
             )
@@ -199,7 +201,10 @@ def _diagnose_env(facts):
     queue_wrong = env.get(QUEUE_KEY) != wanted_queue and wanted_queue == "true"
     if queue_wrong:
         found = "missing" if QUEUE_KEY not in env else f"{env[QUEUE_KEY]!r}"
-        title = f"Queue not configured: {QUEUE_KEY} is {found} in {path} (the backend uses the synchronous fallback)"
+        title = (
+            f"Queue not configured: {QUEUE_KEY} is {found} in {path} (the backend uses the "
+            "synchronous fallback)"
+        )
     else:
         title = f"{path} differs from the pillar in {len(missing) + len(different)} key(s)"
     return [
@@ -307,13 +312,15 @@ def _diagnose_pm2(facts):
             _finding(
                 "env-shadowed-by-pm2",
                 "warning",
-                f"pm2 passes {', '.join(shadowed)} from {backend}'s saved start environment: edits in the .env "
+                f"pm2 passes {', '.join(shadowed)} from {backend}'s saved start environment: "
+                "edits in the .env "
                 "have no effect until it is deleted and started again",
                 {"keys": shadowed},
                 facts.fix(
                     "serverfix.backend",
                     "serverfix:backend:shadowed_env",
-                    f"pm2 delete {backend} and start it again from its ecosystem file (restart keeps the old env)",
+                    f"pm2 delete {backend} and start it again from its ecosystem file (restart "
+                    "keeps the old env)",
                 ),
             )
         )
@@ -321,7 +328,8 @@ def _diagnose_pm2(facts):
 
 
 def _diagnose_logs(facts, findings):
-    """Attach log symptoms to the finding that causes them; the rest means the backend needs a restart."""
+    """Attach log symptoms to the finding that causes them; the rest means the backend needs a
+    restart."""
     by_id = {f["id"]: f for f in findings}
     stale = []
     for hit in facts.log_state["symptoms"]:
@@ -362,7 +370,8 @@ def _diagnose_logs(facts, findings):
                 facts.fix(
                     "serverfix.backend",
                     "serverfix:backend:restart",
-                    f"restart {backend} after consultation (runbook Phase 5): pillar serverfix:backend:restart: true",
+                    f"restart {backend} after consultation (runbook Phase 5): pillar "
+                    "serverfix:backend:restart: true",
                 ),
             )
         )
@@ -401,7 +410,8 @@ def _diagnose_system(facts):
             _finding(
                 "swap-missing",
                 "warning",
-                f"No swap: 0 B swap for {memory['total_mb']} MB RAM, {memory['used_percent']} % used "
+                f"No swap: 0 B swap for {memory['total_mb']} MB RAM, {memory['used_percent']} % "
+                "used "
                 "(no room for load peaks)",
                 {
                     "swap_total_mb": 0,
@@ -435,7 +445,8 @@ def _diagnose_system(facts):
             _finding(
                 "memory-low",
                 "warning",
-                f"Only {memory['available_mb']} MB ({memory['available_percent']} %) of RAM available",
+                f"Only {memory['available_mb']} MB ({memory['available_percent']} %) of RAM "
+                "available",
                 memory,
                 facts.fix(
                     "serverfix.prisma_studio",
@@ -451,7 +462,8 @@ def _diagnose_system(facts):
         _finding(
             "memory",
             "info",
-            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available ({memory['used_percent']} % used); "
+            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available "
+            f"({memory['used_percent']} % used); "
             f"swap {facts.mb(total_swap)} MB" + (f"; pm2: {procs}" if procs else ""),
             dict(memory, swap_total_mb=facts.mb(total_swap)),
             facts.fix(),

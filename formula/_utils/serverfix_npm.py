@@ -53,7 +53,12 @@ def dotenv_version(env_file, pinned=""):
     if not match:
         error = f"no version number in it ({version!r})"
         return {"version": None, "source": source, "major": None, "error": error}
-    return {"version": version.strip(), "source": source, "major": int(match.group(1)), "error": None}
+    return {
+        "version": version.strip(),
+        "source": source,
+        "major": int(match.group(1)),
+        "error": None,
+    }
 
 
 def version_problem(found, key):

@@ -44,7 +44,8 @@ def base_settings(pm2, env_file, backend, port, **sections):
 
 @pytest.fixture(scope="module")
 def before(workdir, pm2):
-    """The runbook's "before" server: no Redis, .env without queue keys, prisma-studio running, no swap."""
+    """The runbook's "before" server: no Redis, .env without queue keys, prisma-studio running,
+    no swap."""
     env_file = write_env(workdir / "before" / ".env", {})
     pm2.start("intranet-backend", BACKEND_APP, env={"ENV_FILE": str(env_file)})
     pm2.start("prisma-studio", IDLE_APP, env={"ALLOC_MB": "48"})
@@ -226,7 +227,9 @@ def test_remote_redis_with_a_password_is_only_a_warning(modules, workdir, pm2, s
     with RedisServer(workdir, bind="0.0.0.0", password=PASSWORD) as redis:
         env_file = write_env(
             workdir / f"remote-{redis.port}" / ".env",
-            dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD=PASSWORD),
+            dict(
+                QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD=PASSWORD
+            ),
         )
         config = base_settings(pm2, env_file, "intranet-backend", redis.port)
         report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
@@ -310,7 +313,7 @@ def test_env_keys_shadowed_by_pm2(modules, workdir, pm2, swaps):
             workdir / "shadow" / ".env",
             dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port),
         )
-        # started from a shell that had REDIS_PORT exported: pm2 keeps it and passes it on every restart
+        # started from a shell with REDIS_PORT exported: pm2 keeps it and passes it on every restart
         pm2.start(
             "shadow-backend",
             BACKEND_APP,

@@ -158,7 +158,9 @@ def test_preflight_allows_remote_redis_with_switch_and_password(modules):
     assert modules.serverfix.preflight(config, pillar=pillar, phases=["redis"]) is True
 
 
-@pytest.mark.parametrize("version, refused", [("14.3.2", True), ("10.0.0", True), ("16.4.5", False)])
+@pytest.mark.parametrize(
+    "version, refused", [("14.3.2", True), ("10.0.0", True), ("16.4.5", False)]
+)
 def test_preflight_reads_the_backends_dotenv_version(modules, tmp_path, version, refused):
     env_file = tmp_path / "backend" / ".env"
     env_file.parent.mkdir()

@@ -21,8 +21,7 @@ NAMES = (
     "serverfix_npm",
 )
 MODULES = {
-    name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_schema_unit")
-    for name in NAMES
+    name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_schema_unit") for name in NAMES
 }
 UTILS = {
     f"{name}.{attr}": func
@@ -42,7 +41,9 @@ def test_defaults_are_valid():
 
 
 # item 6: ASCII decimal integers only, never a traceback, bools are not ints
-@pytest.mark.parametrize("value", ["010", "00", "³", "٣", "１０", " 10", "10 ", "+10", "-1", True, 1.5])
+@pytest.mark.parametrize(
+    "value", ["010", "00", "³", "٣", "１０", " 10", "10 ", "+10", "-1", True, 1.5]
+)
 def test_numbers_that_are_not_plain_decimals_are_refused(value):
     [message] = errors({"swap": {"swappiness": value}})
     assert message.startswith("serverfix:swap:swappiness: ") and "expected an integer" in message
@@ -62,7 +63,9 @@ def test_redis_maxmemory_with_non_ascii_digits_is_refused():
 def test_decimal_strings_are_passed_on_as_ints(value, expected):
     assert errors({"swap": {"swappiness": value}}) == []
     merged = merge_settings({"swap": {"swappiness": value}, "redis": {"port": str(6380)}})
-    assert merged["swap"]["swappiness"] == expected and type(merged["swap"]["swappiness"]) is int
+    assert merged["swap"]["swappiness"] == expected and isinstance(
+        merged["swap"]["swappiness"], int
+    )
     assert merged["redis"]["port"] == 6380
 
 
