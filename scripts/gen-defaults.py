@@ -47,7 +47,8 @@ def defaults():
 
 
 def managed_env():
-    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the runbook's order."""
+    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the
+    runbook's order."""
     return dict(json.loads(_DEFAULTS_JSON)["managed_env"])
 '''
 
@@ -74,7 +75,8 @@ def render():
 
 
 def render_pillar_example():
-    """The text of pillar.example: defaults.yaml's ``serverfix:`` block, up to the next top-level key."""
+    """The text of pillar.example: defaults.yaml's ``serverfix:`` block, up to the next
+    top-level key."""
     lines = SOURCE.read_text(encoding="utf-8").splitlines(keepends=True)
     start = lines.index("serverfix:\n")
     end = next(
@@ -91,10 +93,12 @@ def render_pillar_example():
 
 
 def outputs():
+    """``{path: text}`` of every generated file."""
     return {TARGET: render(), PILLAR_EXAMPLE: render_pillar_example()}
 
 
 def main(argv=None):
+    """Write the generated files, or with ``--check`` exit 1 when one is stale."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is stale")
     args = parser.parse_args(argv)

@@ -151,7 +151,7 @@ def _module_preflight(module, keys=None, **kwargs):
     keys = keys or {}
     return [
         msg if f"{PILLAR_KEY}:" in msg else f"{keys.get(arg) or MODULE_KEYS[module]}: {msg}"
-        for arg, msg in zip(arguments, errors)
+        for arg, msg in zip(arguments, errors, strict=False)
     ]
 
 
@@ -159,8 +159,11 @@ def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
 
-    Validates the raw pillar, then the merged settings (``config``, from map.jinja): that
-    ``redis:host`` is covered by the Redis bind, and asks the ``dotenv``, ``pm2`` and
+    Validates the raw pillar, then the merged settings (``config``, from map.jinja): no process
+    both removed and kept, no Redis bind beyond loopback without ``redis:allow_remote`` and a
+    password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
+    (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
+    the formula writes it (15 and later), and asks the ``dotenv``, ``pm2`` and
     ``swapfile`` modules for problems with the files and tools their phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
@@ -187,7 +190,8 @@ def preflight(config, pillar=None, phases=None):
     def in_run(*names):
         return phases is None or any(name in phases for name in names)
 
-    errors = []
+    # between keys (a kept process removed, a Redis open to other hosts), on what the SLS files use
+    errors = __utils__["serverfix_schema.cross_check"](config)
     redis = config["redis"]
     if redis["enabled"] and in_run(
         "redis", "env"
@@ -209,6 +213,13 @@ def preflight(config, pillar=None, phases=None):
     dotenv = config["dotenv"]
     if in_run("env"):
         errors += _module_preflight("dotenv", path=dotenv["file"], create=dotenv["create"])
+        found = __utils__["serverfix_npm.dotenv_version"](
+            dotenv["file"], dotenv.get("npm_version", "")
+        )
+        problem = __utils__["serverfix_npm.version_problem"](
+            found, f"{PILLAR_KEY}:dotenv:npm_version"
+        )
+        errors += [problem] if problem else []
     swap = config["swap"]
     if swap["enabled"] and in_run("swap"):
         errors += _module_preflight("swapfile", path=swap["file"], size=swap["size"])
@@ -267,13 +278,15 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
          "ok": true when there is no critical and no warning finding,
          "duration_ms": int,
          "counts": {"critical": int, "warning": int, "info": int},
-         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int, "swap_file": str,
-                      "source": "config" | "pillar" | "defaults only: ..." (where the settings came from)},
+         "settings": {"env_file": str, "backend": str, "pm2_home": str, "redis_port": int,
+                      "swap_file": str,
+                      "source": "config" | "pillar" | "defaults only: ..." (where they came from)},
          "findings": [                        # critical first, then warning, then info
              {"id": str, "severity": "critical" | "warning" | "info",
               "title": str,                   # one line for a person
               "evidence": {name: number | string | bool | list | mapping},
-              "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null, "hint": str}}]}
+              "fix": {"state": "serverfix.<sls>" | null, "pillar": "serverfix:<key>" | null,
+                      "hint": str}}]}
 
     config
         The merged settings (as map.jinja renders them, a mapping or JSON); by default
@@ -302,13 +315,14 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
     well under 2 s: pass / fail (/ warn / skip / info) per check, in this order:
 
     ``redis-service`` (active and enabled), ``redis-ping`` (PING -> PONG over the exact
-    REDIS_HOST/REDIS_PORT/REDIS_PASSWORD of the .env, AUTH inside the socket), ``redis-loopback-only``
-    (and REDIS_HOST resolving to a listened address), ``redis-eviction-policy``, ``env-keys`` (the
-    .env keys as the pillar says), ``env-not-shadowed`` (pm2's saved env does not override them),
-    ``swap`` (active, with its size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent
-    from the list and the saved dump), ``backend-ready`` (the ready lines logged and no symptom after
-    them; ``warn`` instead of ``fail`` while serverfix:backend:restart is false and the backend still
-    runs with the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
+    REDIS_HOST/REDIS_PORT/REDIS_PASSWORD of the .env, AUTH inside the socket),
+    ``redis-loopback-only`` (and REDIS_HOST resolving to a listened address),
+    ``redis-eviction-policy``, ``env-keys`` (the .env keys as the pillar says),
+    ``env-not-shadowed`` (pm2's saved env does not override them), ``swap`` (active, with its
+    size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent from the list and the
+    saved dump), ``backend-ready`` (the ready lines logged and no symptom after them; ``warn``
+    instead of ``fail`` while serverfix:backend:restart is false and the backend still runs with
+    the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
     serverfix:verify:requests times, median against serverfix:verify:limit_ms).
 
     The salt return code is 1 when a check fails. The default outputter ``serverfix_report``

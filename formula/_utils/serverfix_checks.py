@@ -144,7 +144,8 @@ def _verify_env(facts):
         env_check = _check(
             "env-keys",
             "pass" if ok else "fail",
-            f"{len(facts.wanted) - len(missing) - len(different)}/{len(facts.wanted)} keys as the pillar says"
+            f"{len(facts.wanted) - len(missing) - len(different)}/{len(facts.wanted)} keys as the "
+            "pillar says"
             + (f"; missing {', '.join(missing)}" if missing else "")
             + (f"; different {', '.join(different)}" if different else ""),
             {
@@ -187,8 +188,8 @@ def _verify_swap(facts):
     swap_check = _check(
         "swap",
         "pass" if ok else "fail",
-        f"{swap['file']}: {'active' if active else 'not active'}, {facts.mb(size)} MB (wanted {facts.mb(wanted)} MB)"
-        + (f" ({error})" if error else ""),
+        f"{swap['file']}: {'active' if active else 'not active'}, {facts.mb(size)} MB (wanted "
+        f"{facts.mb(wanted)} MB)" + (f" ({error})" if error else ""),
         {
             "file": swap["file"],
             "active": active,
@@ -257,7 +258,8 @@ def _verify_pm2(facts):
             (
                 f"{', '.join(unwanted)} absent from pm2's list and saved dump"
                 if ok
-                else f"still in the list: {', '.join(running) or '-'}; in the saved dump: {', '.join(in_dump) or '-'}"
+                else f"still in the list: {', '.join(running) or '-'}; "
+                f"in the saved dump: {', '.join(in_dump) or '-'}"
                 + (f"; dump unreadable: {saved_error}" if saved_error else "")
             ),
             {
@@ -287,7 +289,7 @@ def _verify_backend_ready(facts):
     )
     status = "pass"
     if not ok:
-        # without a restart (the default) the backend keeps its old settings: say so, don't fail the run
+        # without a restart (the default) the backend keeps its old settings: say so, don't fail
         status = "fail" if facts.cfg["backend"]["restart"] or facts.backend is None else "warn"
     missing = [p for p, hit in found.items() if not hit]
     if ok:
@@ -295,7 +297,8 @@ def _verify_backend_ready(facts):
     elif facts.restart_pending:
         title = f"{backend} started before the .env changed: it still runs with the old settings"
     elif symptoms:
-        title = f"{backend}'s log shows {', '.join(repr(s) for s in symptoms)} not followed by the ready lines"
+        shown = ", ".join(repr(s) for s in symptoms)
+        title = f"{backend}'s log shows {shown} not followed by the ready lines"
     else:
         title = (
             f"{backend} has not logged {', '.join(repr(p) for p in missing)} since its start"
@@ -349,11 +352,11 @@ def _probe(url, count, limit_ms):
 
 
 def _verify_probe(facts):
-    verify = facts.cfg["verify"]
-    url = verify["url"]
+    probe = facts.cfg["verify"]
+    url = probe["url"]
     if not url:
         return _check("http-probe", "skip", "no serverfix:verify:url set", {})
-    count, limit = int(verify["requests"]), int(verify["limit_ms"])
+    count, limit = int(probe["requests"]), int(probe["limit_ms"])
     times, errors = _probe(url, count, limit)
     median = round(statistics.median(times), 1) if times else None
     ok = bool(times) and not errors and median <= limit
@@ -386,7 +389,8 @@ def verify(facts):
         _check(
             "memory",
             "info",
-            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available ({memory['used_percent']} % used)",
+            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available "
+            f"({memory['used_percent']} % used)",
             memory,
         )
     )

@@ -23,7 +23,8 @@ _DEFAULTS_JSON = r"""
       "mode": "0640",
       "backup_keep": 5,
       "secret_keys": [],
-      "extra": {}
+      "extra": {},
+      "npm_version": ""
     },
     "redis": {
       "enabled": true,
@@ -35,6 +36,7 @@ _DEFAULTS_JSON = r"""
         "127.0.0.1",
         "-::1"
       ],
+      "allow_remote": false,
       "port": 6379,
       "password": "",
       "db": 0,
@@ -100,5 +102,6 @@ def defaults():
 
 
 def managed_env():
-    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the runbook's order."""
+    """``{ENV_KEY: "section:key"}``: the .env keys the formula writes itself, in the
+    runbook's order."""
     return dict(json.loads(_DEFAULTS_JSON)["managed_env"])

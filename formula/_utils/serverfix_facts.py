@@ -27,7 +27,8 @@ LOG_SYMPTOMS = (
         "id": "econnrefused",
         "pattern": "connect ECONNREFUSED",
         "causes": ("redis-not-running", "redis-host-mismatch"),
-        "fix": "serverfix.redis: start Redis where REDIS_HOST/REDIS_PORT point, then restart the backend",
+        "fix": "serverfix.redis: start Redis where REDIS_HOST/REDIS_PORT point, then restart "
+        "the backend",
     },
     {
         "id": "queue-disabled",
@@ -79,7 +80,8 @@ def mb(num_bytes):
 
 
 def resolve_ordered(host, port):
-    """The addresses ``host`` resolves to, in the resolver's order (the order a Node client tries)."""
+    """The addresses ``host`` resolves to, in the resolver's order (the order a Node client
+    tries)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -92,6 +94,7 @@ def resolve_ordered(host, port):
 
 
 def is_loopback(address):
+    """True for an address in 127.0.0.0/8 or ``::1`` (a ``%zone`` suffix is ignored)."""
     try:
         return ipaddress.ip_address(address.split("%")[0]).is_loopback
     except ValueError:
@@ -149,6 +152,7 @@ class Facts:
 
     @functools.cached_property
     def env_mtime(self):
+        """The .env's modification time, ``None`` when it cannot be read."""
         try:
             return os.stat(self.cfg["dotenv"]["file"]).st_mtime
         except OSError:
@@ -181,10 +185,12 @@ class Facts:
 
     @functools.cached_property
     def listening(self):
+        """``(addresses, error)`` Redis listens on at the backend's port."""
         return self.call("redis_server.listening_addresses", self.redis_target["port"])
 
     @functools.cached_property
     def resolved(self):
+        """What REDIS_HOST resolves to, in the order a client tries."""
         return resolve_ordered(self.redis_target["host"], self.redis_target["port"])
 
     def _redis(self, *args):
@@ -200,7 +206,8 @@ class Facts:
 
     @functools.cached_property
     def ping(self):
-        """``{"ok", "reply", "error", "ms"}`` of one PING over the socket (AUTH first when a password is set)."""
+        """``{"ok", "reply", "error", "ms"}`` of one PING over the socket (AUTH first when a
+        password is set)."""
         start = time.perf_counter()
         reply, error = self._redis("PING")
         elapsed = round((time.perf_counter() - start) * 1000, 1)
@@ -219,7 +226,8 @@ class Facts:
 
     @functools.cached_property
     def eviction_policy(self):
-        """``(policy, error)``: what the running Redis says, else its config file (CONFIG may be renamed)."""
+        """``(policy, error)``: what the running Redis says, else its config file (CONFIG may be
+        renamed)."""
         if not self.ping["ok"]:
             return None, "Redis does not answer"
         reply, error = self._redis("CONFIG", "GET", "maxmemory-policy")
@@ -232,6 +240,7 @@ class Facts:
 
     @functools.cached_property
     def package_installed(self):
+        """Whether the Redis package is installed (``None``: unknown)."""
         version, error = self.call("pkg.version", self.cfg["redis"]["pkg"])
         return None if error else bool(version)
 
@@ -243,6 +252,7 @@ class Facts:
 
     @functools.cached_property
     def service_enabled(self):
+        """``(enabled, error)`` of the Redis service."""
         enabled, error = self.call("service.enabled", self.cfg["redis"]["service"])
         return (None if error else bool(enabled)), error
 
@@ -254,10 +264,12 @@ class Facts:
 
     @functools.cached_property
     def saved(self):
+        """``(names, error)`` of the apps in pm2's saved dump."""
         return self.call("pm2.saved_names", **self.pm2_args)
 
     @functools.cached_property
     def backend(self):
+        """The backend's pm2 process, ``None`` when pm2 does not list it."""
         return next((p for p in self.pm2[0] or [] if p.get("name") == self.backend_name), None)
 
     @functools.cached_property
@@ -292,13 +304,14 @@ class Facts:
         return files, error
 
     def mask_secrets(self):
-        """What pm2.mask replaces in log lines: the Redis password, every ``dotenv:extra`` value (any
-        may be a secret) and the secret .env values; pm2.mask adds the secrets of pm2's app envs."""
+        """What pm2.mask replaces in log lines: the Redis password, every ``dotenv:extra`` value
+        (any may be a secret) and the secret .env values; pm2.mask adds pm2's app env secrets."""
         extra = self.cfg["dotenv"]["extra"] or {}
         values = [self.cfg["redis"]["password"], *extra.values(), *self.secrets()]
         return sorted({str(v) for v in values if v not in (None, "")})
 
     def masked(self, line):
+        """``line`` with every secret replaced (``pm2.mask``)."""
         masked, _ = self.call(
             "pm2.mask",
             line,
@@ -310,9 +323,10 @@ class Facts:
 
     @functools.cached_property
     def log_state(self):
-        """Ready lines and troubleshooting symptoms written since the backend's last start. A symptom
-        counts unless every ready line follows it in the same file (each file is in time order): a
-        reconnect ("Redis-Verbindung hergestellt") does not start the workers that were skipped."""
+        """Ready lines and troubleshooting symptoms written since the backend's last start. A
+        symptom counts unless every ready line follows it in the same file (each file is in time
+        order): a reconnect ("Redis-Verbindung hergestellt") does not start the workers that were
+        skipped."""
         ready = self.cfg["backend"]["ready_patterns"]
         ready_seen = {pattern: False for pattern in ready}
         symptoms = {}
@@ -345,13 +359,15 @@ class Facts:
 
     @functools.cached_property
     def restart_pending(self):
-        """True when the .env changed after the backend started (the running backend has the old one)."""
+        """True when the .env changed after the backend started (the running backend has the
+        old one)."""
         if self.started is None or self.env_mtime is None:
             return False
         return self.env_mtime > self.started
 
     @functools.cached_property
     def memory(self):
+        """RAM, available memory and the pm2 apps' use, in MB and percent."""
         info = self.utils["serverfix_files.meminfo"]()
         total = info.get("MemTotal", 0)
         available = info.get("MemAvailable", 0)
@@ -372,7 +388,8 @@ class Facts:
 
     @functools.cached_property
     def swaps(self):
-        """``(active swap areas, error)`` from ``proc_swaps`` (a file deleted while in use is not swap we own)."""
+        """``(active swap areas, error)`` from ``proc_swaps`` (a file deleted while in use is not
+        swap we own)."""
         swaps, error = self.call("swapfile.active_swaps", proc_swaps=self.proc_swaps)
         return [s for s in swaps or [] if not s["deleted"]], error
 
@@ -383,6 +400,7 @@ class Facts:
 
     @functools.cached_property
     def sysctl(self):
+        """``{key: {"current", "wanted"}}`` of the memory tuning sysctls."""
         swap = self.cfg["swap"]
         runtime, _ = self.call("sysctl_persist.runtime", list(SYSCTL_KEYS))
         current = {
@@ -409,12 +427,14 @@ class Facts:
         return missing, different
 
     def shadowed(self):
-        """Managed .env keys pm2 passes from its saved start-time environment (they win over the .env)."""
+        """Managed .env keys pm2 passes from its saved start-time environment (they win over the
+        .env)."""
         if self.backend is None:
             return []
         return sorted(set(self.backend.get("env_keys") or []) & set(self.wanted))
 
     def settings_summary(self):
+        """The settings a report shows (no secrets)."""
         return {
             "env_file": self.cfg["dotenv"]["file"],
             "backend": self.backend_name,

@@ -56,8 +56,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-not-running",
                 "critical",
-                f"Redis is {state}: nothing listens on port {target['port']} (the queue runs in the slow "
-                "synchronous fallback)",
+                f"Redis is {state}: nothing listens on port {target['port']} (the queue runs in "
+                "the slow synchronous fallback)",
                 evidence,
                 facts.fix(
                     "serverfix.redis",
@@ -74,7 +74,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-host-mismatch",
                 "critical",
-                f"REDIS_HOST {target['host']!r} resolves to {', '.join(facts.resolved) or 'nothing'} but Redis "
+                f"REDIS_HOST {target['host']!r} resolves to "
+                f"{', '.join(facts.resolved) or 'nothing'} but Redis "
                 f"listens on {', '.join(listening)} (the IPv4/IPv6 localhost pitfall)",
                 evidence,
                 facts.fix(
@@ -113,6 +114,22 @@ def _diagnose_redis(facts):
                 facts.fix("serverfix.redis", "serverfix:redis:bind", "bind 127.0.0.1 -::1"),
             )
         )
+        if not target["password"]:
+            findings.append(
+                _finding(
+                    "redis-remote-without-password",
+                    "critical",
+                    f"Redis listens on {', '.join(public)} and the backend uses no password: "
+                    "anyone who reaches the port can read and change the queue",
+                    {"listening": listening, "port": target["port"], "password_set": False},
+                    facts.fix(
+                        "serverfix.redis",
+                        "serverfix:redis:password",
+                        "bind 127.0.0.1 -::1, or set serverfix:redis:password "
+                        "(serverfix:redis:allow_remote: true)",
+                    ),
+                )
+            )
     policy, error = facts.eviction_policy
     wanted = facts.cfg["redis"]["maxmemory_policy"]
     if policy is not None and policy != wanted:
@@ -120,7 +137,8 @@ def _diagnose_redis(facts):
             _finding(
                 "redis-eviction-policy",
                 "warning",
-                f"Redis maxmemory-policy is {policy}, not {wanted} (queue jobs and their locks may be evicted)",
+                f"Redis maxmemory-policy is {policy}, not {wanted} (queue jobs and their locks "
+                "may be evicted)",
                 {"maxmemory_policy": policy, "wanted": wanted},
                 facts.fix("serverfix.redis", "serverfix:redis:maxmemory_policy"),
             )
@@ -136,6 +154,26 @@ def _diagnose_redis(facts):
             )
         )
     return findings
+
+
+def _diagnose_dotenv_version(facts):
+    """Which npm dotenv reads the .env (the formula's rules hold from 15 on), as a finding."""
+    dotenv = facts.cfg["dotenv"]
+    key = "serverfix:dotenv:npm_version"
+    found = facts.utils["serverfix_npm.dotenv_version"](dotenv["file"], dotenv.get("npm_version"))
+    problem = facts.utils["serverfix_npm.version_problem"](found, key)
+    if problem:
+        return _finding(
+            "env-dotenv-version", "warning", problem, found, facts.fix("serverfix.env", key)
+        )
+    if found["version"] is None:
+        title = (
+            "No node_modules/dotenv/package.json in or above the .env's directory: a current "
+            "npm dotenv (16.x-18.x rules) is assumed"
+        )
+    else:
+        title = f"The backend reads its .env with npm dotenv {found['version']} ({found['source']})"
+    return _finding("env-dotenv-version", "info", title, found, facts.fix(None, key))
 
 
 def _diagnose_env(facts):
@@ -163,7 +201,10 @@ def _diagnose_env(facts):
     queue_wrong = env.get(QUEUE_KEY) != wanted_queue and wanted_queue == "true"
     if queue_wrong:
         found = "missing" if QUEUE_KEY not in env else f"{env[QUEUE_KEY]!r}"
-        title = f"Queue not configured: {QUEUE_KEY} is {found} in {path} (the backend uses the synchronous fallback)"
+        title = (
+            f"Queue not configured: {QUEUE_KEY} is {found} in {path} (the backend uses the "
+            "synchronous fallback)"
+        )
     else:
         title = f"{path} differs from the pillar in {len(missing) + len(different)} key(s)"
     return [
@@ -271,13 +312,15 @@ def _diagnose_pm2(facts):
             _finding(
                 "env-shadowed-by-pm2",
                 "warning",
-                f"pm2 passes {', '.join(shadowed)} from {backend}'s saved start environment: edits in the .env "
+                f"pm2 passes {', '.join(shadowed)} from {backend}'s saved start environment: "
+                "edits in the .env "
                 "have no effect until it is deleted and started again",
                 {"keys": shadowed},
                 facts.fix(
                     "serverfix.backend",
                     "serverfix:backend:shadowed_env",
-                    f"pm2 delete {backend} and start it again from its ecosystem file (restart keeps the old env)",
+                    f"pm2 delete {backend} and start it again from its ecosystem file (restart "
+                    "keeps the old env)",
                 ),
             )
         )
@@ -285,7 +328,8 @@ def _diagnose_pm2(facts):
 
 
 def _diagnose_logs(facts, findings):
-    """Attach log symptoms to the finding that causes them; the rest means the backend needs a restart."""
+    """Attach log symptoms to the finding that causes them; the rest means the backend needs a
+    restart."""
     by_id = {f["id"]: f for f in findings}
     stale = []
     for hit in facts.log_state["symptoms"]:
@@ -326,7 +370,8 @@ def _diagnose_logs(facts, findings):
                 facts.fix(
                     "serverfix.backend",
                     "serverfix:backend:restart",
-                    f"restart {backend} after consultation (runbook Phase 5): pillar serverfix:backend:restart: true",
+                    f"restart {backend} after consultation (runbook Phase 5): pillar "
+                    "serverfix:backend:restart: true",
                 ),
             )
         )
@@ -360,12 +405,13 @@ def _diagnose_system(facts):
                 facts.fix("serverfix.swap", "serverfix:swap"),
             )
         )
-    elif not swaps:
+    elif not swaps and swap["enabled"]:  # swap:enabled false: no swap is what was asked for
         findings.append(
             _finding(
                 "swap-missing",
                 "warning",
-                f"No swap: 0 B swap for {memory['total_mb']} MB RAM, {memory['used_percent']} % used "
+                f"No swap: 0 B swap for {memory['total_mb']} MB RAM, {memory['used_percent']} % "
+                "used "
                 "(no room for load peaks)",
                 {
                     "swap_total_mb": 0,
@@ -399,7 +445,8 @@ def _diagnose_system(facts):
             _finding(
                 "memory-low",
                 "warning",
-                f"Only {memory['available_mb']} MB ({memory['available_percent']} %) of RAM available",
+                f"Only {memory['available_mb']} MB ({memory['available_percent']} %) of RAM "
+                "available",
                 memory,
                 facts.fix(
                     "serverfix.prisma_studio",
@@ -415,7 +462,8 @@ def _diagnose_system(facts):
         _finding(
             "memory",
             "info",
-            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available ({memory['used_percent']} % used); "
+            f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available "
+            f"({memory['used_percent']} % used); "
             f"swap {facts.mb(total_swap)} MB" + (f"; pm2: {procs}" if procs else ""),
             dict(memory, swap_total_mb=facts.mb(total_swap)),
             facts.fix(),
@@ -452,6 +500,7 @@ def diagnose(facts, pillar_errors=()):
     if facts.cfg["redis"]["enabled"]:
         findings += _diagnose_redis(facts)
     findings += _diagnose_env(facts)
+    findings.append(_diagnose_dotenv_version(facts))
     findings += _diagnose_pm2(facts)
     _diagnose_logs(facts, findings)
     findings += _diagnose_system(facts)

@@ -6,6 +6,7 @@ Reached as ``__utils__["serverfix_schema.validate"]``; stdlib and salt only.
 """
 
 import difflib
+import ipaddress
 import re
 
 PILLAR_KEY = "serverfix"
@@ -13,7 +14,13 @@ SECRET = "<secret>"
 
 # npm dotenv only reads keys made of these characters (anything else is silently ignored).
 ENV_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-REDIS_MEMORY_RE = re.compile(r"^\d+(?:[kmg]b?)?$", re.IGNORECASE)
+REDIS_MEMORY_RE = re.compile(r"^[0-9]+(?:[kmg]b?)?$", re.IGNORECASE)
+# ASCII decimal only, no sign, no leading zero: int("010") is 10 here but 8 to the kernel's
+# base-0 reader, and str.isdigit() also takes "³" (int() fails) and "٣" (int() gives 3)
+INT_STR_RE = re.compile(r"(?:0|[1-9][0-9]*)", re.ASCII)
+# npm dotenv assigns parsed keys to a plain object: `__proto__` sets its prototype, not a key
+ENV_KEYS_IGNORED = ("__proto__",)
+REDIS_WILDCARDS = ("*", "::*")
 PM2_NAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-][A-Za-z0-9_.@:+ -]*$")
 
 
@@ -30,10 +37,17 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def as_int(value):
+    """``value`` as an ``int`` when it is one (not a bool) or a string of ASCII decimal digits
+    without a leading zero (``"10"``); otherwise ``value`` unchanged (the schema refuses it)."""
+    if isinstance(value, str) and INT_STR_RE.fullmatch(value):
+        return int(value)
+    return value
+
+
 def _int_rule(low, high, example):
     def check(value):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        value = as_int(value)
         return _is_int(value) and low <= value <= high
 
     return _Rule(f"an integer from {low} to {high} (e.g. {example})", check)
@@ -81,10 +95,9 @@ NAME = _str_rule(
 MODE = _str_rule(
     "an octal file mode as a string (e.g. '0640')", pattern=r"^0?[0-7]{3}$", allow_empty=False
 )
-ENV_KEY = _str_rule(
-    "a .env key of letters, digits, '_', '.', '-' only (npm dotenv ignores others)",
-    pattern=ENV_KEY_RE.pattern,
-    allow_empty=False,
+ENV_KEY = _Rule(
+    "a .env key of letters, digits, '_', '.', '-' only, not __proto__ (npm dotenv ignores others)",
+    lambda v: isinstance(v, str) and bool(ENV_KEY_RE.match(v)) and v not in ENV_KEYS_IGNORED,
 )
 PM2_NAME = _Rule(
     "a pm2 process name that is not 'all', not a number and has no newline",
@@ -95,16 +108,42 @@ HOSTNAME = _str_rule(
     pattern=r"^[A-Za-z0-9_.:-]+$",
     allow_empty=False,
 )
-BIND_ADDR = _str_rule(
-    "an IP address, optionally prefixed with '-' (optional) or '!' (e.g. 127.0.0.1, -::1)",
-    pattern=r"^[-!]?[0-9A-Fa-f.:*]+$",
-    allow_empty=False,
+
+
+def bind_address(value):
+    """The address of a Redis ``bind`` entry without its ``-`` (optional) or ``!`` prefix, as an
+    ``ipaddress`` object, or the wildcard string (``*``, ``::*``); ``None`` when it is neither."""
+    if not isinstance(value, str) or not value.isascii():
+        return None
+    address = value[1:] if value[:1] in ("-", "!") else value
+    if address in REDIS_WILDCARDS:
+        return address
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
+
+
+def is_loopback_bind(value):
+    """True for a ``bind`` entry in 127.0.0.0/8 or ``::1`` (wildcards and the rest: False)."""
+    address = bind_address(value)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return not isinstance(address, (str, type(None))) and address.is_loopback
+
+
+BIND_ADDR = _Rule(
+    "an IP address (checked with ipaddress) or '*', optionally prefixed with '-' (optional) "
+    "or '!' (e.g. 127.0.0.1, -::1)",
+    lambda v: bind_address(v) is not None,
 )
 
 
 def _size_rule(parse_size):
     def check(value):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return False
+        if isinstance(value, str) and not value.isascii():
             return False
         try:
             return parse_size(value) > 0
@@ -165,6 +204,11 @@ def pillar_schema(parse_size, managed):
             "backup_keep": _int_rule(1, 1000, 5),  # deprecated alias of backups:keep
             "secret_keys": _list_rule(ENV_KEY, "a list of .env keys (e.g. [JWT_SECRET])"),
             "extra": _extra_rule(managed),
+            "npm_version": _str_rule(
+                "'' (read from node_modules/dotenv/package.json) or npm dotenv's version "
+                "(e.g. 16.4.5)",
+                pattern=r"^[0-9]+(?:\.[0-9]+){0,2}$",
+            ),
         },
         "redis": {
             "enabled": BOOL,
@@ -173,9 +217,10 @@ def pillar_schema(parse_size, managed):
             "config": ABS_PATH,
             "host": HOSTNAME,
             "bind": _Rule(
-                "a non-empty list of IP addresses (e.g. [127.0.0.1, -::1])",
+                f"a non-empty list, each {BIND_ADDR.expected}",
                 lambda v: isinstance(v, list) and bool(v) and all(BIND_ADDR.check(a) for a in v),
             ),
+            "allow_remote": BOOL,
             "port": _int_rule(1, 65535, 6379),
             "password": _str_rule(
                 "a single-line string without spaces or quotes, or '' for none",
@@ -271,11 +316,51 @@ def _show(value, rule):
     return SECRET if rule.secret else repr(plain(value))
 
 
-def validate(pillar, utils):
+def cross_check(settings, root=PILLAR_KEY):
+    """
+    The problems between keys of the merged ``settings`` (defaults with the pillar on top): a
+    process both removed and kept, and a Redis reachable from other hosts without an explicit
+    ``redis:allow_remote`` and a password. Defensive: values the key rules refuse are skipped.
+    """
+    errors = []
+    backend = settings.get("backend") if isinstance(settings.get("backend"), dict) else {}
+    kept = {f"{root}:backend:name": backend.get("name")}
+    removed = settings.get("remove_processes")
+    for name in removed if isinstance(removed, list) else []:
+        for key, keep in kept.items():
+            if isinstance(name, str) and isinstance(keep, str) and name.strip() == keep.strip():
+                errors.append(
+                    f"{root}:remove_processes: {name!r} is also {key}, the process the formula "
+                    f"keeps (and restarts): Phase 3 would delete it; take it out of "
+                    f"{root}:remove_processes or set {key} to the backend's pm2 name"
+                )
+    redis = settings.get("redis") if isinstance(settings.get("redis"), dict) else {}
+    bind = redis.get("bind") if isinstance(redis.get("bind"), list) else []
+    remote = [a for a in bind if bind_address(a) is not None and not is_loopback_bind(a)]
+    if redis.get("enabled", True) is False or not remote:
+        return errors
+    if redis.get("allow_remote") is not True:
+        errors.append(
+            f"{root}:redis:bind: {', '.join(map(str, remote))} is not loopback (127.0.0.0/8, "
+            f"::1): Redis would be reachable from other hosts; bind 127.0.0.1 -::1, or set "
+            f"{root}:redis:allow_remote: true together with {root}:redis:password"
+        )
+    elif not redis.get("password"):  # a {"pillar": key} reference counts as set
+        errors.append(
+            f"{root}:redis:allow_remote: true needs {root}:redis:password: Redis on "
+            f"{', '.join(map(str, remote))} would accept anyone without a password"
+        )
+    return errors
+
+
+def validate(pillar, utils, root=PILLAR_KEY, cross=True):
     """
     The problems of the ``serverfix`` pillar mapping ``pillar`` as messages, one per problem
-    (empty: valid). Unknown keys are reported with the closest known key (a likely typo).
-    ``utils`` is the caller's ``__utils__`` (for the size parser and the managed .env keys).
+    (empty: valid). Unknown keys are reported with the closest known key (a likely typo), then
+    the problems between keys (:func:`cross_check`, on the pillar merged over the defaults).
+    ``utils`` is the caller's ``__utils__`` (for the size parser, the managed .env keys, the
+    defaults and the merge). ``root`` starts every key in the messages (``config`` for a
+    ``config=`` argument). ``cross=False``: the key rules only.
     """
     schema = pillar_schema(
         utils["serverfix_size.parse_size"], utils["serverfix_defaults.managed_env"]()
@@ -284,11 +369,12 @@ def validate(pillar, utils):
         return []
     if not isinstance(pillar, dict):
         return [
-            f"{PILLAR_KEY}: {pillar!r} is not valid; expected a mapping of settings (see pillar.example)"
+            f"{root}: {_show(pillar, _Rule('', None))} is not valid; expected a mapping of "
+            "settings (see pillar.example)"
         ]
     errors = []
     for section, value in pillar.items():
-        where = f"{PILLAR_KEY}:{section}"
+        where = f"{root}:{section}"
         if section not in schema:
             errors.append(
                 f"{where}: unknown key{_suggest(section, schema)}; known keys: {', '.join(schema)}"
@@ -303,7 +389,8 @@ def validate(pillar, utils):
             continue
         if not isinstance(value, dict):
             errors.append(
-                f"{where}: {value!r} is not valid; expected a mapping with keys {', '.join(spec)}"
+                f"{where}: {_show(value, _Rule('', None))} is not valid; "
+                f"expected a mapping with keys {', '.join(spec)}"
             )
             continue
         for key, sub_value in value.items():
@@ -317,4 +404,9 @@ def validate(pillar, utils):
                     f"{sub_where}: {_show(sub_value, spec[key])} is not valid; "
                     f"expected {spec[key].expected}"
                 )
-    return errors
+    if not cross:
+        return errors
+    if "serverfix_settings.merge" not in utils:  # a caller that passes only the key helpers
+        return errors + cross_check(pillar, root)
+    merged = utils["serverfix_settings.merge"](utils["serverfix_defaults.defaults"](), pillar)
+    return errors + cross_check(merged, root)

@@ -10,10 +10,15 @@ merges them (a unit test renders map.jinja and compares), and the .env values Ph
 Reached as ``__utils__["serverfix_settings.<func>"]``; stdlib and salt only.
 """
 
+import re
+
 import salt.utils.yaml
 from salt.exceptions import SaltInvocationError
 
 PILLAR_KEY = "serverfix"
+# an integer setting given as a string of ASCII decimal digits (no leading zero) becomes an int,
+# so the states, the kernel and the files get 10, never "010" or "٣" (the schema refuses those)
+INT_STR_RE = re.compile(r"(?:0|[1-9][0-9]*)", re.ASCII)
 NO_PILLAR_SOURCE = (
     "defaults only: no serverfix pillar is visible here (salt-ssh module calls get no "
     "pillar): pass config=, or run state.apply serverfix.verify, which gets it"
@@ -27,6 +32,14 @@ def kind(value):
     if isinstance(value, (list, tuple)):
         return "list"
     return "scalar"
+
+
+def _typed(value, default):
+    """``value`` as an ``int`` where the default is one and ``value`` a plain decimal string."""
+    is_int = isinstance(default, int) and not isinstance(default, bool)
+    if is_int and isinstance(value, str) and INT_STR_RE.fullmatch(value):
+        return int(value)
+    return value
 
 
 def merge(defaults, given):
@@ -45,7 +58,9 @@ def merge(defaults, given):
             value = default
         if isinstance(default, dict):
             value = {
-                key: (value.get(key, sub) if kind(value.get(key, sub)) == kind(sub) else sub)
+                key: _typed(
+                    value.get(key, sub) if kind(value.get(key, sub)) == kind(sub) else sub, sub
+                )
                 for key, sub in default.items()
             }
         merged[section] = value
@@ -86,10 +101,19 @@ def load(config, pillar, utils):
     settings from map.jinja, a mapping or its JSON/YAML text; ``{"pillar": key}`` references in it
     are read from ``pillar``) wins over the ``serverfix`` pillar, both over the shipped defaults.
     ``source`` says which was used. ``utils`` is the caller's ``__utils__`` (utils get none of
-    their own). Raises ``SaltInvocationError`` for a ``config`` that is not a mapping.
+    their own). Raises ``SaltInvocationError`` for a ``config`` that is not a mapping or not
+    valid like the pillar (every problem, keys as ``config:<section>:<key>``, also in
+    ``exc.info["errors"]``): a typo or a wrong type is never ignored. Problems between keys of
+    a well-formed ``config`` (``serverfix_schema.cross_check``) are returned, as the pillar's.
     """
     if isinstance(config, str):
-        config = salt.utils.yaml.safe_load(config)
+        try:
+            config = salt.utils.yaml.safe_load(config)
+        except salt.utils.yaml.YAMLError as exc:
+            raise SaltInvocationError(
+                f"config: not JSON or YAML ({str(exc).splitlines()[0]}); expected the merged "
+                "serverfix settings as a mapping (map.jinja)"
+            ) from exc
     if config is not None and not isinstance(config, dict):
         raise SaltInvocationError(
             "config: expected the merged serverfix settings as a mapping (map.jinja)"
@@ -104,4 +128,13 @@ def load(config, pillar, utils):
         config = given if isinstance(given, dict) else {}
     else:
         config = utils["serverfix_pillar.resolve_all"](config, pillar or {})
+        problems = utils["serverfix_schema.validate"](config, utils, root="config", cross=False)
+        if problems:
+            exc = SaltInvocationError(
+                "config: not valid serverfix settings (see pillar.example):\n" + "\n".join(problems)
+            )
+            exc.info = {"errors": problems}
+            raise exc
+        # settings that are well-formed but unsafe together are reported, as for the pillar
+        errors = utils["serverfix_schema.cross_check"](merge(defaults, config), root="config")
     return merge(defaults, config), errors, source

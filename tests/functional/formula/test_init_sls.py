@@ -44,3 +44,15 @@ def test_phases_in_runbook_order(modules):
         if not order or order[-1] != phase:
             order.append(phase)
     assert [p for p in PHASES if p in order] == order, order
+
+
+def test_integers_given_as_strings_reach_the_states_as_ints(modules):
+    # "10" from a quoted YAML value: the kernel and sysctl files get 10, an int
+    pillar = {"serverfix": {"swap": {"swappiness": "10"}, "redis": {"port": "6380"}}}
+    low = modules.state.show_low_sls("serverfix", pillar=pillar)
+    assert isinstance(low, list), low
+    by_id = {chunk["__id__"]: chunk for chunk in low}
+    values = by_id["serverfix-swap-sysctl-persisted"]["values"]
+    assert values["vm.swappiness"] == 10 and not isinstance(values["vm.swappiness"], (bool, str))
+    config = by_id["serverfix-preflight"]["config"]
+    assert config["redis"]["port"] == 6380 and config["swap"]["swappiness"] == 10

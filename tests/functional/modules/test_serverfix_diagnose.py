@@ -12,6 +12,7 @@ import json
 import time
 
 import pytest
+from salt.exceptions import SaltInvocationError
 
 from tests.support.backend import BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, write_env
 from tests.support.diagnose import fake_proc_swaps, problems, settings
@@ -43,7 +44,8 @@ def base_settings(pm2, env_file, backend, port, **sections):
 
 @pytest.fixture(scope="module")
 def before(workdir, pm2):
-    """The runbook's "before" server: no Redis, .env without queue keys, prisma-studio running, no swap."""
+    """The runbook's "before" server: no Redis, .env without queue keys, prisma-studio running,
+    no swap."""
     env_file = write_env(workdir / "before" / ".env", {})
     pm2.start("intranet-backend", BACKEND_APP, env={"ENV_FILE": str(env_file)})
     pm2.start("prisma-studio", IDLE_APP, env={"ALLOC_MB": "48"})
@@ -74,6 +76,7 @@ def test_before_server_reports_exactly_the_runbooks_four_problems(modules, befor
     assert {f["id"] for f in report["findings"] if f["severity"] == "info"} <= {
         "memory",
         "sysctl-values",
+        "env-dotenv-version",  # no node_modules/dotenv here: a current dotenv is assumed
     }
     assert (
         report["ok"] is False and report["counts"]["critical"] == 2 and report["duration_ms"] < 2000
@@ -195,7 +198,11 @@ def redis_problems(report):
     [
         ("::1", "127.0.0.1", {"redis-host-mismatch": "critical"}),
         ("::1", "localhost", {"redis-host-mismatch": "critical"}),
-        ("0.0.0.0", "127.0.0.1", {"redis-not-loopback-only": "warning"}),
+        (
+            "0.0.0.0",
+            "127.0.0.1",
+            {"redis-not-loopback-only": "warning", "redis-remote-without-password": "critical"},
+        ),
         ("127.0.0.1 ::1", "127.0.0.1", {}),
     ],
     ids=["v6-only-vs-v4", "v6-only-vs-localhost", "all-interfaces", "loopback"],
@@ -214,6 +221,51 @@ def test_redis_bind_and_host(modules, workdir, pm2, before, swaps, bind, host, e
         assert finding["evidence"]["resolves_to"][0] == "127.0.0.1"
         assert finding["evidence"]["listening"] == ["::1"]
         assert finding["fix"]["pillar"] == "serverfix:redis:host"
+
+
+def test_remote_redis_with_a_password_is_only_a_warning(modules, workdir, pm2, swaps):
+    with RedisServer(workdir, bind="0.0.0.0", password=PASSWORD) as redis:
+        env_file = write_env(
+            workdir / f"remote-{redis.port}" / ".env",
+            dict(
+                QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port, REDIS_PASSWORD=PASSWORD
+            ),
+        )
+        config = base_settings(pm2, env_file, "intranet-backend", redis.port)
+        report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["on"])
+    assert redis_problems(report) == {"redis-not-loopback-only": "warning"}
+    assert PASSWORD not in json.dumps(report)
+
+
+def test_swap_off_by_choice_is_no_finding(modules, before, swaps):
+    config = dict(before, swap=dict(before["swap"], enabled=False))
+    report = modules.serverfix.diagnose(config=config, proc_swaps=swaps["none"])
+    assert not [f for f in report["findings"] if f["id"].startswith("swap-")]
+
+
+def test_dotenv_version_in_diagnose(modules, workdir, pm2, swaps):
+    app = workdir / "old-dotenv" / "backend"
+    env_file = write_env(app / ".env", QUEUE_KEYS)
+    package = workdir / "old-dotenv" / "node_modules" / "dotenv" / "package.json"
+    package.parent.mkdir(parents=True)
+    package.write_text('{"name": "dotenv", "version": "14.3.2"}', encoding="utf-8")
+    config = base_settings(pm2, env_file, "intranet-backend", free_port())
+    found = {f["id"]: f for f in modules.serverfix.diagnose(config=config)["findings"]}
+    assert found["env-dotenv-version"]["severity"] == "warning"
+    assert "14.3.2" in found["env-dotenv-version"]["title"]
+    package.write_text('{"name": "dotenv", "version": "16.4.5"}', encoding="utf-8")
+    found = {f["id"]: f for f in modules.serverfix.diagnose(config=config)["findings"]}
+    assert found["env-dotenv-version"]["severity"] == "info"
+
+
+def test_config_is_validated(modules):
+    with pytest.raises(SaltInvocationError, match="config:redis:prot: unknown key"):
+        modules.serverfix.diagnose(config={"redis": {"prot": 1}})
+    with pytest.raises(SaltInvocationError, match="config:swap:swappiness"):
+        modules.serverfix.verify(config={"swap": {"swappiness": "³"}})
+    report = modules.serverfix.diagnose(config={"redis": {"bind": ["0.0.0.0"]}})
+    [invalid] = [f for f in report["findings"] if f["id"] == "pillar-invalid"]
+    assert "config:redis:allow_remote" in invalid["evidence"]["errors"][0]
 
 
 def test_eviction_policy_and_auth(modules, workdir, pm2, swaps):
@@ -261,7 +313,7 @@ def test_env_keys_shadowed_by_pm2(modules, workdir, pm2, swaps):
             workdir / "shadow" / ".env",
             dict(QUEUE_KEYS, REDIS_HOST="127.0.0.1", REDIS_PORT=redis.port),
         )
-        # started from a shell that had REDIS_PORT exported: pm2 keeps it and passes it on every restart
+        # started from a shell with REDIS_PORT exported: pm2 keeps it and passes it on every restart
         pm2.start(
             "shadow-backend",
             BACKEND_APP,

@@ -116,3 +116,65 @@ def test_preflight_stops_at_an_invalid_pillar(modules):
     assert errors == [
         "serverfix:redis:port: 0 is not valid; expected an integer from 1 to 65535 (e.g. 6379)"
     ]
+
+
+@pytest.mark.parametrize(
+    "pillar, expected",
+    [
+        ({"swap": {"swappiness": "010"}}, "serverfix:swap:swappiness: '010' is not valid"),
+        ({"swap": {"swappiness": "³"}}, "serverfix:swap:swappiness: '³' is not valid"),
+        ({"redis": {"port": "٦٣٧٩"}}, "serverfix:redis:port: '٦٣٧٩' is not valid"),
+        ({"redis": {"db": True}}, "serverfix:redis:db: True is not valid"),
+        ({"redis": {"bind": ["127.0.0.1", "999.1.1.1"]}}, "serverfix:redis:bind: "),
+        ({"redis": {"bind": ["0.0.0.0"]}}, "set serverfix:redis:allow_remote: true"),
+        (
+            {"redis": {"bind": ["0.0.0.0"], "allow_remote": True}},
+            "serverfix:redis:allow_remote: true needs serverfix:redis:password",
+        ),
+        (
+            {"remove_processes": ["prisma-studio", "intranet-backend"]},
+            "serverfix:remove_processes: 'intranet-backend' is also serverfix:backend:name",
+        ),
+        ({"dotenv": {"extra": {"__proto__": "x"}}}, "serverfix:dotenv:extra: "),
+    ],
+)
+def test_issue_12_pillar_problems_are_named(modules, pillar, expected):
+    errors = problems(modules.serverfix.validate_pillar, pillar)
+    assert any(expected in error for error in errors), errors
+    errors = problems(modules.serverfix.preflight, DEFAULTS, pillar=pillar)
+    assert any(expected in error for error in errors), errors
+
+
+def test_preflight_refuses_removing_the_backend_from_the_merged_settings(modules):
+    config = {**DEFAULTS, "remove_processes": ["intranet-backend"]}
+    [error] = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis"])
+    assert "serverfix:remove_processes" in error and "serverfix:backend:name" in error
+
+
+def test_preflight_allows_remote_redis_with_switch_and_password(modules):
+    redis = {**DEFAULTS["redis"], "bind": ["0.0.0.0"], "allow_remote": True, "password": "pw-12345"}
+    pillar = {"redis": {"bind": ["0.0.0.0"], "allow_remote": True, "password": "pw-12345"}}
+    config = {**DEFAULTS, "redis": redis}
+    assert modules.serverfix.preflight(config, pillar=pillar, phases=["redis"]) is True
+
+
+@pytest.mark.parametrize(
+    "version, refused", [("14.3.2", True), ("10.0.0", True), ("16.4.5", False)]
+)
+def test_preflight_reads_the_backends_dotenv_version(modules, tmp_path, version, refused):
+    env_file = tmp_path / "backend" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("A=1\n", encoding="utf-8")
+    package = tmp_path / "backend" / "node_modules" / "dotenv" / "package.json"
+    package.parent.mkdir(parents=True)
+    package.write_text(f'{{"name": "dotenv", "version": "{version}"}}', encoding="utf-8")
+    config = {**DEFAULTS, "dotenv": {**DEFAULTS["dotenv"], "file": str(env_file)}}
+    errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["env"])
+    if refused:
+        [error] = errors
+        assert error.startswith("serverfix:dotenv:npm_version: ") and version in error
+        assert str(package) in error
+    else:
+        assert errors == []
+    pinned = {**config, "dotenv": {**config["dotenv"], "npm_version": "16.0.0"}}
+    assert problems(modules.serverfix.preflight, pinned, pillar={}, phases=["env"]) == []

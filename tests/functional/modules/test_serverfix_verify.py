@@ -34,7 +34,8 @@ def _fs_type(path):
 
 @pytest.fixture(scope="module")
 def swapfile(workdir):
-    """A real, active 32M swap file on ext4 (swapon fails on tmpfs/overlayfs); off and gone afterwards."""
+    """A real, active 32M swap file on ext4 (swapon fails on tmpfs/overlayfs); off and gone
+    afterwards."""
     directory = workdir if _fs_type(workdir) in ("ext2/ext3", "ext4") else "/var/tmp"
     path = os.path.join(directory, f"serverfix-verify-{os.getpid()}.swap")
     subprocess.run(
@@ -196,7 +197,8 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             )  # the real /proc/swaps: ours is active
             print(
                 f"\nafter: verify {wall:.3f} s: {statuses(report)}\nafter: diagnose "
-                f"{time.perf_counter() - start:.3f} s: {[(f['id'], f['severity']) for f in diagnosis['findings']]}"
+                f"{time.perf_counter() - start:.3f} s: "
+                f"{[(f['id'], f['severity']) for f in diagnosis['findings']]}"
             )
             assert problems(diagnosis) == {}, diagnosis["findings"]
 
@@ -293,7 +295,8 @@ def test_report_shape_is_stable(modules, workdir, pm2):
 
 
 def test_secret_env_values_never_shown(modules, workdir, pm2):
-    """REDIS_PASSWORD, keys in serverfix:dotenv:secret_keys and secret-looking names (dotenv's rule)."""
+    """REDIS_PASSWORD, keys in serverfix:dotenv:secret_keys and secret-looking names (dotenv's
+    rule)."""
     env_file = write_env(
         workdir / "secrets" / ".env",
         {

@@ -104,7 +104,8 @@ def test_diagnose_json_lists_the_runbooks_problems(salt_call, world):
     assert problems(ret.data) == RUNBOOK_PROBLEMS
     assert ret.data["duration_ms"] < 2000
     print(
-        f"\nsalt-call serverfix.diagnose: {wall:.2f} s wall, {ret.data['duration_ms']} ms in the function"
+        f"\nsalt-call serverfix.diagnose: {wall:.2f} s wall, {ret.data['duration_ms']} ms in the "
+        "function"
     )
 
 
@@ -129,7 +130,8 @@ def test_verify_fails_with_return_code_and_table(salt_call):
     json_ret = salt_call.run("--local", "serverfix.verify")
     assert json_ret.returncode == 1 and json_ret.data["ok"] is False
     print(
-        f"\nsalt-call serverfix.verify: {wall:.2f} s wall, {json_ret.data['duration_ms']} ms in the function"
+        f"\nsalt-call serverfix.verify: {wall:.2f} s wall, {json_ret.data['duration_ms']} ms in "
+        "the function"
     )
 
 
@@ -155,7 +157,7 @@ def test_salt_ssh_with_config(salt_ssh_cli, world):
     )
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
-    # salt-ssh gives plain module calls no pillar: the shipped defaults are used, and the report says so
+    # salt-ssh gives plain module calls no pillar: the shipped defaults are used, the report says so
     bare = salt_ssh_cli.run("serverfix.verify")
     assert isinstance(bare.data, dict) and {c["id"] for c in bare.data["checks"]} >= {
         "redis-ping",

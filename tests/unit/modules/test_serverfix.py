@@ -35,6 +35,7 @@ UTIL_NAMES = (
     "serverfix_facts",
     "serverfix_findings",
     "serverfix_checks",
+    "serverfix_npm",
 )
 UTIL_MODULES = {
     name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit")
@@ -134,7 +135,8 @@ def test_backups_keep_with_its_deprecated_alias(pillar, keep):
 
 
 def _render_map(pillar):
-    """map.jinja rendered with plain Jinja2 and Salt's serializer tags, ``salt['pillar.get']`` faked."""
+    """map.jinja rendered with plain Jinja2 and Salt's serializer tags, ``salt['pillar.get']``
+    faked."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(FORMULA_ROOT)),
         extensions=["jinja2.ext.do", SerializerExtension],
@@ -142,7 +144,8 @@ def _render_map(pillar):
     template = env.from_string(
         '{%- set tpldir = "serverfix" %}'
         '{%- from "serverfix/map.jinja" import serverfix, state_config, managed_env with context %}'
-        '{{ {"serverfix": serverfix, "state_config": state_config, "managed_env": managed_env} | json(sort_keys=False) }}'
+        '{{ {"serverfix": serverfix, "state_config": state_config, "managed_env": managed_env}'
+        " | json(sort_keys=False) }}"
     )
     return json.loads(template.render(salt={"pillar.get": lambda key, default=None: pillar}))
 
@@ -170,6 +173,11 @@ MAP_PILLARS = [
     # missing or empty sections and unknown keys
     {"redis": {}, "dotenv": None, "unknown": {"a": 1}, "swap": {"typo": 1}},
     "not a mapping",
+    # integers as strings: plain decimals become ints, anything else stays for the preflight
+    {
+        "swap": {"swappiness": "10", "vfs_cache_pressure": "010"},
+        "redis": {"port": "٦٣٧٩", "db": "0"},
+    },
 ]
 
 
@@ -178,7 +186,7 @@ def test_map_jinja_merges_like_the_python_merge(pillar):
     rendered = _render_map(pillar)
     merged = UTILS["serverfix_settings.merge"](UTILS["serverfix_defaults.defaults"](), pillar)
     assert rendered["serverfix"] == merged
-    # the managed .env keys in the same order, with the same values (password and extra as references)
+    # the managed .env keys in the same order, with the same values (password, extra: references)
     values = UTILS["serverfix_settings.env_values"](
         merged, UTILS["serverfix_defaults.managed_env"]()
     )
