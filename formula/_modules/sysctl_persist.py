@@ -322,7 +322,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.plan /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
-    errors, changes = [], {}
+    errors, arguments, changes = [], [], {}
     if not isinstance(values, dict) or not values:
         raise SaltInvocationError("values: expected a mapping of sysctl keys to values")
     wanted = {}
@@ -333,6 +333,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
             errors.append(f"{key}: {value!r} is not a single-line value of printable ASCII")
         else:
             wanted[_normalize_key(key)] = _normalize_value(value)
+    arguments += ["values"] * len(errors)
     if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         errors.append(
             f"{os.path.dirname(os.path.abspath(path))} does not exist: cannot write {path}"
@@ -342,6 +343,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
             __utils__["serverfix_files.check_owned"](path, MARKER, _vendor_dirs(dirs))
         except CommandExecutionError as exc:
             errors += __utils__["serverfix_errors.problems"](exc)
+    arguments += ["path"] * (len(errors) - len(arguments))
     current = runtime(wanted)
     for key, value in wanted.items():
         if current[key] is None:
@@ -353,7 +355,11 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
                     "container? systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)"
                 )
             changes[key] = {"old": current[key], "new": value}
-    __utils__["serverfix_errors.raise_problems"](errors)
+    if errors:  # info["arguments"]: which argument each problem is about, for the preflight
+        arguments += ["values"] * (len(errors) - len(arguments))
+        raise CommandExecutionError(
+            "\n".join(errors), info={"errors": errors, "arguments": arguments}
+        )
     old = _read_bytes(path)
     if old != _content(wanted, old):
         shown = None
@@ -381,7 +387,8 @@ def preflight(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     (a ``path`` that is not this formula's own file among them). Read-only.
 
     Returns True when nothing stands in the way; else raises one ``CommandExecutionError``
-    with every problem in ``info["errors"]``, each naming the key or the path and the fix.
+    with every problem in ``info["errors"]``, each naming the key or the path and the fix, and
+    in ``info["arguments"]`` the argument (``path`` or ``values``) each is about.
 
     CLI Example:
 
@@ -391,8 +398,11 @@ def preflight(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
     try:
         plan(path, values, dirs, sysctl_conf)
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        __utils__["serverfix_errors.raise_problems"](__utils__["serverfix_errors.problems"](exc))
+    except SaltInvocationError as exc:
+        problem = __utils__["serverfix_errors.message"](exc)
+        raise CommandExecutionError(
+            problem, info={"errors": [problem], "arguments": ["values"]}
+        ) from None
     return True
 
 

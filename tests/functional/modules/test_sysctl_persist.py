@@ -13,6 +13,7 @@ import sys
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from tests.support.loader import DEFAULTS
 from tests.support.swap import read_sysctl, write_sysctl
 
 pytestmark = pytest.mark.destructive_test
@@ -349,3 +350,14 @@ def test_managed_file_keeps_its_acl_and_xattrs(states, confdirs, sysctl_restore)
     ).stdout
     assert after == acl and "user:nobody:r--" in after
     assert os.getxattr(confdirs["target"], "user.serverfix-test") == b"kept"
+
+
+def test_formula_preflight_names_the_pillar_key(modules, confdirs):
+    # Debian's /etc/sysctl.d/99-sysctl.conf given as serverfix:swap:sysctl_file
+    link = os.path.join(confdirs["etc"], "99-sysctl.conf")
+    config = {**DEFAULTS, "swap": {**DEFAULTS["swap"], "enabled": True, "sysctl_file": link}}
+    with pytest.raises(CommandExecutionError) as raised:
+        modules.serverfix.preflight(config, pillar={}, phases=["swap"])
+    mine = [e for e in raised.value.info["errors"] if link in e]
+    assert len(mine) == 1 and mine[0].startswith("serverfix:swap:sysctl_file: "), mine
+    assert "is a symlink" in mine[0] and os.path.islink(link)
