@@ -144,7 +144,7 @@ def test_override_warnings_follow_systemd_sysctl(tmp_path, case, files, where, e
     (tmp_path / "elsewhere").mkdir()
     warnings = sysctl.overrides(str(tmp_path / where), WANT, dirs, sysctl_conf=None)
     assert len(warnings) == len(expected), (case, warnings)
-    for warning, parts in zip(warnings, expected):
+    for warning, parts in zip(warnings, expected, strict=True):
         assert all(part in warning for part in parts), (case, warning)
 
 
