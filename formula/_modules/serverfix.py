@@ -38,6 +38,7 @@ MODULE_KEYS = {
     "dotenv": "serverfix:dotenv:file",
     "pm2": "serverfix:pm2",
     "swapfile": "serverfix:swap",
+    "sysctl_persist": "serverfix:swap",
 }
 
 
@@ -223,6 +224,15 @@ def preflight(config, pillar=None, phases=None):
     swap = config["swap"]
     if swap["enabled"] and in_run("swap"):
         errors += _module_preflight("swapfile", path=swap["file"], size=swap["size"])
+        errors += _module_preflight(  # the sysctl drop-in is written whole: it must be ours
+            "sysctl_persist",
+            {"path": f"{PILLAR_KEY}:swap:sysctl_file", "values": f"{PILLAR_KEY}:swap"},
+            path=swap["sysctl_file"],
+            values={
+                "vm.swappiness": swap["swappiness"],
+                "vm.vfs_cache_pressure": swap["vfs_cache_pressure"],
+            },
+        )
     _problems(errors)
     return True
 

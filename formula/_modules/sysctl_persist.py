@@ -8,6 +8,11 @@ different value later (at boot: systemd-sysctl's order; ``sysctl --system``: pro
 ``/etc/sysctl.conf`` last of all), and writes the running values through ``/proc/sys``.
 Standard library and salt only.
 
+The file is written whole, so it must be the formula's own: :func:`plan` refuses a symlink
+(Debian's ``99-sysctl.conf``), a file without the :data:`MARKER` header and a path in a vendor
+directory. Files are read as bytes: bytes that are not UTF-8 never crash a read, and the lines
+of the managed file that are not its settings are kept byte for byte.
+
 Errors follow Salt's contract: :func:`plan` raises one ``CommandExecutionError`` listing every
 problem in ``info["errors"]`` (``SaltInvocationError`` when ``values`` is not a mapping); a later
 file that would override a value is a warning, returned, not an error.
@@ -39,11 +44,17 @@ CONF_DIRS = (
     "/lib/sysctl.d",
 )
 SYSCTL_CONF = "/etc/sysctl.conf"
+# the drop-in is written whole: never into a directory of packages or of the running system
+VENDOR_DIRS = CONF_DIRS[1:]
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)+$")
 HEADER = (
     "# Managed by the serverfix Salt formula (runbook Phase 4); changes here are overwritten.\n"
     "# Named to sort after 99-sysctl.conf (/etc/sysctl.conf) so these values win at boot.\n"
 )
+# the start of every file this module wrote (the header's first line): only such a file is rewritten
+MARKER = HEADER.split("(", 1)[0].rstrip().encode()
+# what systemd-sysctl and procps strip around keys and values (ASCII only)
+BLANKS = " \t\n\r\f\v"
 
 
 def __virtual__():
@@ -54,23 +65,53 @@ def __virtual__():
 
 def _normalize_key(key):
     """``vm/swappiness`` and ``vm.swappiness`` are the same key (sysctl.d allows both)."""
-    return str(key).strip().lstrip("-").replace("/", ".")
+    return str(key).strip(BLANKS).lstrip("-").replace("/", ".")
 
 
 def _normalize_value(value):
     """Values compare by their words: ``'4096\\t87380'`` equals ``'4096 87380'``."""
-    return " ".join(str(value).split())
+    words = str(value)
+    for blank in BLANKS[1:]:
+        words = words.replace(blank, " ")
+    return " ".join(word for word in words.split(" ") if word)
+
+
+def _setting(line):
+    """``(key, value)`` of one sysctl.d line (``str``), or ``None`` for a comment or blank line."""
+    line = line.strip(BLANKS)
+    if not line or line[0] in "#;" or "=" not in line:
+        return None
+    key, _, value = line.partition("=")
+    return _normalize_key(key), _normalize_value(value)
+
+
+def _decode(data):
+    """File bytes as text for parsing; bytes that are not UTF-8 survive (surrogateescape)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _shown(text):
+    """``text`` safe to print or serialize: undecodable bytes as ``\\xNN`` escapes."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _lines(data):
+    """``data`` split after each ``\\n`` only (the tools' one line separator), ends kept."""
+    parts = data.split(b"\n")
+    lines = [part + b"\n" for part in parts[:-1]]
+    return lines + ([parts[-1]] if parts[-1] else [])
 
 
 def _parse_conf(text):
-    """A sysctl.d file's settings as ``{key: value}`` (the last one wins, as when applied)."""
+    """A sysctl.d file's settings (``str`` or ``bytes``) as ``{key: value}`` (the last one
+    wins, as when applied); lines split at ``\\n`` only, as the tools do."""
+    if isinstance(text, bytes):
+        text = _decode(text)
     settings = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;" or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        settings[_normalize_key(key)] = _normalize_value(value)
+    for line in text.split("\n"):
+        found = _setting(line)
+        if found:
+            settings[found[0]] = found[1]
     return settings
 
 
@@ -80,6 +121,35 @@ def _render(values):
         f"{_normalize_key(k)} = {_normalize_value(v)}\n" for k, v in sorted(values.items())
     )
     return HEADER + body
+
+
+def _content(wanted, old):
+    """
+    The managed file's bytes for ``wanted`` (normalized): :func:`_render` for a new file. For
+    an existing one of ours (``old`` starts with :data:`MARKER`) every line that is not a
+    setting (the header, comments, bytes that are not UTF-8, its line ends) is kept byte for
+    byte, a setting already right is kept as written, a wrong one is replaced in place, and
+    settings of other keys or repeated ones are dropped; missing keys are appended in order.
+    """
+    if old is None or not old.startswith(MARKER):
+        return _render(wanted).encode()
+    out, seen = [], set()
+    for line in _lines(old):
+        found = _setting(_decode(line))
+        if found is None:
+            out.append(line)
+            continue
+        key, value = found
+        if key not in wanted or key in seen:
+            continue
+        seen.add(key)
+        end = b"\r\n" if line.endswith(b"\r\n") else b"\n"
+        keep = value == wanted[key] and line.endswith(b"\n")
+        out.append(line if keep else f"{key} = {wanted[key]}".encode() + end)
+    if out and not out[-1].endswith(b"\n"):
+        out[-1] += b"\n"
+    out += [f"{k} = {v}\n".encode() for k, v in sorted(wanted.items()) if k not in seen]
+    return b"".join(out)
 
 
 def _boot_order(names_by_dir):
@@ -95,14 +165,41 @@ def _boot_order(names_by_dir):
     return [chosen[name] for name in sorted(chosen, key=os.fsencode)]
 
 
-def _read(path):
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
+def _read_bytes(path):
+    """The bytes of ``path``, ``None`` when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _listing(dirs, extra=None):
+    """``[(directory, [names])]`` of ``dirs`` (absolute, missing ones skipped), with the name of
+    ``extra`` (a path that may not exist yet) added to its directory; also whether ``extra``'s
+    directory is one of ``dirs`` (compared as given and with symlinks resolved)."""
+    listing, placed = [], extra is None
+    where = os.path.dirname(os.path.abspath(extra)) if extra else None
+    for directory in dirs:
+        directory = os.path.abspath(directory)
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        if not placed and where in (directory, os.path.realpath(directory)):
+            placed = True
+            names.append(os.path.basename(extra))
+            listing.append((where, names))
+            continue
+        listing.append((directory, names))
+    return listing, placed
 
 
 def config_files(dirs=CONF_DIRS):
     """
-    The sysctl.d files applied at boot, in the order they are applied.
+    The sysctl.d files applied at boot, in the order they are applied (systemd-sysctl's rule,
+    :func:`_boot_order`: a name in an earlier directory masks it in later ones, then all files
+    apply in name order).
 
     CLI Example:
 
@@ -110,27 +207,26 @@ def config_files(dirs=CONF_DIRS):
 
         salt '*' sysctl_persist.config_files
     """
-    listing = []
-    for directory in dirs:
-        try:
-            listing.append((directory, os.listdir(directory)))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return _boot_order(listing)
+    return _boot_order(_listing(dirs)[0])
 
 
 def _settings_of(path):
     try:
-        return _parse_conf(_read(path))
-    except (FileNotFoundError, IsADirectoryError):
+        data = _read_bytes(path)
+    except (IsADirectoryError, PermissionError):
         return {}
+    return _parse_conf(data) if data is not None else {}
 
 
 def overrides(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
-    Messages for every other file that would still set one of ``values`` differently after
-    ``path``: later in the boot order (systemd-sysctl), and ``sysctl_conf``, which procps'
-    ``sysctl --system`` applies last of all. Read-only.
+    Messages for every reason one of ``values`` written to ``path`` would not hold after a
+    reboot or ``sysctl --system``, with ``path`` placed where systemd-sysctl would read it:
+    ``path`` is in none of ``dirs`` or does not end in ``.conf`` (never read), a same-named file
+    in an earlier directory of ``dirs`` masks it (never read), the last file after it in the boot
+    order that sets a key sets it differently, or ``sysctl_conf`` (which procps' ``sysctl
+    --system`` applies last of all) does. A same-named file in a later directory is masked by
+    ``path`` and is no problem. Read-only.
 
     CLI Example:
 
@@ -138,40 +234,48 @@ def overrides(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.overrides /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
-    wanted = {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
-    order = config_files(dirs)
-    real = os.path.realpath(path)
-    position = next((i for i, f in enumerate(order) if os.path.realpath(f) == real), None)
+    wanted = _wanted(values)
+    absolute = os.path.abspath(path)
+    listing, placed = _listing(dirs, absolute)
+    order = _boot_order(listing)
     messages = []
-    if position is None:
-        shadow = [f for f in order if os.path.basename(f) == os.path.basename(path)]
-        if shadow:
-            messages.append(
-                f"{shadow[0]} has the same name as {path} in a directory that takes precedence: "
-                f"{path} would not be read at all; rename one of them"
-            )
-        later = [
-            f
-            for f in order
-            if os.fsencode(os.path.basename(f)) > os.fsencode(os.path.basename(path))
-        ]
+    if not placed or not absolute.endswith(".conf"):
+        messages.append(
+            f"{path} is not read at boot: systemd-sysctl reads only *.conf files in "
+            f"{', '.join(dirs)}; name it e.g. /etc/sysctl.d/99-zz-serverfix.conf"
+        )
+        later = []
+    elif absolute not in order:
+        masking = next(f for f in order if os.path.basename(f) == os.path.basename(absolute))
+        messages.append(
+            f"{masking} has the same name as {path} in a directory that takes precedence "
+            f"(systemd-sysctl reads {', '.join(dirs)} in that order): {path} would not be "
+            "read at all; rename it"
+        )
+        later = []
     else:
-        later = order[position + 1 :]
+        later = order[order.index(absolute) + 1 :]
+    last = {}  # key -> (file, value) of the last later file that sets it
     for other in later:
+        if os.path.realpath(other) == os.path.realpath(absolute):
+            continue
         for key, value in _settings_of(other).items():
-            if key in wanted and value != wanted[key]:
-                messages.append(
-                    f"{other} sets {key} = {value} after {path} at boot (systemd-sysctl), "
-                    f"so {wanted[key]} would not last a reboot: remove that line"
-                )
+            if key in wanted:
+                last[key] = (other, value)
+    for key, (other, value) in sorted(last.items()):
+        if value != wanted[key]:
+            messages.append(
+                f"{other} sets {key} = {value} after {path} at boot (systemd-sysctl), "
+                f"so {wanted[key]} would not last a reboot: remove that line"
+            )
     if sysctl_conf:
         for key, value in _settings_of(sysctl_conf).items():
             if key in wanted and value != wanted[key]:
                 messages.append(
-                    f"{sysctl_conf} sets {key} = {value}; `sysctl --system` (procps) applies that file "
-                    f"last, over {path}: remove that line"
+                    f"{sysctl_conf} sets {key} = {value}; `sysctl --system` (procps) applies "
+                    f"that file last, over {path}: remove that line"
                 )
-    return messages
+    return [_shown(message) for message in messages]
 
 
 def _proc_path(key):
@@ -190,11 +294,13 @@ def runtime(keys):
     """
     result = {}
     for key in keys:
-        try:
-            result[_normalize_key(key)] = _normalize_value(_read(_proc_path(key)))
-        except FileNotFoundError:
-            result[_normalize_key(key)] = None
+        data = _read_bytes(_proc_path(key))
+        result[_normalize_key(key)] = None if data is None else _normalize_value(_decode(data))
     return result
+
+
+def _wanted(values):
+    return {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
 
 
 def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
@@ -205,8 +311,10 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     reports exactly this.
 
     Raises one ``CommandExecutionError`` (every problem in ``info["errors"]``) for keys that are
-    not sysctl keys or that this kernel lacks, values that are not one line, a missing directory
-    or a read-only ``/proc/sys``.
+    not sysctl keys or that this kernel lacks, values that are not one line of printable ASCII,
+    a missing directory, a read-only ``/proc/sys``, and a ``path`` that is not this formula's
+    own file (a symlink such as Debian's ``99-sysctl.conf``, a file without :data:`MARKER`, a
+    file in a vendor directory: ``serverfix_files.check_owned``), since it is written whole.
 
     CLI Example:
 
@@ -214,7 +322,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.plan /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
-    errors, changes = [], {}
+    errors, arguments, changes = [], [], {}
     if not isinstance(values, dict) or not values:
         raise SaltInvocationError("values: expected a mapping of sysctl keys to values")
     wanted = {}
@@ -222,11 +330,20 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         if not KEY_RE.match(str(key)):
             errors.append(f"{key!r} is not a sysctl key (e.g. vm.swappiness)")
         elif not _single_line(value):
-            errors.append(f"{key}: {value!r} is not a single-line value")
+            errors.append(f"{key}: {value!r} is not a single-line value of printable ASCII")
         else:
             wanted[_normalize_key(key)] = _normalize_value(value)
-    if not os.path.isdir(os.path.dirname(path)):
-        errors.append(f"{os.path.dirname(path)} does not exist: cannot write {path}")
+    arguments += ["values"] * len(errors)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        errors.append(
+            f"{os.path.dirname(os.path.abspath(path))} does not exist: cannot write {path}"
+        )
+    else:
+        try:
+            __utils__["serverfix_files.check_owned"](path, MARKER, _vendor_dirs(dirs))
+        except CommandExecutionError as exc:
+            errors += __utils__["serverfix_errors.problems"](exc)
+    arguments += ["path"] * (len(errors) - len(arguments))
     current = runtime(wanted)
     for key, value in wanted.items():
         if current[key] is None:
@@ -234,33 +351,66 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         elif current[key] != value:
             if not os.access(_proc_path(key), os.W_OK):
                 errors.append(
-                    f"{key}: {_proc_path(key)} is not writable here (read-only /proc/sys: a container? "
-                    "systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)"
+                    f"{key}: {_proc_path(key)} is not writable here (read-only /proc/sys: a "
+                    "container? systemd-nspawn needs SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes)"
                 )
             changes[key] = {"old": current[key], "new": value}
-    __utils__["serverfix_errors.raise_problems"](errors)
-    try:
-        old_text = _read(path)
-    except FileNotFoundError:
-        old_text = None
-    if old_text != _render(wanted):
-        changes[path] = {"old": None if old_text is None else _parse_conf(old_text), "new": wanted}
+    if errors:  # info["arguments"]: which argument each problem is about, for the preflight
+        arguments += ["values"] * (len(errors) - len(arguments))
+        raise CommandExecutionError(
+            "\n".join(errors), info={"errors": errors, "arguments": arguments}
+        )
+    old = _read_bytes(path)
+    if old != _content(wanted, old):
+        shown = None
+        if old is not None:
+            shown = {_shown(k): _shown(v) for k, v in _parse_conf(old).items()}
+        changes[path] = {"old": shown, "new": wanted}
     return {"changes": changes, "warnings": overrides(path, wanted, dirs, sysctl_conf)}
 
 
+def _vendor_dirs(dirs):
+    """Where the managed file must not be: every sysctl.d directory but the first (``/etc``)."""
+    return tuple(dict.fromkeys((*VENDOR_DIRS, *list(dirs)[1:])))
+
+
 def _single_line(value):
-    return (
-        isinstance(value, (int, str))
-        and not isinstance(value, bool)
-        and "\n" not in str(value)
-        and str(value).strip() != ""
-    )
+    if not isinstance(value, (int, str)) or isinstance(value, bool):
+        return False
+    text = str(value)
+    return text.strip() != "" and all(c == "\t" or " " <= c <= "~" for c in text)
+
+
+def preflight(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
+    """
+    Everything that would stop :func:`apply`, before anything changes: :func:`plan`'s problems
+    (a ``path`` that is not this formula's own file among them). Read-only.
+
+    Returns True when nothing stands in the way; else raises one ``CommandExecutionError``
+    with every problem in ``info["errors"]``, each naming the key or the path and the fix, and
+    in ``info["arguments"]`` the argument (``path`` or ``values``) each is about.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' sysctl_persist.preflight /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
+    """
+    try:
+        plan(path, values, dirs, sysctl_conf)
+    except SaltInvocationError as exc:
+        problem = __utils__["serverfix_errors.message"](exc)
+        raise CommandExecutionError(
+            problem, info={"errors": [problem], "arguments": ["values"]}
+        ) from None
+    return True
 
 
 def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     """
-    Write ``values`` to the running kernel and persist them in ``path`` (atomically, 0644,
-    a backup of an older version kept). Refuses, changing nothing, when :func:`plan` raises.
+    Write ``values`` to the running kernel and persist them in ``path`` (atomically, 0644, root,
+    a backup of an older version kept, only when ``path`` is this formula's own file: see
+    :func:`plan`). Refuses, changing nothing, when :func:`plan` raises.
 
     Returns the :func:`plan` it carried out.
 
@@ -275,12 +425,19 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     except CommandExecutionError as exc:
         problems = __utils__["serverfix_errors.problems"](exc)
         __utils__["serverfix_errors.raise_problems"](problems, prefix="Nothing was changed: ")
-    wanted = {_normalize_key(k): _normalize_value(v) for k, v in values.items()}
+    wanted = _wanted(values)
     if path in result["changes"]:
-        if os.path.exists(path):
+        old = _read_bytes(path)
+        if old is not None:
             __utils__["serverfix_files.backup"](path)
-        __utils__["serverfix_files.atomic_write"](
-            path, _render(wanted).encode(), mode=0o644, uid=0, gid=0
+        __utils__["serverfix_files.write_owned"](
+            path,
+            _content(wanted, old),
+            MARKER,
+            _vendor_dirs(dirs),
+            mode=0o644,
+            uid=0,
+            gid=0,
         )
     for key, change in result["changes"].items():
         if key == path:

@@ -9,14 +9,14 @@ Reached as ``__utils__["serverfix_errors.raise_problems"]`` and friends.
 from salt.exceptions import CommandExecutionError
 
 
-def raise_problems(problems, prefix=""):
+def raise_problems(messages, prefix=""):
     """
-    Raise ``CommandExecutionError("\\n".join(problems), info={"errors": problems})`` when
-    ``problems`` is not empty (``prefix`` goes before the joined message only).
+    Raise ``CommandExecutionError("\\n".join(messages), info={"errors": messages})`` when
+    ``messages`` is not empty (``prefix`` goes before the joined message only).
     """
-    problems = list(problems)
-    if problems:
-        raise CommandExecutionError(prefix + "\n".join(problems), info={"errors": problems})
+    messages = list(messages)
+    if messages:
+        raise CommandExecutionError(prefix + "\n".join(messages), info={"errors": messages})
 
 
 def message(exc):

@@ -20,14 +20,16 @@ def lookup(pillar, path, default=""):
 
 
 def resolve(value, pillar):
-    """``value``, unless it is a ``{"pillar": "<key>"}`` reference: then that pillar value ("" when unset)."""
+    """``value``, unless it is a ``{"pillar": "<key>"}`` reference: then that pillar value
+    (``""`` when unset)."""
     if isinstance(value, Mapping) and set(value) == {"pillar"}:
         return lookup(pillar, value["pillar"], "")
     return value
 
 
 def resolve_all(value, pillar):
-    """``value`` with every ``{"pillar": "<key>"}`` reference in it (nested mappings and lists) read."""
+    """``value`` with every ``{"pillar": "<key>"}`` reference in it (nested mappings and lists)
+    read."""
     value = resolve(value, pillar)
     if isinstance(value, Mapping):
         return {key: resolve_all(item, pillar) for key, item in value.items()}

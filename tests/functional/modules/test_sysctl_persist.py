@@ -6,12 +6,14 @@ vm.swappiness and vm.vfs_cache_pressure are restored after every test.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from tests.support.loader import DEFAULTS
 from tests.support.swap import read_sysctl, write_sysctl
 
 pytestmark = pytest.mark.destructive_test
@@ -242,3 +244,120 @@ def test_read_only_proc_sys_is_a_clear_error(minion_opts, confdirs, sysctl_resto
     )
     assert "Nothing was changed" in result["comment"]
     assert not os.path.exists(confdirs["target"]) and read_sysctl("vm.swappiness") == "61"
+
+
+def _tree(root):
+    """``{path: (bytes or link target)}`` of everything under ``root``: nothing may change."""
+    found = {}
+    for directory, subdirs, names in os.walk(root):
+        for name in names + subdirs:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                found[path] = ("link", os.readlink(path))
+            elif os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    found[path] = ("file", handle.read())
+    return found
+
+
+def _not_ours_cases(confdirs):
+    link = os.path.join(confdirs["etc"], "99-sysctl.conf")  # Debian's link to sysctl.conf
+    admin = os.path.join(confdirs["etc"], "60-admin.conf")
+    with open(admin, "wb") as handle:
+        handle.write(b"# tuned by hand\nvm.swappiness = 1\n")
+    vendor = os.path.join(confdirs["usr"], "99-zz-serverfix.conf")
+    run = os.path.join(confdirs["run"], "99-zz-serverfix.conf")
+    return [
+        (link, "is a symlink"),
+        (admin, "was not written by this formula"),
+        (vendor, "directory of packages"),
+        (run, "directory of packages"),
+    ]
+
+
+def test_a_file_that_is_not_ours_is_refused_before_anything_changes(
+    modules, states, confdirs, swap_dir, sysctl_restore
+):
+    write_sysctl("vm.swappiness", 61)
+    for path, expected in _not_ours_cases(confdirs):
+        before = _tree(swap_dir)
+        with pytest.raises(CommandExecutionError) as raised:
+            modules.sysctl_persist.plan(path, VALUES, dirs=confdirs["dirs"])
+        assert any(expected in e and path in e for e in raised.value.info["errors"]), raised
+        with pytest.raises(CommandExecutionError, match="another file name"):
+            modules.sysctl_persist.preflight(path, VALUES, dirs=confdirs["dirs"])
+        with pytest.raises(CommandExecutionError, match="^Nothing was changed: "):
+            modules.sysctl_persist.apply(path, VALUES, dirs=confdirs["dirs"])
+        for test in (True, False):
+            ret = states.sysctl_persist.present(
+                name=path, values=VALUES, dirs=confdirs["dirs"], test=test
+            )
+            assert (ret.result, ret.changes) == (False, {}), ret
+            assert expected in ret.comment and ret.comment.startswith("Nothing was changed")
+        assert _tree(swap_dir) == before, path
+        assert read_sysctl("vm.swappiness") == "61"
+    # our own file is rewritten; one without the marker is not, even after it was ours
+    assert _present(states, confdirs, test=False).result is True
+    with open(confdirs["target"], "rb") as handle:
+        ours = handle.read()
+    with open(confdirs["target"], "wb") as handle:
+        handle.write(ours.split(b"\n", 1)[1])  # the header removed by someone
+    ret = _present(states, confdirs, test=False, values={"vm.swappiness": 11})
+    assert ret.result is False and "was not written by this formula" in ret.comment
+
+
+LATIN1 = b"# r\xe9glages du noyau, \xe9crits \xe0 la main (Latin-1)\n"
+
+
+def test_bytes_that_are_not_utf8_are_read_and_kept(states, confdirs, sysctl_restore):
+    with open(confdirs["conf"], "ab") as handle:
+        handle.write(LATIN1 + b"vm.swappiness = 33\n")
+    late = os.path.join(confdirs["usr"], "99-zzz-vendor.conf")
+    with open(late, "wb") as handle:
+        handle.write(LATIN1 + b"vm.vfs_cache_pressure = 2\xe900\n")
+    for test in (True, False):
+        ret = _present(states, confdirs, test=test)
+        assert ret.result is not False, ret.comment
+        assert len(ret.warnings) == 2 and "2\\xe900" in " ".join(ret.warnings), ret.warnings
+        json.dumps(ret.comment).encode("utf-8")
+    # an admin's comment in our own file (Latin-1, CRLF) stays byte for byte across a change
+    with open(confdirs["target"], "rb") as handle:
+        ours = handle.read()
+    note = b"; gard\xe9 par l'admin\r\n"
+    with open(confdirs["target"], "wb") as handle:
+        handle.write(ours + note)
+    ret = _present(states, confdirs, test=False, values={**VALUES, "vm.swappiness": 11})
+    assert ret.result is True and confdirs["target"] in ret.changes, ret.comment
+    with open(confdirs["target"], "rb") as handle:
+        assert handle.read() == ours.replace(b"swappiness = 10", b"swappiness = 11") + note
+    assert (
+        _present(states, confdirs, test=True, values={**VALUES, "vm.swappiness": 11}).changes == {}
+    )
+
+
+@pytest.mark.skipif(not shutil.which("setfacl"), reason="setfacl missing: apt-get install acl")
+def test_managed_file_keeps_its_acl_and_xattrs(states, confdirs, sysctl_restore):
+    assert _present(states, confdirs, test=False).result is True
+    subprocess.run(["setfacl", "-m", "u:nobody:r", confdirs["target"]], check=True)
+    os.setxattr(confdirs["target"], "user.serverfix-test", b"kept")
+    acl = subprocess.run(
+        ["getfacl", "-p", confdirs["target"]], check=True, capture_output=True, text=True
+    ).stdout
+    ret = _present(states, confdirs, test=False, values={**VALUES, "vm.swappiness": 12})
+    assert ret.result is True and confdirs["target"] in ret.changes, ret.comment
+    after = subprocess.run(
+        ["getfacl", "-p", confdirs["target"]], check=True, capture_output=True, text=True
+    ).stdout
+    assert after == acl and "user:nobody:r--" in after
+    assert os.getxattr(confdirs["target"], "user.serverfix-test") == b"kept"
+
+
+def test_formula_preflight_names_the_pillar_key(modules, confdirs):
+    # Debian's /etc/sysctl.d/99-sysctl.conf given as serverfix:swap:sysctl_file
+    link = os.path.join(confdirs["etc"], "99-sysctl.conf")
+    config = {**DEFAULTS, "swap": {**DEFAULTS["swap"], "enabled": True, "sysctl_file": link}}
+    with pytest.raises(CommandExecutionError) as raised:
+        modules.serverfix.preflight(config, pillar={}, phases=["swap"])
+    mine = [e for e in raised.value.info["errors"] if link in e]
+    assert len(mine) == 1 and mine[0].startswith("serverfix:swap:sysctl_file: "), mine
+    assert "is a symlink" in mine[0] and os.path.islink(link)
