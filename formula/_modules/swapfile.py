@@ -47,27 +47,10 @@ SIGNATURE = b"SWAPSPACE2"
 NEW_SUFFIX = ".serverfix-new"
 
 # file systems the kernel cannot swap to (swapon says EINVAL, or they vanish/lie about blocks)
-NO_SWAP_FS = {
-    "tmpfs",
-    "ramfs",
-    "overlay",
-    "aufs",
-    "zfs",
-    "squashfs",
-    "erofs",
-    "iso9660",
-    "fuse",
-    "fuseblk",
-    "devtmpfs",
-    "proc",
-    "sysfs",
-    "9p",
-    "virtiofs",
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-}
+NO_SWAP_FS = frozenset(
+    "tmpfs ramfs overlay aufs zfs squashfs erofs iso9660 fuse fuseblk devtmpfs proc sysfs 9p "
+    "virtiofs nfs nfs4 cifs smb3".split()
+)
 
 # linux/fs.h: chattr +C must be set while the btrfs file is still empty
 FS_IOC_GETFLAGS = 0x80086601
@@ -95,6 +78,19 @@ def _human_mib(size):
 def _read(path):
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         return handle.read()
+
+
+def _fstab(name):
+    """fstab's text (its bytes kept, see ``serverfix_fstab.decode``); ``""`` when missing."""
+    try:
+        with open(name, "rb") as handle:
+            return __utils__["serverfix_fstab.decode"](handle.read())
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"cannot read {name}: {exc.strerror}; make it a readable file (or pass fstab=)"
+        ) from None
 
 
 def _libc():
@@ -247,12 +243,13 @@ def status(path, fstab=FSTAB):
                 used_bytes=entry["used_bytes"],
                 priority=entry["priority"],
             )
-    try:
-        found = __utils__["serverfix_fstab.entries"](_read(fstab), path)
-        st["fstab_lines"] = [line for _, line, _ in found]
-    except FileNotFoundError:
-        st["fstab_lines"] = []
+    st["fstab_lines"] = _lines_for(_fstab(fstab), path)
     return st
+
+
+def _lines_for(text, path):
+    shown = __utils__["serverfix_fstab.shown"]
+    return [shown(line) for _, line, _ in __utils__["serverfix_fstab.entries"](text, path)]
 
 
 def _free_bytes(directory):
@@ -314,21 +311,59 @@ def plan(path, size, fstab=FSTAB, reserve=None):
         raise_problems([f"{st['mount_point']} is mounted read-only; {path} cannot be written"])
     # reserve: the free space kept after writing the file (None: the swapplan default, 256M)
     kept = {} if reserve is None else {"reserve": _size_bytes(reserve)}
+    reclaim, problems = _leftover(path)
     result = __utils__["serverfix_swapplan.decide"](
-        st, wanted, _free_bytes(parent), _mem_available(), **kept
+        st, wanted, _free_bytes(parent), _mem_available(), reclaim=reclaim or 0, **kept
     )
-    raise_problems(result.pop("errors"))
-    try:
-        text = _read(fstab)
-    except FileNotFoundError:
-        text = ""
-    if __utils__["serverfix_fstab.with_swap"](text, path) is not None:
-        result["changes"]["fstab"] = {
-            "old": st["fstab_lines"],
-            "new": [__utils__["serverfix_fstab.swap_line"](path)],
-        }
+    problems += result.pop("errors")
+    if reclaim is not None:  # removed by the run, whatever else it does
+        old = f"{_tmp_of(path)} ({_human_mib(reclaim)})"
+        result["changes"]["leftover"] = {"old": old, "new": None}
+    # everything fstab needs is known before the swap file is touched: the preview is the run
+    new, result["fstab_reason"] = __utils__["serverfix_fstab.review"](_fstab(fstab), path)
+    if new is not None:
+        problems += _fstab_writable(fstab)
+        result["changes"]["fstab"] = {"old": st["fstab_lines"], "new": _lines_for(new, path)}
+    raise_problems(problems)
     result["status"] = st
     return result
+
+
+def _tmp_of(path):
+    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + NEW_SUFFIX)
+
+
+def _leftover(path):
+    """
+    The temporary file a killed run of :func:`ensure` left beside ``path``:
+    ``(bytes it frees or None when there is none, problems)``. Ours means a regular file of
+    root's, one link, not swapped on; anything else there is not touched.
+    """
+    tmp = _tmp_of(path)
+    try:
+        info = os.lstat(tmp)
+    except FileNotFoundError:
+        return None, []
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_nlink != 1:
+        return None, [
+            f"{tmp} exists and is not a temporary file this module left behind "
+            "(not a regular file of root's with one link); move it away"
+        ]
+    if any(entry["filename"] == tmp for entry in active_swaps()):
+        return None, [f"{tmp} is swapped on: swapoff it first, then remove it"]
+    return info.st_blocks * 512, []
+
+
+def _fstab_writable(fstab):
+    """Why ``fstab`` could not be replaced (atomic write in its directory), as a list."""
+    directory = os.path.dirname(os.path.realpath(fstab))
+    if not os.path.isdir(directory):
+        return [f"the directory {directory} of {fstab} does not exist; create it or pass fstab="]
+    if os.path.exists(fstab) and not os.path.isfile(fstab):
+        return [f"{fstab} is not a regular file; it cannot be rewritten"]
+    if not os.access(directory, os.W_OK):
+        return [f"{fstab} cannot be written: {directory} is read-only or not writable"]
+    return []
 
 
 def preflight(path, size, fstab=FSTAB):
@@ -482,10 +517,8 @@ def _swapoff(path):
 
 def _install(path, size, method, fs_type):
     """Build at a temporary name, move into place, swapon; zeros when the kernel rejects the file."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + NEW_SUFFIX)
-    _unlink_quietly(
-        tmp
-    )  # left over from an interrupted run; never active (it is only swapped on as `path`)
+    tmp = _tmp_of(path)
+    _unlink_quietly(tmp)  # left by an interrupted run (plan checked it is ours and not active)
     used = _build(tmp, size, method, fs_type)
     os.replace(tmp, path)
     code = _swap_call("swapon", path)
@@ -507,12 +540,21 @@ def _install(path, size, method, fs_type):
     return used
 
 
-def _write_fstab(fstab, text):
-    if os.path.exists(fstab):
-        __utils__["serverfix_files.backup"](fstab)
-        __utils__["serverfix_files.atomic_write"](fstab, text.encode())
-    else:
-        __utils__["serverfix_files.atomic_write"](fstab, text.encode(), mode=0o644, uid=0, gid=0)
+def _write_fstab(fstab, text, done=""):
+    """Replace ``fstab`` by ``text`` (a backup first); ``done`` says what already changed."""
+    if text is None:
+        return
+    data = __utils__["serverfix_fstab.encode"](text)
+    try:
+        if os.path.exists(fstab):
+            __utils__["serverfix_files.backup"](fstab)
+            __utils__["serverfix_files.atomic_write"](fstab, data)
+        else:
+            __utils__["serverfix_files.atomic_write"](fstab, data, mode=0o644, uid=0, gid=0)
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"{done}cannot write {fstab}: {exc.strerror}; fix that and run again"
+        ) from None
 
 
 def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
@@ -547,6 +589,8 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
             raise CommandExecutionError(f"{path}: {reason}. Nothing was changed.")
     used = None
     changes = result["changes"]
+    if "leftover" in changes:
+        _unlink_quietly(_tmp_of(path))
     if "mode" in changes:
         os.chmod(path, 0o600)
         os.chown(path, 0, 0)
@@ -570,12 +614,9 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
         os.unlink(path)
     if action in ("create", "resize", "rebuild"):
         used = _install(path, wanted, method, st["fs_type"])
+    done = f"{path} is an active swap file, but " if action != "none" else ""
     if "fstab" in changes:
-        try:
-            text = _read(fstab)
-        except FileNotFoundError:
-            text = ""
-        _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](text, path))
+        _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](_fstab(fstab), path), done)
     comment = {
         "none": f"{path} is an active {_human(wanted)} swap file",
         "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
@@ -583,7 +624,12 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
         "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
         "activate": f"swapped {path} on",
     }[action]
-    return {"changes": changes, "comment": comment, "method": used}
+    return {
+        "changes": changes,
+        "comment": comment,
+        "method": used,
+        "fstab_reason": result["fstab_reason"],
+    }
 
 
 def remove(path, fstab=FSTAB):
@@ -608,7 +654,8 @@ def remove(path, fstab=FSTAB):
     if "active" in changes:
         _swapoff(path)
     if "fstab" in changes:
-        _write_fstab(fstab, __utils__["serverfix_fstab.without"](_read(fstab), path))
+        done = f"{path} is swapped off, but " if "active" in changes else ""
+        _write_fstab(fstab, __utils__["serverfix_fstab.without"](_fstab(fstab), path), done)
     if "file" in changes:
         os.unlink(path)
     return changes
@@ -628,6 +675,8 @@ def plan_remove(path, fstab=FSTAB):
     """
     st = status(os.path.abspath(path), fstab)
     changes, errors = __utils__["serverfix_swapplan.decide_remove"](st, _mem_available())
+    if "fstab" in changes:
+        errors += _fstab_writable(fstab)
     __utils__["serverfix_errors.raise_problems"](errors)
     return changes
 

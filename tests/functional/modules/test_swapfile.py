@@ -394,3 +394,49 @@ def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
         )
         assert says in result["comment"] and result["changes"] == {}
     assert snapshot(swap_dir, fstab) == before
+
+
+# ---------------------------------------------------------------- fstab bytes (issue 12, items 5 and 8)
+
+LATIN1_FSTAB = b"# Partition f\xfcr Daten (Latin-1, not UTF-8)\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _read_bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_fstab_with_bytes_that_are_not_utf8_is_kept_and_persisted(states, swap_dir, fstab):
+    path = os.path.join(swap_dir, "swap-latin1")
+    _write_bytes(fstab, LATIN1_FSTAB)
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes["fstab"] == {"old": [], "new": [f"{path} none swap sw 0 0"]}
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True, real.comment
+    assert real.changes == predicted.changes
+    assert _read_bytes(fstab) == LATIN1_FSTAB + f"{path} none swap sw 0 0\n".encode()
+    for test in (True, False):
+        again = _present(states, path, fstab, test=test)
+        assert again.result is True and again.changes == {}, again.comment
+    removed = states.swapfile.absent(name=path, fstab=fstab)
+    assert removed.result is True, removed.comment
+    assert _read_bytes(fstab) == LATIN1_FSTAB
+
+
+def test_fstab_that_cannot_be_read_is_refused_before_anything_changes(states, swap_dir, fstab):
+    # a directory where fstab should be: reading it fails, so the plan refuses (no swap file made)
+    path = os.path.join(swap_dir, "swap-unreadable")
+    os.unlink(fstab)
+    os.mkdir(fstab)
+    before = snapshot(swap_dir)
+    for test in (True, False):
+        ret = _present(states, path, fstab, test=test)
+        assert ret.result is False and ret.changes == {}, ret.comment
+        assert fstab in ret.comment and "Traceback" not in ret.comment, ret.comment
+    assert snapshot(swap_dir) == before and active_swap(path) is None
