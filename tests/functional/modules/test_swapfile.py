@@ -440,3 +440,99 @@ def test_fstab_that_cannot_be_read_is_refused_before_anything_changes(states, sw
         assert ret.result is False and ret.changes == {}, ret.comment
         assert fstab in ret.comment and "Traceback" not in ret.comment, ret.comment
     assert snapshot(swap_dir) == before and active_swap(path) is None
+
+
+NOAUTO_CASES = {
+    # fstab before, and after: only the one line for the swap file differs (its ending stays)
+    "crlf": (
+        b"# fstab\r\nUUID=abcd / ext4 defaults 0 1\r\n{p} none swap noauto 0 0\r\n",
+        b"# fstab\r\nUUID=abcd / ext4 defaults 0 1\r\n{p} none swap sw 0 0\r\n",
+    ),
+    "form-feed-and-other-separators": (
+        b"# page\x0cbreak \x0b\x1c\x1d\x1e \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9\n"
+        b"{p} none swap sw,noauto,pri=5 0 0\nUUID=abcd / ext4 defaults 0 1\n",
+        b"# page\x0cbreak \x0b\x1c\x1d\x1e \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9\n"
+        b"{p} none swap sw 0 0\nUUID=abcd / ext4 defaults 0 1\n",
+    ),
+    "no-final-newline": (
+        b"UUID=abcd / ext4 defaults 0 1\n{p} none swap defaults,noauto 0 0",
+        b"UUID=abcd / ext4 defaults 0 1\n{p} none swap sw 0 0",
+    ),
+    "tabs": (
+        b"UUID=abcd\t/\text4\tdefaults\t0\t1\n{p}\tnone\tswap\tnoauto\t0\t0\n",
+        b"UUID=abcd\t/\text4\tdefaults\t0\t1\n{p} none swap sw 0 0\n",
+    ),
+    "other-swaps-by-uuid-and-label": (
+        b"UUID=1234-5678 none swap noauto 0 0\nLABEL=spare none swap sw 0 0\n"
+        b"{p} none swap noauto 0 0\n# f\xfcr Latin-1\n",
+        b"UUID=1234-5678 none swap noauto 0 0\nLABEL=spare none swap sw 0 0\n"
+        b"{p} none swap sw 0 0\n# f\xfcr Latin-1\n",
+    ),
+}
+
+
+def _escaped(path):
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").encode()
+
+
+@pytest.mark.parametrize("case", sorted(NOAUTO_CASES))
+@pytest.mark.parametrize("name", ["swap-noauto", "swap with spaces"])
+def test_noauto_line_is_replaced_and_every_other_byte_kept(states, swap_dir, fstab, case, name):
+    path = os.path.join(swap_dir, name)
+    before, after = (data.replace(b"{p}", _escaped(path)) for data in NOAUTO_CASES[case])
+    _write_bytes(fstab, before)
+    ours = [line for line in before.split(b"\n") if line.startswith(_escaped(path))]
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes["fstab"] == {
+        "old": [ours[0].rstrip(b"\r").decode("utf-8", "backslashreplace")],
+        "new": [f"{_escaped(path).decode()} none swap sw 0 0"],
+    }
+    assert "noauto" in predicted.comment, predicted.comment
+    assert _read_bytes(fstab) == before
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True and real.changes == predicted.changes, real.comment
+    assert _read_bytes(fstab) == after
+    assert _present(states, path, fstab, test=True).changes == {}
+
+
+def test_duplicate_lines_keep_the_one_that_swaps_on_at_boot(states, swap_dir, fstab):
+    path = os.path.join(swap_dir, "swap-dup-noauto")
+    before = (
+        f"# c\x0cd\r\n{path} none swap noauto 0 0\r\n{path} none swap sw,pri=3 0 0\r\n# end"
+    ).encode()
+    _write_bytes(fstab, before)
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.changes["fstab"] == {
+        "old": [f"{path} none swap noauto 0 0", f"{path} none swap sw,pri=3 0 0"],
+        "new": [f"{path} none swap sw,pri=3 0 0"],
+    }
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True and real.changes == predicted.changes, real.comment
+    assert _read_bytes(fstab) == f"# c\x0cd\r\n{path} none swap sw,pri=3 0 0\r\n# end".encode()
+
+
+def test_a_killed_runs_temp_file_counts_as_free_space(states, modules, swap_dir, fstab):
+    # a run killed while writing the new file leaves .<name>.serverfix-new behind, filling the disk
+    with loop_fs(swap_dir, "ext4", 100) as mnt:
+        path = os.path.join(mnt, "swapfile")
+        tmp = os.path.join(mnt, ".swapfile.serverfix-new")
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        reserve = free - SIZE_BYTES - (4 << 20)  # the file fits, with 4M to spare
+        half = free - (8 << 20)  # the half-made file leaves too little room without it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.posix_fallocate(fd, 0, half)
+        os.close(fd)
+        predicted = modules.swapfile.plan(path, SIZE, fstab=fstab, reserve=str(reserve))
+        assert predicted["action"] == "create"
+        assert predicted["changes"]["leftover"]["old"].startswith(tmp + " (")
+        done = modules.swapfile.ensure(path, SIZE, fstab=fstab, reserve=str(reserve))
+        assert done["changes"] == predicted["changes"]
+        assert active_swap(path) is not None and not os.path.exists(tmp)
+        modules.swapfile.remove(path, fstab=fstab)
+        # not ours (a directory, a symlink): refused by name, left alone
+        os.mkdir(tmp)
+        errors = problems(modules.swapfile.plan, path, SIZE, fstab=fstab, reserve="0")
+        assert any(tmp in e and "move it away" in e for e in errors), errors
+        assert os.path.isdir(tmp)
+        os.rmdir(tmp)
