@@ -19,11 +19,9 @@ Errors follow Salt's contract: :func:`plan`, :func:`plan_remove` and :func:`pref
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import logging
 import os
 import stat
-import struct
 from typing import TYPE_CHECKING, Any
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -42,20 +40,13 @@ PROC_MEMINFO = "/proc/meminfo"
 MOUNTINFO = "/proc/self/mountinfo"
 
 MIN_SIZE = 1 << 20
-ZERO_CHUNK = 1 << 20
 SIGNATURE = b"SWAPSPACE2"
-NEW_SUFFIX = ".serverfix-new"
 
 # file systems the kernel cannot swap to (swapon says EINVAL, or they vanish/lie about blocks)
 NO_SWAP_FS = frozenset(
     "tmpfs ramfs overlay aufs zfs squashfs erofs iso9660 fuse fuseblk devtmpfs proc sysfs 9p "
     "virtiofs nfs nfs4 cifs smb3".split()
 )
-
-# linux/fs.h: chattr +C must be set while the btrfs file is still empty
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_NOCOW_FL = 0x00800000
 
 
 def __virtual__():
@@ -124,8 +115,9 @@ def swap_permitted():
     code = _swap_call("swapoff", "/dev/null")
     if code == errno.EPERM:
         return False, (
-            "swapon/swapoff are not permitted here (EPERM): this looks like a container without "
-            "CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs --system-call-filter=@swap). "
+            "swapon/swapoff are not permitted here (EPERM): this looks like a container "
+            "without CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs "
+            "--system-call-filter=@swap). "
             "Create the swap on the host, or leave swap out of this run"
         )
     return True, ""
@@ -143,28 +135,6 @@ def active_swaps(proc_swaps=PROC_SWAPS):
         salt '*' swapfile.active_swaps
     """
     return __utils__["serverfix_fstab.parse_proc_swaps"](_read(proc_swaps))
-
-
-def _header(handle, page):
-    """``(is_swap, last_page)`` from the first page of a file."""
-    data = handle.read(page)
-    if len(data) < page or data[page - 10 : page] != SIGNATURE:
-        return False, None
-    return True, struct.unpack_from("<I", data, 1028)[0]  # after 1024 boot bytes and the version
-
-
-def _nocow(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0))
-        return bool(struct.unpack("i", buf)[0] & FS_NOCOW_FL)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def status(path, fstab=FSTAB):
@@ -223,9 +193,9 @@ def status(path, fstab=FSTAB):
                 holes=info.st_blocks * 512 < info.st_size,
             )
             with open(path, "rb") as handle:
-                st["is_swap"], last_page = _header(handle, page)
+                st["is_swap"], last_page = __utils__["serverfix_swapdisk.header"](handle, page)
             st["header_ok"] = st["is_swap"] and last_page == info.st_size // page - 1
-            st["nocow"] = _nocow(path)
+            st["nocow"] = __utils__["serverfix_swapdisk.nocow"](path)
     mount = (
         __utils__["serverfix_fstab.mount_of"](
             os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)
@@ -311,7 +281,8 @@ def plan(path, size, fstab=FSTAB, reserve=None):
         raise_problems([f"{st['mount_point']} is mounted read-only; {path} cannot be written"])
     # reserve: the free space kept after writing the file (None: the swapplan default, 256M)
     kept = {} if reserve is None else {"reserve": _size_bytes(reserve)}
-    reclaim, problems = _leftover(path)
+    active = [entry["filename"] for entry in active_swaps()]
+    reclaim, problems = __utils__["serverfix_swapdisk.leftover"](path, active)
     result = __utils__["serverfix_swapplan.decide"](
         st, wanted, _free_bytes(parent), _mem_available(), reclaim=reclaim or 0, **kept
     )
@@ -322,48 +293,11 @@ def plan(path, size, fstab=FSTAB, reserve=None):
     # everything fstab needs is known before the swap file is touched: the preview is the run
     new, result["fstab_reason"] = __utils__["serverfix_fstab.review"](_fstab(fstab), path)
     if new is not None:
-        problems += _fstab_writable(fstab)
+        problems += __utils__["serverfix_swapdisk.fstab_writable"](fstab)
         result["changes"]["fstab"] = {"old": st["fstab_lines"], "new": _lines_for(new, path)}
     raise_problems(problems)
     result["status"] = st
     return result
-
-
-def _tmp_of(path):
-    return os.path.join(os.path.dirname(path), "." + os.path.basename(path) + NEW_SUFFIX)
-
-
-def _leftover(path):
-    """
-    The temporary file a killed run of :func:`ensure` left beside ``path``:
-    ``(bytes it frees or None when there is none, problems)``. Ours means a regular file of
-    root's, one link, not swapped on; anything else there is not touched.
-    """
-    tmp = _tmp_of(path)
-    try:
-        info = os.lstat(tmp)
-    except FileNotFoundError:
-        return None, []
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_nlink != 1:
-        return None, [
-            f"{tmp} exists and is not a temporary file this module left behind "
-            "(not a regular file of root's with one link); move it away"
-        ]
-    if any(entry["filename"] == tmp for entry in active_swaps()):
-        return None, [f"{tmp} is swapped on: swapoff it first, then remove it"]
-    return info.st_blocks * 512, []
-
-
-def _fstab_writable(fstab):
-    """Why ``fstab`` could not be replaced (atomic write in its directory), as a list."""
-    directory = os.path.dirname(os.path.realpath(fstab))
-    if not os.path.isdir(directory):
-        return [f"the directory {directory} of {fstab} does not exist; create it or pass fstab="]
-    if os.path.exists(fstab) and not os.path.isfile(fstab):
-        return [f"{fstab} is not a regular file; it cannot be rewritten"]
-    if not os.access(directory, os.W_OK):
-        return [f"{fstab} cannot be written: {directory} is read-only or not writable"]
-    return []
 
 
 def preflight(path, size, fstab=FSTAB):
@@ -413,86 +347,16 @@ def _run(argv):
     return ret["retcode"], (ret.get("stderr") or ret.get("stdout") or "").strip()
 
 
-def _new_file(path):
-    """An empty file, 0600 root:root from the start (never readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.fchown(fd, 0, 0)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    return fd
+def _tmp_of(path):
+    return __utils__["serverfix_swapdisk.tmp_of"](path)
 
 
-def _set_nocow(fd):
-    flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-    fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_NOCOW_FL))
-
-
-def _zero_fill(fd, size):
-    chunk = bytes(ZERO_CHUNK)
-    written = 0
-    while written < size:
-        written += os.write(fd, chunk[: min(ZERO_CHUNK, size - written)])
-    os.fsync(fd)
+def _unlink(path):
+    __utils__["serverfix_swapdisk.unlink_quietly"](path)
 
 
 def _build(path, size, method, fs_type):
-    """
-    Write a new swap area of ``size`` bytes at ``path`` (must not exist), using ``fallocate``
-    (``method='fallocate'``) or zeros (``'zero'``); ``'auto'`` falls back to zeros when the file
-    system cannot fallocate. Returns the method used. The file is removed again on any failure.
-    """
-    fd = _new_file(path)
-    try:
-        try:
-            if (
-                fs_type == "btrfs"
-            ):  # swapon rejects copy-on-write files; the flag only sticks while empty
-                _set_nocow(fd)
-            used = method
-            if method in ("auto", "fallocate"):
-                rc, out = (
-                    _run(["fallocate", "-l", str(size), path])
-                    if _which("fallocate")
-                    else (127, "not found")
-                )
-                if rc == 0:
-                    used = "fallocate"
-                elif method == "fallocate":
-                    raise CommandExecutionError(f"fallocate {path} failed: {out}")
-                else:
-                    log.info("swapfile: fallocate %s failed (%s); writing zeros instead", path, out)
-                    os.ftruncate(fd, 0)
-                    used = "zero"
-            if used == "zero":
-                _zero_fill(fd, size)
-        finally:
-            os.close(fd)
-        rc, out = _run(["mkswap", path])
-        if rc != 0:
-            raise CommandExecutionError(f"mkswap {path} failed: {out}")
-    except OSError as exc:
-        _unlink_quietly(path)
-        if exc.errno == errno.ENOSPC:
-            raise CommandExecutionError(
-                f"the disk filled up while writing {path}; "
-                "it was removed again. Free some space or choose a smaller size."
-            ) from None
-        raise CommandExecutionError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        _unlink_quietly(path)
-        raise
-    return used
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    return __utils__["serverfix_swapdisk.build"](path, size, method, fs_type, _run, _which)
 
 
 def _not_permitted(path):
@@ -516,14 +380,14 @@ def _swapoff(path):
 
 
 def _install(path, size, method, fs_type):
-    """Build at a temporary name, move into place, swapon; zeros when the kernel rejects the file."""
+    """Build at a temporary name, move into place, swapon; zeros when the kernel rejects it."""
     tmp = _tmp_of(path)
-    _unlink_quietly(tmp)  # left by an interrupted run (plan checked it is ours and not active)
+    _unlink(tmp)  # left by an interrupted run (plan checked it is ours and not active)
     used = _build(tmp, size, method, fs_type)
     os.replace(tmp, path)
     code = _swap_call("swapon", path)
     if code == errno.EINVAL and used == "fallocate" and method == "auto":
-        # holes/unwritten extents the kernel will not swap to (XFS before 4.18, some ext4): zeros always work
+        # unwritten extents the kernel will not swap to (XFS before 4.18, some ext4): zeros work
         log.info("swapfile: swapon %s rejected the fallocated file; rewriting it with zeros", path)
         os.unlink(path)
         used = _build(tmp, size, "zero", fs_type)
@@ -590,7 +454,7 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
     used = None
     changes = result["changes"]
     if "leftover" in changes:
-        _unlink_quietly(_tmp_of(path))
+        _unlink(_tmp_of(path))
     if "mode" in changes:
         os.chmod(path, 0o600)
         os.chown(path, 0, 0)
@@ -620,7 +484,8 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
     comment = {
         "none": f"{path} is an active {_human(wanted)} swap file",
         "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
-        "resize": f"resized {path}: {result['reason']} ({used}); swapped off, rewritten, swapped on",
+        "resize": f"resized {path}: {result['reason']} ({used}); "
+        "swapped off, rewritten, swapped on",
         "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
         "activate": f"swapped {path} on",
     }[action]
@@ -676,7 +541,7 @@ def plan_remove(path, fstab=FSTAB):
     st = status(os.path.abspath(path), fstab)
     changes, errors = __utils__["serverfix_swapplan.decide_remove"](st, _mem_available())
     if "fstab" in changes:
-        errors += _fstab_writable(fstab)
+        errors += __utils__["serverfix_swapdisk.fstab_writable"](fstab)
     __utils__["serverfix_errors.raise_problems"](errors)
     return changes
 

@@ -53,26 +53,26 @@ def parse_proc_swaps(text):
     ``/proc/swaps`` as a list of ``{filename, type, size_bytes, used_bytes, priority, deleted}``.
     The kernel reports sizes in KiB, and the size without the header page.
     """
-    entries = []
+    found = []
     for line in text.split("\n")[1:]:
-        fields = line.split()
-        if len(fields) < 5:
+        cols = line.split()
+        if len(cols) < 5:
             continue
-        name = unescape_octal(" ".join(fields[:-4]))
+        name = unescape_octal(" ".join(cols[:-4]))
         deleted = name.endswith(" (deleted)")
         if deleted:
             name = name[: -len(" (deleted)")]
-        entries.append(
+        found.append(
             {
                 "filename": name,
-                "type": fields[-4],
-                "size_bytes": int(fields[-3]) * 1024,
-                "used_bytes": int(fields[-2]) * 1024,
-                "priority": int(fields[-1]),
+                "type": cols[-4],
+                "size_bytes": int(cols[-3]) * 1024,
+                "used_bytes": int(cols[-2]) * 1024,
+                "priority": int(cols[-1]),
                 "deleted": deleted,
             }
         )
-    return entries
+    return found
 
 
 def mount_of(path, mountinfo_text):
@@ -81,20 +81,21 @@ def mount_of(path, mountinfo_text):
     from ``/proc/self/mountinfo`` text. The longest matching mount point wins; of stacked mounts
     on the same point, the last one (the visible one).
     """
-    best = None
+    best, longest = None, -1
     for line in mountinfo_text.split("\n"):
         left, sep, right = line.partition(" - ")
         if not sep:
             continue
-        fields, tail = left.split(), right.split()
-        point = unescape_octal(fields[4])
+        cols, tail = left.split(), right.split()
+        point = unescape_octal(cols[4])
         inside = path == point or path.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best["mount_point"])):
+        if inside and len(point) >= longest:
+            longest = len(point)
             best = {
                 "mount_point": point,
                 "fs_type": tail[0],
                 "source": unescape_octal(tail[1]),
-                "options": fields[5].split(","),
+                "options": cols[5].split(","),
             }
     return best
 

@@ -25,7 +25,7 @@ FSTAB_BEFORE = (
 
 
 def problems(func, *args, **kwargs):
-    """The problems ``func`` refuses with: one CommandExecutionError listing them in info["errors"]."""
+    """The problems ``func`` refuses with: one CommandExecutionError, each in info["errors"]."""
     with pytest.raises(CommandExecutionError) as raised:
         func(*args, **kwargs)
     errors = raised.value.info["errors"]
@@ -245,7 +245,7 @@ def test_zero_fill_where_the_file_system_cannot_fallocate(modules, swap_dir, fst
 
 def test_zero_fill_when_swapon_rejects_the_fallocated_file(modules, swap_dir, fstab, monkeypatch):
     # Fault injection (declared mock): kernels before 4.18 on XFS (and some ext4) reject fallocated
-    # swap files with EINVAL; this 6.x kernel accepts them, so the first swapon is made to say EINVAL.
+    # swap files with EINVAL; this 6.x kernel accepts them, so the first swapon is made to say so.
     path = os.path.join(swap_dir, "swap-einval")
     glb = modules.swapfile.ensure.__globals__
     real_call, calls = glb["_swap_call"], []
@@ -350,7 +350,7 @@ def test_bad_paths_are_named(modules, swap_dir):
 
 
 def _salt_call_without_sys_admin(minion_opts, *args, fails=False):
-    """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM for real,
+    """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM,
     as in a container without it (or under systemd-nspawn's seccomp filter). ``fails``: the function
     raises, and salt-call prints its message to stderr (returned)."""
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
@@ -396,9 +396,11 @@ def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
     assert snapshot(swap_dir, fstab) == before
 
 
-# ---------------------------------------------------------------- fstab bytes (issue 12, items 5 and 8)
+# ------------------------------------------------------------ fstab bytes (issue 12, items 5 and 8)
 
-LATIN1_FSTAB = b"# Partition f\xfcr Daten (Latin-1, not UTF-8)\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+LATIN1_FSTAB = (
+    b"# Partition f\xfcr Daten (Latin-1, not UTF-8)\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+)
 
 
 def _write_bytes(path, data):
