@@ -19,11 +19,9 @@ Errors follow Salt's contract: :func:`plan`, :func:`plan_remove` and :func:`pref
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import logging
 import os
 import stat
-import struct
 from typing import TYPE_CHECKING, Any
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -42,37 +40,13 @@ PROC_MEMINFO = "/proc/meminfo"
 MOUNTINFO = "/proc/self/mountinfo"
 
 MIN_SIZE = 1 << 20
-ZERO_CHUNK = 1 << 20
 SIGNATURE = b"SWAPSPACE2"
-NEW_SUFFIX = ".serverfix-new"
 
 # file systems the kernel cannot swap to (swapon says EINVAL, or they vanish/lie about blocks)
-NO_SWAP_FS = {
-    "tmpfs",
-    "ramfs",
-    "overlay",
-    "aufs",
-    "zfs",
-    "squashfs",
-    "erofs",
-    "iso9660",
-    "fuse",
-    "fuseblk",
-    "devtmpfs",
-    "proc",
-    "sysfs",
-    "9p",
-    "virtiofs",
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-}
-
-# linux/fs.h: chattr +C must be set while the btrfs file is still empty
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_NOCOW_FL = 0x00800000
+NO_SWAP_FS = frozenset(
+    "tmpfs ramfs overlay aufs zfs squashfs erofs iso9660 fuse fuseblk devtmpfs proc sysfs 9p "
+    "virtiofs nfs nfs4 cifs smb3".split()
+)
 
 
 def __virtual__():
@@ -95,6 +69,19 @@ def _human_mib(size):
 def _read(path):
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         return handle.read()
+
+
+def _fstab(name):
+    """fstab's text (its bytes kept, see ``serverfix_fstab.decode``); ``""`` when missing."""
+    try:
+        with open(name, "rb") as handle:
+            return __utils__["serverfix_fstab.decode"](handle.read())
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"cannot read {name}: {exc.strerror}; make it a readable file (or pass fstab=)"
+        ) from None
 
 
 def _libc():
@@ -128,8 +115,9 @@ def swap_permitted():
     code = _swap_call("swapoff", "/dev/null")
     if code == errno.EPERM:
         return False, (
-            "swapon/swapoff are not permitted here (EPERM): this looks like a container without "
-            "CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs --system-call-filter=@swap). "
+            "swapon/swapoff are not permitted here (EPERM): this looks like a container "
+            "without CAP_SYS_ADMIN or with a seccomp filter (systemd-nspawn needs "
+            "--system-call-filter=@swap). "
             "Create the swap on the host, or leave swap out of this run"
         )
     return True, ""
@@ -147,28 +135,6 @@ def active_swaps(proc_swaps=PROC_SWAPS):
         salt '*' swapfile.active_swaps
     """
     return __utils__["serverfix_fstab.parse_proc_swaps"](_read(proc_swaps))
-
-
-def _header(handle, page):
-    """``(is_swap, last_page)`` from the first page of a file."""
-    data = handle.read(page)
-    if len(data) < page or data[page - 10 : page] != SIGNATURE:
-        return False, None
-    return True, struct.unpack_from("<I", data, 1028)[0]  # after 1024 boot bytes and the version
-
-
-def _nocow(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0))
-        return bool(struct.unpack("i", buf)[0] & FS_NOCOW_FL)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def status(path, fstab=FSTAB):
@@ -227,9 +193,9 @@ def status(path, fstab=FSTAB):
                 holes=info.st_blocks * 512 < info.st_size,
             )
             with open(path, "rb") as handle:
-                st["is_swap"], last_page = _header(handle, page)
+                st["is_swap"], last_page = __utils__["serverfix_swapdisk.header"](handle, page)
             st["header_ok"] = st["is_swap"] and last_page == info.st_size // page - 1
-            st["nocow"] = _nocow(path)
+            st["nocow"] = __utils__["serverfix_swapdisk.nocow"](path)
     mount = (
         __utils__["serverfix_fstab.mount_of"](
             os.path.realpath(os.path.dirname(path)), _read(MOUNTINFO)
@@ -247,12 +213,13 @@ def status(path, fstab=FSTAB):
                 used_bytes=entry["used_bytes"],
                 priority=entry["priority"],
             )
-    try:
-        found = __utils__["serverfix_fstab.entries"](_read(fstab), path)
-        st["fstab_lines"] = [line for _, line, _ in found]
-    except FileNotFoundError:
-        st["fstab_lines"] = []
+    st["fstab_lines"] = _lines_for(_fstab(fstab), path)
     return st
+
+
+def _lines_for(text, path):
+    shown = __utils__["serverfix_fstab.shown"]
+    return [shown(line) for _, line, _ in __utils__["serverfix_fstab.entries"](text, path)]
 
 
 def _free_bytes(directory):
@@ -314,19 +281,21 @@ def plan(path, size, fstab=FSTAB, reserve=None):
         raise_problems([f"{st['mount_point']} is mounted read-only; {path} cannot be written"])
     # reserve: the free space kept after writing the file (None: the swapplan default, 256M)
     kept = {} if reserve is None else {"reserve": _size_bytes(reserve)}
+    active = [entry["filename"] for entry in active_swaps()]
+    reclaim, problems = __utils__["serverfix_swapdisk.leftover"](path, active)
     result = __utils__["serverfix_swapplan.decide"](
-        st, wanted, _free_bytes(parent), _mem_available(), **kept
+        st, wanted, _free_bytes(parent), _mem_available(), reclaim=reclaim or 0, **kept
     )
-    raise_problems(result.pop("errors"))
-    try:
-        text = _read(fstab)
-    except FileNotFoundError:
-        text = ""
-    if __utils__["serverfix_fstab.with_swap"](text, path) is not None:
-        result["changes"]["fstab"] = {
-            "old": st["fstab_lines"],
-            "new": [__utils__["serverfix_fstab.swap_line"](path)],
-        }
+    problems += result.pop("errors")
+    if reclaim is not None:  # removed by the run, whatever else it does
+        old = f"{_tmp_of(path)} ({_human_mib(reclaim)})"
+        result["changes"]["leftover"] = {"old": old, "new": None}
+    # everything fstab needs is known before the swap file is touched: the preview is the run
+    new, result["fstab_reason"] = __utils__["serverfix_fstab.review"](_fstab(fstab), path)
+    if new is not None:
+        problems += __utils__["serverfix_swapdisk.fstab_writable"](fstab)
+        result["changes"]["fstab"] = {"old": st["fstab_lines"], "new": _lines_for(new, path)}
+    raise_problems(problems)
     result["status"] = st
     return result
 
@@ -378,86 +347,16 @@ def _run(argv):
     return ret["retcode"], (ret.get("stderr") or ret.get("stdout") or "").strip()
 
 
-def _new_file(path):
-    """An empty file, 0600 root:root from the start (never readable by others)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.fchown(fd, 0, 0)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    return fd
+def _tmp_of(path):
+    return __utils__["serverfix_swapdisk.tmp_of"](path)
 
 
-def _set_nocow(fd):
-    flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("i", 0)))[0]
-    fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_NOCOW_FL))
-
-
-def _zero_fill(fd, size):
-    chunk = bytes(ZERO_CHUNK)
-    written = 0
-    while written < size:
-        written += os.write(fd, chunk[: min(ZERO_CHUNK, size - written)])
-    os.fsync(fd)
+def _unlink(path):
+    __utils__["serverfix_swapdisk.unlink_quietly"](path)
 
 
 def _build(path, size, method, fs_type):
-    """
-    Write a new swap area of ``size`` bytes at ``path`` (must not exist), using ``fallocate``
-    (``method='fallocate'``) or zeros (``'zero'``); ``'auto'`` falls back to zeros when the file
-    system cannot fallocate. Returns the method used. The file is removed again on any failure.
-    """
-    fd = _new_file(path)
-    try:
-        try:
-            if (
-                fs_type == "btrfs"
-            ):  # swapon rejects copy-on-write files; the flag only sticks while empty
-                _set_nocow(fd)
-            used = method
-            if method in ("auto", "fallocate"):
-                rc, out = (
-                    _run(["fallocate", "-l", str(size), path])
-                    if _which("fallocate")
-                    else (127, "not found")
-                )
-                if rc == 0:
-                    used = "fallocate"
-                elif method == "fallocate":
-                    raise CommandExecutionError(f"fallocate {path} failed: {out}")
-                else:
-                    log.info("swapfile: fallocate %s failed (%s); writing zeros instead", path, out)
-                    os.ftruncate(fd, 0)
-                    used = "zero"
-            if used == "zero":
-                _zero_fill(fd, size)
-        finally:
-            os.close(fd)
-        rc, out = _run(["mkswap", path])
-        if rc != 0:
-            raise CommandExecutionError(f"mkswap {path} failed: {out}")
-    except OSError as exc:
-        _unlink_quietly(path)
-        if exc.errno == errno.ENOSPC:
-            raise CommandExecutionError(
-                f"the disk filled up while writing {path}; "
-                "it was removed again. Free some space or choose a smaller size."
-            ) from None
-        raise CommandExecutionError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        _unlink_quietly(path)
-        raise
-    return used
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    return __utils__["serverfix_swapdisk.build"](path, size, method, fs_type, _run, _which)
 
 
 def _not_permitted(path):
@@ -481,16 +380,14 @@ def _swapoff(path):
 
 
 def _install(path, size, method, fs_type):
-    """Build at a temporary name, move into place, swapon; zeros when the kernel rejects the file."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + NEW_SUFFIX)
-    _unlink_quietly(
-        tmp
-    )  # left over from an interrupted run; never active (it is only swapped on as `path`)
+    """Build at a temporary name, move into place, swapon; zeros when the kernel rejects it."""
+    tmp = _tmp_of(path)
+    _unlink(tmp)  # left by an interrupted run (plan checked it is ours and not active)
     used = _build(tmp, size, method, fs_type)
     os.replace(tmp, path)
     code = _swap_call("swapon", path)
     if code == errno.EINVAL and used == "fallocate" and method == "auto":
-        # holes/unwritten extents the kernel will not swap to (XFS before 4.18, some ext4): zeros always work
+        # unwritten extents the kernel will not swap to (XFS before 4.18, some ext4): zeros work
         log.info("swapfile: swapon %s rejected the fallocated file; rewriting it with zeros", path)
         os.unlink(path)
         used = _build(tmp, size, "zero", fs_type)
@@ -507,12 +404,21 @@ def _install(path, size, method, fs_type):
     return used
 
 
-def _write_fstab(fstab, text):
-    if os.path.exists(fstab):
-        __utils__["serverfix_files.backup"](fstab)
-        __utils__["serverfix_files.atomic_write"](fstab, text.encode())
-    else:
-        __utils__["serverfix_files.atomic_write"](fstab, text.encode(), mode=0o644, uid=0, gid=0)
+def _write_fstab(fstab, text, done=""):
+    """Replace ``fstab`` by ``text`` (a backup first); ``done`` says what already changed."""
+    if text is None:
+        return
+    data = __utils__["serverfix_fstab.encode"](text)
+    try:
+        if os.path.exists(fstab):
+            __utils__["serverfix_files.backup"](fstab)
+            __utils__["serverfix_files.atomic_write"](fstab, data)
+        else:
+            __utils__["serverfix_files.atomic_write"](fstab, data, mode=0o644, uid=0, gid=0)
+    except OSError as exc:
+        raise CommandExecutionError(
+            f"{done}cannot write {fstab}: {exc.strerror}; fix that and run again"
+        ) from None
 
 
 def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
@@ -547,6 +453,8 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
             raise CommandExecutionError(f"{path}: {reason}. Nothing was changed.")
     used = None
     changes = result["changes"]
+    if "leftover" in changes:
+        _unlink(_tmp_of(path))
     if "mode" in changes:
         os.chmod(path, 0o600)
         os.chown(path, 0, 0)
@@ -570,20 +478,23 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
         os.unlink(path)
     if action in ("create", "resize", "rebuild"):
         used = _install(path, wanted, method, st["fs_type"])
+    done = f"{path} is an active swap file, but " if action != "none" else ""
     if "fstab" in changes:
-        try:
-            text = _read(fstab)
-        except FileNotFoundError:
-            text = ""
-        _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](text, path))
+        _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](_fstab(fstab), path), done)
     comment = {
         "none": f"{path} is an active {_human(wanted)} swap file",
         "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
-        "resize": f"resized {path}: {result['reason']} ({used}); swapped off, rewritten, swapped on",
+        "resize": f"resized {path}: {result['reason']} ({used}); "
+        "swapped off, rewritten, swapped on",
         "rebuild": f"rewrote {path} ({used}): {result['reason']}; swapped it on",
         "activate": f"swapped {path} on",
     }[action]
-    return {"changes": changes, "comment": comment, "method": used}
+    return {
+        "changes": changes,
+        "comment": comment,
+        "method": used,
+        "fstab_reason": result["fstab_reason"],
+    }
 
 
 def remove(path, fstab=FSTAB):
@@ -608,7 +519,8 @@ def remove(path, fstab=FSTAB):
     if "active" in changes:
         _swapoff(path)
     if "fstab" in changes:
-        _write_fstab(fstab, __utils__["serverfix_fstab.without"](_read(fstab), path))
+        done = f"{path} is swapped off, but " if "active" in changes else ""
+        _write_fstab(fstab, __utils__["serverfix_fstab.without"](_fstab(fstab), path), done)
     if "file" in changes:
         os.unlink(path)
     return changes
@@ -628,6 +540,8 @@ def plan_remove(path, fstab=FSTAB):
     """
     st = status(os.path.abspath(path), fstab)
     changes, errors = __utils__["serverfix_swapplan.decide_remove"](st, _mem_available())
+    if "fstab" in changes:
+        errors += __utils__["serverfix_swapdisk.fstab_writable"](fstab)
     __utils__["serverfix_errors.raise_problems"](errors)
     return changes
 

@@ -71,8 +71,11 @@ def present(name, size, fstab="/etc/fstab"):
         words = PREDICTIONS[plan["action"]].format(path=name, size=size, reason=plan["reason"])
         if "mode" in plan["changes"]:
             words += "; would set mode 0600 root:root"
+        if "leftover" in plan["changes"]:
+            words += "; would remove the temporary file an interrupted run left"
         if "fstab" in plan["changes"]:
-            words += f"; would make {fstab} hold exactly one line for it"
+            words += f"; would make {fstab} hold exactly one line for it that swaps it on at boot"
+            words += f" ({plan['fstab_reason']})" if plan.get("fstab_reason") else ""
         ret["comment"] = words[0].upper() + words[1:] + "."
         if plan["changes"]:
             ret["result"] = None
@@ -85,7 +88,11 @@ def present(name, size, fstab="/etc/fstab"):
     ret["comment"] = (
         done["comment"][0].upper()
         + done["comment"][1:]
-        + (f"; {fstab} holds exactly one line for it." if "fstab" in done["changes"] else ".")
+        + (
+            f"; {fstab} holds exactly one line for it ({done['fstab_reason']})."
+            if "fstab" in done["changes"] and done.get("fstab_reason")
+            else "."
+        )
     )
     return ret
 

@@ -21,7 +21,7 @@ def human(size):
     return f"{size} bytes"
 
 
-def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
+def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE, reclaim=0):
     """
     What it takes to get from ``st`` (see ``swapfile.status``) to an active swap file of ``wanted``
     bytes: ``{"action", "changes", "errors", "reason"}``. Pure: the test-mode prediction and
@@ -29,7 +29,8 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
 
     action: ``none``, ``create``, ``resize`` (swapoff first), ``rebuild`` (inactive file that is
     the wrong size, has holes or is copy-on-write), ``activate``. fstab and mode are separate keys
-    of ``changes`` (``fstab`` is filled in by ``swapfile.plan``).
+    of ``changes`` (``fstab`` is filled in by ``swapfile.plan``). ``reclaim``: bytes of a
+    temporary file a killed run left behind, removed before the new file is written.
     """
     path = st["path"]
     result = {"action": "none", "changes": {}, "errors": [], "reason": ""}
@@ -69,11 +70,12 @@ def decide(st, wanted, free_bytes, mem_available, reserve=DISK_RESERVE):
             old += f" ({result['reason']})"
         changes["file"] = {"old": old, "new": human(wanted)}
         # the old file (inactive, or swapped off first) is removed before the new one is written
-        have = free_bytes + (st["allocated_bytes"] if st["exists"] else 0)
+        have = free_bytes + reclaim + (st["allocated_bytes"] if st["exists"] else 0)
         if have < wanted + reserve:
+            counted = f" (counting {human_mib(reclaim)} of a leftover temp file)" if reclaim else ""
             errors.append(
                 f"size {human(wanted)}: not enough disk space for it at {path}: "
-                f"{human_mib(have)} free on {st['mount_point']}, "
+                f"{human_mib(have)} free on {st['mount_point']}{counted}, "
                 f"{human_mib(wanted + reserve)} needed "
                 f"(the file plus {human_mib(reserve)} kept free); free some space or choose a "
                 "smaller size or another file system"

@@ -16,7 +16,7 @@ SYSCTL_KEYS = ("vm.swappiness", "vm.vfs_cache_pressure")
 
 
 def fs_type(path):
-    """The file system type at ``path``, as util-linux's findmnt sees it (independent of the module)."""
+    """The file system type at ``path`` as util-linux's findmnt sees it (not the module)."""
     out = subprocess.run(
         ["findmnt", "-n", "-o", "FSTYPE", "-T", path], capture_output=True, text=True, check=False
     )
@@ -75,7 +75,7 @@ def cleanup(root):
 
 @contextmanager
 def loop_fs(root, fstype, size_mb):
-    """A small ``fstype`` file system made by the test, loop-mounted under ``root``; unmounted after."""
+    """A small ``fstype`` file system, loop-mounted under ``root`` and unmounted afterwards."""
     image = os.path.join(root, f"{fstype}.img")
     point = os.path.join(root, f"mnt-{fstype}")
     os.makedirs(point)

@@ -25,7 +25,7 @@ FSTAB_BEFORE = (
 
 
 def problems(func, *args, **kwargs):
-    """The problems ``func`` refuses with: one CommandExecutionError listing them in info["errors"]."""
+    """The problems ``func`` refuses with: one CommandExecutionError, each in info["errors"]."""
     with pytest.raises(CommandExecutionError) as raised:
         func(*args, **kwargs)
     errors = raised.value.info["errors"]
@@ -245,7 +245,7 @@ def test_zero_fill_where_the_file_system_cannot_fallocate(modules, swap_dir, fst
 
 def test_zero_fill_when_swapon_rejects_the_fallocated_file(modules, swap_dir, fstab, monkeypatch):
     # Fault injection (declared mock): kernels before 4.18 on XFS (and some ext4) reject fallocated
-    # swap files with EINVAL; this 6.x kernel accepts them, so the first swapon is made to say EINVAL.
+    # swap files with EINVAL; this 6.x kernel accepts them, so the first swapon is made to say so.
     path = os.path.join(swap_dir, "swap-einval")
     glb = modules.swapfile.ensure.__globals__
     real_call, calls = glb["_swap_call"], []
@@ -350,7 +350,7 @@ def test_bad_paths_are_named(modules, swap_dir):
 
 
 def _salt_call_without_sys_admin(minion_opts, *args, fails=False):
-    """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM for real,
+    """salt-call with CAP_SYS_ADMIN dropped from the bounding set: swapon/swapoff say EPERM,
     as in a container without it (or under systemd-nspawn's seccomp filter). ``fails``: the function
     raises, and salt-call prints its message to stderr (returned)."""
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
@@ -394,3 +394,147 @@ def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
         )
         assert says in result["comment"] and result["changes"] == {}
     assert snapshot(swap_dir, fstab) == before
+
+
+# ------------------------------------------------------------ fstab bytes (issue 12, items 5 and 8)
+
+LATIN1_FSTAB = (
+    b"# Partition f\xfcr Daten (Latin-1, not UTF-8)\nUUID=abcd / ext4 errors=remount-ro 0 1\n"
+)
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _read_bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def test_fstab_with_bytes_that_are_not_utf8_is_kept_and_persisted(states, swap_dir, fstab):
+    path = os.path.join(swap_dir, "swap-latin1")
+    _write_bytes(fstab, LATIN1_FSTAB)
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes["fstab"] == {"old": [], "new": [f"{path} none swap sw 0 0"]}
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True, real.comment
+    assert real.changes == predicted.changes
+    assert _read_bytes(fstab) == LATIN1_FSTAB + f"{path} none swap sw 0 0\n".encode()
+    for test in (True, False):
+        again = _present(states, path, fstab, test=test)
+        assert again.result is True and again.changes == {}, again.comment
+    removed = states.swapfile.absent(name=path, fstab=fstab)
+    assert removed.result is True, removed.comment
+    assert _read_bytes(fstab) == LATIN1_FSTAB
+
+
+def test_fstab_that_cannot_be_read_is_refused_before_anything_changes(states, swap_dir, fstab):
+    # a directory where fstab should be: reading it fails, so the plan refuses (no swap file made)
+    path = os.path.join(swap_dir, "swap-unreadable")
+    os.unlink(fstab)
+    os.mkdir(fstab)
+    before = snapshot(swap_dir)
+    for test in (True, False):
+        ret = _present(states, path, fstab, test=test)
+        assert ret.result is False and ret.changes == {}, ret.comment
+        assert fstab in ret.comment and "Traceback" not in ret.comment, ret.comment
+    assert snapshot(swap_dir) == before and active_swap(path) is None
+
+
+NOAUTO_CASES = {
+    # fstab before, and after: only the one line for the swap file differs (its ending stays)
+    "crlf": (
+        b"# fstab\r\nUUID=abcd / ext4 defaults 0 1\r\n{p} none swap noauto 0 0\r\n",
+        b"# fstab\r\nUUID=abcd / ext4 defaults 0 1\r\n{p} none swap sw 0 0\r\n",
+    ),
+    "form-feed-and-other-separators": (
+        b"# page\x0cbreak \x0b\x1c\x1d\x1e \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9\n"
+        b"{p} none swap sw,noauto,pri=5 0 0\nUUID=abcd / ext4 defaults 0 1\n",
+        b"# page\x0cbreak \x0b\x1c\x1d\x1e \xc2\x85 \xe2\x80\xa8 \xe2\x80\xa9\n"
+        b"{p} none swap sw 0 0\nUUID=abcd / ext4 defaults 0 1\n",
+    ),
+    "no-final-newline": (
+        b"UUID=abcd / ext4 defaults 0 1\n{p} none swap defaults,noauto 0 0",
+        b"UUID=abcd / ext4 defaults 0 1\n{p} none swap sw 0 0",
+    ),
+    "tabs": (
+        b"UUID=abcd\t/\text4\tdefaults\t0\t1\n{p}\tnone\tswap\tnoauto\t0\t0\n",
+        b"UUID=abcd\t/\text4\tdefaults\t0\t1\n{p} none swap sw 0 0\n",
+    ),
+    "other-swaps-by-uuid-and-label": (
+        b"UUID=1234-5678 none swap noauto 0 0\nLABEL=spare none swap sw 0 0\n"
+        b"{p} none swap noauto 0 0\n# f\xfcr Latin-1\n",
+        b"UUID=1234-5678 none swap noauto 0 0\nLABEL=spare none swap sw 0 0\n"
+        b"{p} none swap sw 0 0\n# f\xfcr Latin-1\n",
+    ),
+}
+
+
+def _escaped(path):
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").encode()
+
+
+@pytest.mark.parametrize("case", sorted(NOAUTO_CASES))
+@pytest.mark.parametrize("name", ["swap-noauto", "swap with spaces"])
+def test_noauto_line_is_replaced_and_every_other_byte_kept(states, swap_dir, fstab, case, name):
+    path = os.path.join(swap_dir, name)
+    before, after = (data.replace(b"{p}", _escaped(path)) for data in NOAUTO_CASES[case])
+    _write_bytes(fstab, before)
+    ours = [line for line in before.split(b"\n") if line.startswith(_escaped(path))]
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.result is None, predicted.comment
+    assert predicted.changes["fstab"] == {
+        "old": [ours[0].rstrip(b"\r").decode("utf-8", "backslashreplace")],
+        "new": [f"{_escaped(path).decode()} none swap sw 0 0"],
+    }
+    assert "noauto" in predicted.comment, predicted.comment
+    assert _read_bytes(fstab) == before
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True and real.changes == predicted.changes, real.comment
+    assert _read_bytes(fstab) == after
+    assert _present(states, path, fstab, test=True).changes == {}
+
+
+def test_duplicate_lines_keep_the_one_that_swaps_on_at_boot(states, swap_dir, fstab):
+    path = os.path.join(swap_dir, "swap-dup-noauto")
+    before = (
+        f"# c\x0cd\r\n{path} none swap noauto 0 0\r\n{path} none swap sw,pri=3 0 0\r\n# end"
+    ).encode()
+    _write_bytes(fstab, before)
+    predicted = _present(states, path, fstab, test=True)
+    assert predicted.changes["fstab"] == {
+        "old": [f"{path} none swap noauto 0 0", f"{path} none swap sw,pri=3 0 0"],
+        "new": [f"{path} none swap sw,pri=3 0 0"],
+    }
+    real = _present(states, path, fstab, test=False)
+    assert real.result is True and real.changes == predicted.changes, real.comment
+    assert _read_bytes(fstab) == f"# c\x0cd\r\n{path} none swap sw,pri=3 0 0\r\n# end".encode()
+
+
+def test_a_killed_runs_temp_file_counts_as_free_space(states, modules, swap_dir, fstab):
+    # a run killed while writing the new file leaves .<name>.serverfix-new behind, filling the disk
+    with loop_fs(swap_dir, "ext4", 100) as mnt:
+        path = os.path.join(mnt, "swapfile")
+        tmp = os.path.join(mnt, ".swapfile.serverfix-new")
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        reserve = free - SIZE_BYTES - (4 << 20)  # the file fits, with 4M to spare
+        half = free - (8 << 20)  # the half-made file leaves too little room without it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.posix_fallocate(fd, 0, half)
+        os.close(fd)
+        predicted = modules.swapfile.plan(path, SIZE, fstab=fstab, reserve=str(reserve))
+        assert predicted["action"] == "create"
+        assert predicted["changes"]["leftover"]["old"].startswith(tmp + " (")
+        done = modules.swapfile.ensure(path, SIZE, fstab=fstab, reserve=str(reserve))
+        assert done["changes"] == predicted["changes"]
+        assert active_swap(path) is not None and not os.path.exists(tmp)
+        modules.swapfile.remove(path, fstab=fstab)
+        # not ours (a directory, a symlink): refused by name, left alone
+        os.mkdir(tmp)
+        errors = problems(modules.swapfile.plan, path, SIZE, fstab=fstab, reserve="0")
+        assert any(tmp in e and "move it away" in e for e in errors), errors
+        assert os.path.isdir(tmp)
+        os.rmdir(tmp)

@@ -312,3 +312,83 @@ def test_error_helpers_raise_one_error_listing_every_problem():
     assert "Additional info" in str(raised.value)  # what Salt adds; message() leaves it out
     assert errors_util.problems(raised.value) == ["a is wrong", "b is wrong"]
     assert errors_util.problems(SaltInvocationError("size 'x'")) == ["size 'x'"]
+
+
+# fstab as bytes (issue 12, items 5 and 8): lines cut at \n only, every other byte kept
+
+SEPARATORS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@pytest.mark.parametrize("sep", list(SEPARATORS))
+def test_fstab_lines_are_cut_at_newline_only(sep):
+    text = f"# a{sep}b\n/swapfile none swap noauto 0 0\r\nUUID=1 / ext4 defaults 0 1"
+    new = fstab_util.with_swap(text, "/swapfile")
+    assert new == f"# a{sep}b\n/swapfile none swap sw 0 0\r\nUUID=1 / ext4 defaults 0 1"
+    assert fstab_util.without(new, "/swapfile") == f"# a{sep}b\nUUID=1 / ext4 defaults 0 1"
+
+
+def test_fstab_bytes_that_are_not_utf8_round_trip():
+    data = b"# f\xfcr\xff\n/swapfile none swap sw 0 0\n"
+    text = fstab_util.decode(data)
+    assert fstab_util.with_swap(text, "/swapfile") is None
+    assert fstab_util.encode(fstab_util.without(text, "/swapfile")) == b"# f\xfcr\xff\n"
+    assert fstab_util.shown(text.split("\n")[0]) == "# f\\xfcr\\xff"
+
+
+@pytest.mark.parametrize(
+    "options, persistent",
+    [
+        ("noauto", False),
+        ("sw,noauto", False),
+        ("defaults,noauto,pri=5", False),
+        ("sw", True),
+        ("defaults", True),
+        ("sw,pri=5,nofail", True),
+        (None, True),
+    ],
+)
+def test_noauto_is_not_persistent(options, persistent):
+    line = "/swapfile none swap" + (f" {options} 0 0" if options else "")
+    new, reason = fstab_util.review(line + "\n", "/swapfile")
+    if persistent:
+        assert (new, reason) == (None, "")
+    else:
+        assert new == "/swapfile none swap sw 0 0\n" and "noauto" in reason
+
+
+def test_fstab_neighbours_are_left_alone():
+    others = (
+        "UUID=1234 none swap noauto 0 0\nLABEL=spare none swap sw 0 0\n"
+        "/swapfile2 none swap noauto 0 0\n#/swapfile none swap noauto 0 0\n"
+    )
+    assert fstab_util.with_swap(others + "/swapfile\tnone\tswap\tsw\t0\t0\n", "/swapfile") is None
+    new = fstab_util.with_swap(others, "/swapfile")
+    assert new == others + "/swapfile none swap sw 0 0\n"
+    spaced = others + "/my\\040swap none swap noauto 0 0\n"
+    assert fstab_util.with_swap(spaced, "/my swap") == others + "/my\\040swap none swap sw 0 0\n"
+    crlf = "UUID=1 / ext4 defaults 0 1\r\n"
+    assert fstab_util.with_swap(crlf, "/s") == crlf + "/s none swap sw 0 0\r\n"
+    # duplicates: the line that swaps on at boot (with the admin's options) is the one kept
+    dup = "/swapfile none swap noauto 0 0\n/swapfile none swap sw,pri=3 0 0\n"
+    assert fstab_util.with_swap(dup, "/swapfile") == "/swapfile none swap sw,pri=3 0 0\n"
+
+
+@pytest.mark.parametrize("field", ["/a\\089", "/a\\9", "/a\\", "/a\\٣٣٣"])
+def test_unescape_leaves_what_is_not_an_octal_escape(field):
+    assert fstab_util.unescape_octal(field) == field
+
+
+BYTE_LINE = st.binary(max_size=30).filter(lambda line: b"\n" not in line)
+
+
+@given(st.lists(BYTE_LINE, max_size=6), st.sampled_from([b"\n", b"\r\n", b""]))
+def test_fstab_property_every_other_byte_kept(raw_lines, last_end):
+    data = b"\n".join(raw_lines) + (last_end if raw_lines else b"")
+    text = fstab_util.decode(data)
+    new = fstab_util.with_swap(text, "/swapfile")
+    final = text if new is None else new
+    assert len(fstab_util.entries(final, "/swapfile")) == 1
+    removed = fstab_util.encode(fstab_util.without(final, "/swapfile"))
+    mine = {i for i, _, _ in fstab_util.entries(text, "/swapfile")}
+    kept = [line for i, line in enumerate(data.split(b"\n")) if i not in mine]
+    assert [line for line in removed.split(b"\n") if line] == [line for line in kept if line]
