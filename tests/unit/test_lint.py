@@ -179,7 +179,7 @@ def test_lint_gate_clean(gate):
 
 def test_lint_scope_covers_the_custom_modules():
     found = scope()
-    for required in ("_modules", "_states", "_utils", "_output", "tests"):
+    for required in (*SALT_MODULE_DIRS, "tools", "tests"):
         assert required in found
     assert in_scope(REPO / "scripts" / "gen-defaults.py")
     assert not in_scope(REPO / "tests" / "node" / "x.py")
