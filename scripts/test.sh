@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README.md): installs everything the suite needs on a fresh Debian 12
-# machine, then runs the whole suite. Extra arguments go to pytest (e.g. -k redis, tests/unit).
-# When every path given is in tests/unit, only the venv is set up (the unit layer needs nothing
-# else): no root, no apt packages, no npm tools.
+# machine, then runs the whole suite on Salt 3008, then (with no arguments, as CI runs it) the
+# Salt 3006 LTS run, scripts/test-salt3006.sh (the functional layer and a real salt-call apply on
+# salt 3006 / Python 3.10); it fails when either run fails. Extra arguments go to pytest (e.g.
+# -k redis, tests/unit), for the 3008 run only. When every path given is in tests/unit, only the
+# venv is set up (the unit layer needs nothing else): no root, no apt packages, no npm tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shared with scripts/run-replica.sh: apt packages, the venv, the local npm tools
@@ -32,5 +34,14 @@ else
 fi
 
 step "pytest $*"
-export PATH="$venv/bin:$PATH"
-exec "$venv/bin/python" -m pytest --run-destructive "$@"
+if [ $# -gt 0 ]; then
+  PATH="$venv/bin:$PATH" exec "$venv/bin/python" -m pytest --run-destructive "$@"
+fi
+# the whole suite: 3008, then 3006 whatever 3008 gave (both results are worth reading)
+rc=0
+PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest --run-destructive || rc=$?
+rc3006=0
+bash scripts/test-salt3006.sh || rc3006=$?
+step "salt 3008: $([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)");" \
+     "salt 3006: $([ $rc3006 = 0 ] && echo passed || echo "FAILED (exit $rc3006)")"
+[ $rc = 0 ] && [ $rc3006 = 0 ]

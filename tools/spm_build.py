@@ -102,6 +102,7 @@ def build(out_dir=None, version=None, release=None):
 
 
 def main(argv=None):
+    """The command line (``--help``): build the package and print its path."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--out", help="directory for the .spm file (default build/spm)")
     parser.add_argument("--version", help="override FORMULA's version (an integer: YYYYMM)")

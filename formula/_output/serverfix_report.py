@@ -14,9 +14,13 @@ a summary line, then one row per finding/check with its severity or status, the 
 
 import shutil
 import textwrap
+from typing import TYPE_CHECKING, Any
 
 import salt.output
 import salt.utils.color
+
+if TYPE_CHECKING:
+    __opts__: dict[str, Any]
 
 __virtualname__ = "serverfix_report"
 
@@ -83,7 +87,8 @@ def _summary(report):
         if report["ok"]
         else ("problems found" if report["function"] == "diagnose" else "FAILED")
     )
-    return f"serverfix.{report['function']}: {verdict} ({shown or 'nothing to report'}; {report['duration_ms']} ms)"
+    counted = shown or "nothing to report"
+    return f"serverfix.{report['function']}: {verdict} ({counted}; {report['duration_ms']} ms)"
 
 
 def render(report, colors=None, width=None):
@@ -129,16 +134,16 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
     """
     Print each minion's diagnose/verify report as a table; anything else as ``nested``.
     """
-    colors = salt.utils.color.get_colors(__opts__.get("color"), __opts__.get("color_theme"))  # pylint: disable=undefined-variable
+    colors = salt.utils.color.get_colors(__opts__.get("color"), __opts__.get("color_theme"))
     if _is_report(data):
         data = {"": data}
     if not isinstance(data, dict):
-        return salt.output.out_format(data, "nested", __opts__)  # pylint: disable=undefined-variable
+        return salt.output.out_format(data, "nested", __opts__)
     blocks = []
     for minion, value in data.items():
         if _is_report(value):
             lines = render(value, colors)
             blocks.append((f"{minion}: " if minion else "") + "\n".join(lines))
         else:
-            blocks.append(salt.output.out_format({minion: value}, "nested", __opts__))  # pylint: disable=undefined-variable
+            blocks.append(salt.output.out_format({minion: value}, "nested", __opts__))
     return "\n\n".join(blocks)

@@ -16,8 +16,10 @@ SF_REPLICA_APT=(python3-venv openssh-client debootstrap systemd-container zstd e
                 procps util-linux)
 # shellcheck disable=SC2034  # used by scripts/test.sh
 # the whole suite: the replica's, plus sshd for the integration tests, node/npm for tests/node, file
-# systems for the swap tests, redis-tools (the redis binary for tests' own Redis processes, no service)
-SF_TEST_APT=("${SF_REPLICA_APT[@]}" openssh-server openssh-sftp-server nodejs npm btrfs-progs xfsprogs redis-tools)
+# systems for the swap tests, redis-tools (the redis binary for tests' own Redis processes, no
+# service), acl (setfacl/getfacl, for tests that set or read a file's ACL)
+SF_TEST_APT=("${SF_REPLICA_APT[@]}" openssh-server openssh-sftp-server nodejs npm btrfs-progs xfsprogs redis-tools
+             acl)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -75,8 +75,8 @@ def test_boots_systemd_in_its_own_network(host_before, replica):
 
 def test_swap_and_sysctls_reach_the_host_and_survive_a_reboot(replica):
     replica.ssh(
-        "fallocate -l 64M /swapfile && chmod 600 /swapfile && mkswap -q /swapfile && swapon /swapfile && "
-        "sysctl -qw vm.swappiness=13",
+        "fallocate -l 64M /swapfile && chmod 600 /swapfile && mkswap -q /swapfile && "
+        "swapon /swapfile && sysctl -qw vm.swappiness=13",
         timeout=60,
     )
     # the host sees the guest's swap under the guest's name: its mount is not in the host's tree

@@ -61,7 +61,7 @@ def entry(e2e_report):
 
 @pytest.fixture(scope="module")
 def salt_wheels(progress, entry):
-    """Wheels of the pinned Salt and its dependencies, built once with the host's pip and its config."""
+    """Wheels of the pinned Salt and its dependencies, built once with the host's pip."""
     pin = salt_pin()
     marker = WHEELS / ".pin"
     if not (marker.exists() and marker.read_text(encoding="utf-8") == pin):
@@ -173,7 +173,8 @@ def test_minion_installed_and_key_accepted(replica, salt_wheels, master, entry, 
             "bash",
             "-c",
             f'tar -C "{WHEELS}" -cf - . | bash "{REPLICA_SH}" ssh '
-            f'"rm -rf /var/tmp/salt-wheels && mkdir -p /var/tmp/salt-wheels && tar -C /var/tmp/salt-wheels -xf - && '
+            f'"rm -rf /var/tmp/salt-wheels && mkdir -p /var/tmp/salt-wheels && '
+            "tar -C /var/tmp/salt-wheels -xf - && "
             f"python3 -m venv {GUEST_VENV} && {GUEST_VENV}/bin/pip install -q --no-index "
             f"--find-links /var/tmp/salt-wheels '{salt_wheels}' && rm -rf /var/tmp/salt-wheels\"",
         ],
@@ -187,7 +188,8 @@ def test_minion_installed_and_key_accepted(replica, salt_wheels, master, entry, 
         "id": ROSTER_ID,
     }
     replica.ssh(
-        f"mkdir -p /etc/salt/minion.d && echo '{json.dumps(config)}' > /etc/salt/minion.d/master.conf && "
+        "mkdir -p /etc/salt/minion.d && "
+        f"echo '{json.dumps(config)}' > /etc/salt/minion.d/master.conf && "
         f"systemd-run --unit=salt-minion {GUEST_VENV}/bin/salt-minion -l warning",
         timeout=60,
     )
@@ -201,8 +203,8 @@ def test_minion_installed_and_key_accepted(replica, salt_wheels, master, entry, 
             break
         assert time.monotonic() < end, f"no key from {ROSTER_ID}: {pending}"
         time.sleep(1)
-    # the key itself, not `salt-key -f` against `salt-call key.finger`: in Salt 3008.4 the master hashes
-    # the whole PEM and the minion only its body, so those two fingerprints never match
+    # the key itself, not `salt-key -f` against `salt-call key.finger`: in Salt 3008.4 the master
+    # hashes the whole PEM and the minion only its body, so those two fingerprints never match
     on_master = json.loads(salt_key(master, "-p", ROSTER_ID, "--out=json").stdout)["minions_pre"][
         ROSTER_ID
     ]

@@ -1,13 +1,15 @@
 """
-Integration layer: real Salt daemons and CLIs started by pytest-salt-factories against this machine.
+Integration layer: real Salt daemons and CLIs started by pytest-salt-factories on this machine.
 
-- ``salt_cli`` / ``salt_minion``: a real salt-master and salt-minion (``salt <id> state.apply serverfix``).
-- ``salt_call_local``: masterless ``salt-call --local`` with its own config (never a running daemon).
-- ``salt_ssh_cli``: real ``salt-ssh`` through a real sshd on 127.0.0.1 (agentless, as the operator works).
+- ``salt_cli`` / ``salt_minion``: a real salt-master and salt-minion
+  (``salt <id> state.apply serverfix``).
+- ``salt_call_local``: masterless ``salt-call --local`` with its own config (never a daemon).
+- ``salt_ssh_cli``: real ``salt-ssh`` through a real sshd on 127.0.0.1 (agentless, as the
+  operator works).
 
-The pillar (``integration_pillar``) points every phase at this test's own temp paths, so applying the
-whole formula here touches only Redis (Phase 1) for real; swap and the final verify are covered by
-their own tests and the replica host.
+The pillar (``integration_pillar``) points every phase at this test's own temp paths, so applying
+the whole formula here touches only Redis (Phase 1) for real; swap and the final verify are covered
+by their own tests and the replica host.
 """
 
 import os
@@ -33,7 +35,7 @@ def integration_workdir(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def integration_settings(integration_workdir):
-    """The ``serverfix`` pillar for runs on this machine: real Redis, everything else in temp paths."""
+    """The ``serverfix`` pillar for runs on this machine: real Redis, all else in temp paths."""
     env_file = integration_workdir / "backend" / ".env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
     env_file.write_text(ENV_TEXT, encoding="utf-8")

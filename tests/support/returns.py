@@ -21,6 +21,7 @@ def summary(ret):
     if not isinstance(data, dict):
         return f"rc={ret.returncode} data={data!r} stderr={ret.stderr[-2000:]}"
     return f"rc={ret.returncode} " + "; ".join(
-        f"{sid}: {res.get('result')} {str(res.get('comment'))[:300]!r} changes={list(res.get('changes') or {})}"
+        f"{sid}: {res.get('result')} {str(res.get('comment'))[:300]!r} "
+        f"changes={list(res.get('changes') or {})}"
         for sid, res in by_id(data).items()
     )

@@ -1,7 +1,7 @@
 """
 Quality gates the suite runs: salt-lint and yamllint clean, a ``CLI Example:`` in every public
-function docstring of ``_modules``, stdlib + salt only in the custom modules, and pillar.example /
-FORMULA complete.
+function docstring of ``_modules`` and ``_wrapper`` (functions a person calls from the CLI),
+stdlib + salt only in the custom modules, and pillar.example / FORMULA complete.
 """
 
 import ast
@@ -15,7 +15,11 @@ import yaml
 from tests.support.loader import DEFAULTS, import_salt_module
 from tests.support.paths import REPO
 
-CUSTOM_DIRS = ("_modules", "_states", "_utils", "_output")
+# what the file server ships (to minions, salt-ssh targets, or the master for _wrapper): stdlib
+# + salt only; each is a real dir under formula/ with a top-level link
+CUSTOM_DIRS = ("_modules", "_states", "_utils", "_output", "_wrapper")
+# the dirs whose public functions are CLI verbs (salt-call / salt-ssh <target> mod.fun)
+CLI_DIRS = ("_modules", "_wrapper")
 BIN = Path(sys.executable).parent
 
 
@@ -48,7 +52,9 @@ def test_salt_lint_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("path", _python_files("_modules"), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", _python_files(*CLI_DIRS), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_public_functions_have_cli_example(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))
     missing = [
@@ -112,7 +118,15 @@ def test_formula_metadata_has_spm_fields():
     assert (REPO / "formula" / meta["top_level_dir"] / "init.sls").exists()
 
 
-@pytest.mark.parametrize("link", ["_modules", "_states", "_utils", "_output"])
+def test_custom_dirs_are_all_checked():
+    # a new module dir under formula/ must join CUSTOM_DIRS (and so every check here)
+    shipped = {p.name for p in (REPO / "formula").iterdir() if p.name.startswith("_")}
+    assert shipped == set(CUSTOM_DIRS)
+    for name in CUSTOM_DIRS:
+        assert _python_files(name), f"{name}: no module found (a broken link?)"
+
+
+@pytest.mark.parametrize("link", CUSTOM_DIRS)
 def test_file_root_links_custom_module_dirs(link):
     # the file root is formula/: the module dirs are real dirs there (gitfs does not follow
     # symlinks to directories, salt#21413); the top-level ones are links for readers

@@ -5,7 +5,8 @@ job on the replica of the server, over salt-ssh with the roster entry ``hetzner`
 1. ``serverfix.diagnose`` reports the runbook's four problems (and POST /reservations is slow);
 2. ``state.apply serverfix test=True`` predicts the changes and changes nothing;
 3. apply without the restart flag: everything but the restart, which is reported as pending;
-4. apply with ``serverfix:backend:restart: true``: backend restarted, ready lines logged, queue mode;
+4. apply with ``serverfix:backend:restart: true``: backend restarted, ready lines logged, queue
+   mode;
 5. ``serverfix.verify`` passes (and POST /reservations is fast);
 6. re-apply: zero changes (with and without the flag);
 7. reboot: Redis up, prisma-studio still gone, backend online in queue mode, the fstab swap line;

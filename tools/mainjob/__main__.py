@@ -24,8 +24,10 @@ MASTER_MINION_TESTS = "tests/e2e/test_replica_master_minion.py"
 
 
 def parse_args(argv):
+    """The command line's options (``--help`` lists them)."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.mainjob", description=tools.mainjob.__doc__.strip().split("\n\n")[0]
+        prog="python -m tools.mainjob",
+        description=tools.mainjob.__doc__.strip().split("\n\n", 1)[0],
     )
     parser.add_argument(
         "--keep",
@@ -81,7 +83,7 @@ def run_steps(job):
 
 
 def run_master_minion(keep, say):
-    """The master/minion check (its own fresh replica) through its pytest module; its summary lines."""
+    """The master/minion check (its own fresh replica) through its pytest module; its summary."""
     say(f"salt-master + salt-minion in a fresh replica ({MASTER_MINION_TESTS})")
     with tempfile.NamedTemporaryFile(prefix="serverfix-mm-", suffix=".json") as out:
         env = dict(
@@ -121,6 +123,7 @@ def run_master_minion(keep, say):
 
 
 def main(argv=None):
+    """Run the main job's steps, print the summary, write the report; the exit code."""
     args = parse_args(argv)
     out = sys.stderr if args.json else sys.stdout
 

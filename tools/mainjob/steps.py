@@ -57,12 +57,13 @@ class StepFailed(AssertionError):
 
 
 def check(condition, message):
+    """Raise :class:`StepFailed` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise StepFailed(message)
 
 
 class Job:
-    """What the steps share: the replica, salt-ssh, the report and what one step hands to the next."""
+    """What the steps share: the replica, salt-ssh, the report, and results for later steps."""
 
     def __init__(self, replica, salt_ssh, requests=10, say=print, report=None):
         self.replica, self.salt_ssh, self.requests, self.say = replica, salt_ssh, requests, say
@@ -75,7 +76,7 @@ class Job:
 
 
 def env_values(replica):
-    """The guest's .env as ``KEY=VALUE`` lines for the queue keys (values of these keys are not secret)."""
+    """The guest's .env values of the queue keys, as a dict (these values are not secret)."""
     out = replica.ssh(f"cat {ENV_FILE}", timeout=30).stdout
     found = {}
     for line in out.splitlines():
@@ -86,16 +87,18 @@ def env_values(replica):
 
 
 def pm2_by_name(snapshot):
+    """The snapshot's pm2 processes by name."""
     return {p["name"]: p for p in snapshot["pm2"] or []}
 
 
 def short(text, limit=160):
+    """``text`` on one line, cut to ``limit`` characters."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def diagnose(job):
-    """1. The "before" state; ``serverfix.diagnose`` reports the runbook's four problems; slow POSTs."""
+    """1. The "before" state: ``serverfix.diagnose`` finds the runbook's 4 problems; slow POSTs."""
     replica, entry = job.replica, job.entry("diagnose")
     before = job.shared["before"] = replica.snapshot()
     procs = pm2_by_name(before)
@@ -104,7 +107,7 @@ def diagnose(job):
         f"not the before state: Redis {before['redis_installed']}, swap {before['swap_active']}, "
         f"fstab {before['fstab_swap']}",
     )
-    check(env_values(replica) == {}, "the before .env must have no queue keys")
+    check(not env_values(replica), "the before .env must have no queue keys")
     check(
         procs[BACKEND]["status"] == "online" and procs["prisma-studio"]["status"] == "online", procs
     )
@@ -125,12 +128,12 @@ def diagnose(job):
     job.say(
         f"timing {job.requests} POST /reservations in the slow fallback (2-6 s each, 5 at a time)"
     )
-    job.shared["latency_before"] = latency = replica.latency(job.requests)
+    job.shared["latency_before"] = timing = replica.latency(job.requests)
     entry["lines"].append(
-        f"POST /reservations: p50 {latency['p50_ms']:.0f} ms, p95 {latency['p95_ms']:.0f} ms "
-        f"({latency['requests']} requests, fallback mode)"
+        f"POST /reservations: p50 {timing['p50_ms']:.0f} ms, p95 {timing['p95_ms']:.0f} ms "
+        f"({timing['requests']} requests, fallback mode)"
     )
-    check(latency["modes"] == ["fallback"] and latency["p50_ms"] >= 2000, latency)
+    check(timing["modes"] == ["fallback"] and timing["p50_ms"] >= 2000, timing)
 
 
 def preview(job):
@@ -150,7 +153,8 @@ def preview(job):
     check(
         not [s for s in run.states if s.get("result") is True and s.get("changes")], run.describe()
     )
-    # nothing changed: every touched file (checksum, mode, owner), directory, service, process, swap, sysctl
+    # nothing changed: every touched file (checksum, mode, owner), directory, service, process,
+    # swap, sysctl
     for key in (
         "files",
         "dirs",
@@ -172,7 +176,7 @@ def preview(job):
 
 
 def apply(job):
-    """3. Apply without the restart flag: everything but the restart, which is reported as pending."""
+    """3. Apply without the restart flag: all but the restart, which is reported as pending."""
     replica, entry = job.replica, job.entry("apply")
     backend_before = pm2_by_name(replica.snapshot())[BACKEND]
     job.say(
@@ -222,7 +226,10 @@ def apply(job):
 
 
 def apply_restart(job):
-    """4. Apply with ``serverfix:backend:restart: true``: backend restarted, ready lines logged, queue mode."""
+    """4. Apply with ``serverfix:backend:restart: true``.
+
+    The backend is restarted, its ready lines are logged and it runs in queue mode.
+    """
     replica, entry = job.replica, job.entry("apply_restart")
     backend_before = pm2_by_name(replica.snapshot())[BACKEND]
     log_before = len(replica.backend_log(2000))
@@ -260,7 +267,7 @@ def apply_restart(job):
 
 
 def verify(job):
-    """5. ``serverfix.verify`` passes, and POST /reservations is fast (queued, workers do the work)."""
+    """5. ``serverfix.verify`` passes, and POST /reservations is fast (queued for the workers)."""
     replica, entry = job.replica, job.entry("verify")
     job.say("salt-ssh hetzner serverfix.verify")
     rc, report, seconds = job.salt_ssh.call("serverfix.verify", config=job.salt_ssh.settings())
@@ -273,8 +280,8 @@ def verify(job):
     check(report["ok"] is True and rc == 0, report["checks"])
     check(not [c for c in report["checks"] if c["status"] in ("fail", "warn")], report["checks"])
     job.say(f"timing {job.requests} POST /reservations in queue mode")
-    job.shared["latency_after"] = latency = replica.latency(job.requests)
-    check(latency["modes"] == ["queue"] and latency["statuses"] == [202], latency)
+    job.shared["latency_after"] = timing = replica.latency(job.requests)
+    check(timing["modes"] == ["queue"] and timing["statuses"] == [202], timing)
     # the workers do the 2-6 s of work in the background, QUEUE_CONCURRENCY at a time
     done = wait_for(
         lambda: replica.get_json("/reservations/stats")["jobs"].get("completed", 0) >= job.requests,
@@ -284,7 +291,7 @@ def verify(job):
     workers = [line for line in replica.backend_log(500) if "reservation worker" in line]
     check(len(workers) >= job.requests, workers)
     entry["lines"].append(
-        f"POST /reservations: p50 {latency['p50_ms']:.1f} ms, p95 {latency['p95_ms']:.1f} ms "
+        f"POST /reservations: p50 {timing['p50_ms']:.1f} ms, p95 {timing['p95_ms']:.1f} ms "
         f"(queue mode); {len(workers)} 'reservation worker' lines"
     )
 
@@ -301,8 +308,8 @@ def reapply(job):
         )
         check(run.changed == [], run.describe(run.changed))
         entry.setdefault("changes", []).append(len(run.changed))
-    # no secret of the .env in anything salt-ssh printed or logged so far (diagnose, preview, applies,
-    # verify), nor in the guest's salt-call log or pm2's logs
+    # no secret of the .env in anything salt-ssh printed or logged so far (diagnose, preview,
+    # applies, verify), nor in the guest's salt-call log or pm2's logs
     logs = [
         path.read_text(encoding="utf-8", errors="replace")
         for path in (salt_ssh.dir / "master.log", salt_ssh.dir / "ssh.log")
@@ -328,7 +335,7 @@ def reapply(job):
 
 
 def reboot(job):
-    """7. Reboot: Redis up, prisma-studio still gone, backend online in queue mode, the fstab swap line."""
+    """7. Reboot: Redis up, prisma-studio gone, backend online in queue mode, fstab's swap line."""
     replica, entry = job.replica, job.entry("reboot")
     job.say("rebooting the replica (systemctl reboot)")
     seconds = replica.reboot()
@@ -351,7 +358,7 @@ def reboot(job):
         + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
     )
     entry["lines"].append(
-        "(swap is not switched on from fstab inside systemd-nspawn: the fstab line is what is checked)"
+        "(swap is not switched on from fstab inside systemd-nspawn: the fstab line is checked)"
     )
     entry["checks"] = checks
     check(all(checks.values()), (checks, snap))

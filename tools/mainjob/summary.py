@@ -29,6 +29,7 @@ def summary_lines(report):
 
 
 def write_report(report, path=REPORT_FILE):
+    """Write ``report`` as JSON to ``path`` (parents made); the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")

@@ -10,8 +10,8 @@ The package carries the SLS files, every module dir and pillar.example and nothi
 config: ``formula_path``, ``pillar_path``, ``spm_db``... in a temp dir), the master's
 ``file_roots`` is the installed ``formula_path``; a real minion syncs every module and previews,
 applies and re-applies ``state.apply serverfix`` (Phase 2 on a temp ``.env``, see
-tests/support/distribution.py). ``spm create_repo`` compares versions with ``int()`` (salt#28030), so
-FORMULA's version is an integer (YYYYMM, the form Salt's SPM docs give).
+tests/support/distribution.py). ``spm create_repo`` compares versions with ``int()``
+(salt#28030), so FORMULA's version is an integer (YYYYMM, the form Salt's SPM docs give).
 """
 
 import subprocess

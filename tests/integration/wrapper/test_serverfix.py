@@ -19,8 +19,10 @@ import pytest
 import salt.version
 from saltfactories.utils import random_string
 
-from tests.conftest import FILE_ROOTS, NODE_BIN, REPO
-from tests.diag_support import RedisServer, fake_proc_swaps, statuses, write_env
+from tests.support.backend import write_env
+from tests.support.diagnose import fake_proc_swaps, statuses
+from tests.support.paths import FILE_ROOTS, NODE_BIN, REPO
+from tests.support.redis import RedisServer
 
 PASSWORD = "wr4pper-Redis-pw-7f3c"
 TOKEN = "wr4pper-mail-token-91ad"  # serverfix:dotenv:extra, a secret by its key's name
