@@ -13,6 +13,7 @@ no ``OSError`` escapes. Standard library and salt only.
 import glob
 import logging
 import os
+import re
 import socket
 import subprocess
 import tarfile
@@ -43,23 +44,89 @@ def __virtual__():
     return __virtualname__
 
 
+# Redis reads a config line by line at "\n" only, trims " \t\r\n" and splits arguments at
+# C isspace() characters; str.splitlines()/str.split() also break at form feeds, U+0085, ...
+_ARG_SEP = re.compile(r"[ \t\n\v\f\r]+")
+_MAX_INCLUDE_DEPTH = 16
+
+
 def _split(line):
     """``key``, ``args`` of an active directive line, or ``None`` for comments and blanks."""
-    stripped = line.strip()
+    stripped = line.strip(" \t\r\n")
     if not stripped or stripped.startswith("#"):
         return None
-    parts = stripped.split()
+    parts = [part for part in _ARG_SEP.split(stripped) if part]
     return parts[0].lower(), parts[1:]
+
+
+def _unquote(value):
+    """A value as Redis reads it when it is one quoted argument (``""`` is empty)."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _split_lines(text):
+    """Lines ending in ``\n`` (kept), as Redis splits them; other separators stay inside."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    return lines + [parts[-1]] if parts[-1] else lines
 
 
 def _read_lines(path):
     try:
         with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+            return _split_lines(handle.read().decode("utf-8", "surrogateescape"))
     except FileNotFoundError:
         raise CommandExecutionError(f"{path}: no such file") from None
     except OSError as exc:
         raise CommandExecutionError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _include_paths(pattern, cwd):
+    """The files an ``include`` names, as Redis opens them: relative to its working directory
+    (``/`` under systemd, then each ``dir`` line read so far); a glob in sorted order, and a
+    glob that matches nothing is no error."""
+    full = os.path.join(cwd, pattern)
+    if any(char in pattern for char in "*?["):
+        return sorted(glob.glob(full))
+    return [full]
+
+
+def _walk(lines, path, where, depth=0):
+    """``(key, args, file)`` of every directive Redis reads from ``lines`` (the content of
+    ``path``), included files expanded where their ``include`` line stands. ``where`` holds the
+    working directory (``cwd``), which a ``dir`` line changes as Redis's ``chdir`` does."""
+    if depth > _MAX_INCLUDE_DEPTH:
+        raise CommandExecutionError(f"{path}: include nested more than {_MAX_INCLUDE_DEPTH} deep")
+    for line in lines:
+        parsed = _split(line)
+        if not parsed:
+            continue
+        key, args = parsed
+        if key == "include" and args:
+            for included in _include_paths(_unquote(args[0]), where["cwd"]):
+                yield from _walk(_read_lines(included), included, where, depth + 1)
+            continue
+        if key == "dir" and args:
+            where["cwd"] = os.path.join(where["cwd"], _unquote(args[0]))
+        yield key, args, path
+
+
+def _effective(path, lines=None, cwd="/"):
+    """``{directive: (args, file)}``: the last value Redis reads for each directive."""
+    result = {}
+    lines = _read_lines(path) if lines is None else lines
+    for key, args, source in _walk(lines, path, {"cwd": cwd}):
+        result[key] = (args, source)
+    return result
+
+
+def _shown(key, value, mask=True):
+    """A value for output: secrets masked, an empty one shown as empty."""
+    if key in SECRET_DIRECTIVES and value is not None and _unquote(value) == "":
+        return ""
+    return MASK if mask and key in SECRET_DIRECTIVES and value else value
 
 
 def _has_ipv6_loopback():
@@ -90,11 +157,13 @@ def bind_addresses(bind):
     return [addr for addr in bind if ipv6 or ":" not in addr]
 
 
-def config_get(path="/etc/redis/redis.conf", mask=True):
+def config_get(path="/etc/redis/redis.conf", mask=True, includes=True):
     """
-    Return the active directives of a redis.conf as ``{directive: value}`` (the last one wins,
-    as in Redis). Values of ``requirepass``/``masterauth`` are masked unless ``mask=False``.
-    Raises ``CommandExecutionError`` when the file cannot be read.
+    Return the active directives Redis reads from a redis.conf as ``{directive: value}`` (the
+    last one wins, as in Redis). ``include`` lines are followed where they stand (globs too,
+    relative paths from Redis's working directory, as Redis does) unless ``includes=False``.
+    Values of ``requirepass``/``masterauth`` are masked unless ``mask=False`` (an empty one
+    stays empty). Raises ``CommandExecutionError`` when a file cannot be read.
 
     CLI Example:
 
@@ -102,14 +171,11 @@ def config_get(path="/etc/redis/redis.conf", mask=True):
 
         salt '*' redis_server.config_get /etc/redis/redis.conf
     """
-    result = {}
-    for line in _read_lines(path):
-        parsed = _split(line)
-        if parsed:
-            key, args = parsed
-            value = " ".join(args)
-            result[key] = MASK if mask and key in SECRET_DIRECTIVES and value else value
-    return result
+    if includes:
+        found = _effective(path)
+    else:
+        found = {key: (args, path) for key, args in filter(None, map(_split, _read_lines(path)))}
+    return {key: _shown(key, " ".join(args), mask) for key, (args, _) in found.items()}
 
 
 def _same(key, current_args, wanted):
@@ -121,7 +187,7 @@ def _same(key, current_args, wanted):
     if key == "bind":
         return current_args == wanted.split()
     if key in SECRET_DIRECTIVES:
-        return current == wanted
+        return _unquote(current) == wanted
     return current.lower() == wanted.lower()
 
 
@@ -157,11 +223,7 @@ def config_plan(path, settings):
         if _same(key, current_args, wanted) and len(found) <= 1:
             continue
         old = " ".join(current_args) if current_args is not None else None
-        if key in SECRET_DIRECTIVES:
-            old, new = (MASK if old else old), (MASK if wanted else wanted)
-        else:
-            new = wanted
-        changes[key] = {"old": old, "new": new}
+        changes[key] = {"old": _shown(key, old), "new": _shown(key, wanted)}
         # the first active line takes the new value; later duplicates are commented out
         for position, (index, _) in enumerate(found):
             ending = newline if lines[index].endswith(("\n", "\r")) else ""
@@ -180,7 +242,27 @@ def config_plan(path, settings):
             lines.append(newline)
             lines.append(MANAGED_MARK + newline)
         lines.extend(appended)
+    _check_includes(path, lines, settings)
     return {"content": "".join(lines), "changes": changes}
+
+
+def _check_includes(path, lines, settings):
+    """Refuse an edit that an included file would override: Redis reads its value last."""
+    problems = []
+    effective = _effective(path, lines)
+    for key, wanted in settings.items():
+        key = key.lower()
+        wanted = None if wanted is None else str(wanted)
+        args, source = effective.get(key, (None, path))
+        if source != path and not _same(key, args, wanted):
+            problems.append(
+                f"{source} (included by {path}) sets {key} {_shown(key, ' '.join(args))}, "
+                f"which Redis reads after the line this edit would make "
+                f"({key} {_shown(key, wanted) if wanted is not None else '(unset)'}): "
+                f"change or remove it in {source}, or move the include above; "
+                f"only {path} is edited"
+            )
+    __utils__["serverfix_errors.raise_problems"](problems)
 
 
 def config_set(path, settings, backup_keep=5):
@@ -210,6 +292,166 @@ def config_set(path, settings, backup_keep=5):
                 f"{path}: cannot write it ({exc.strerror}); the file is unchanged."
             ) from None
     return plan["changes"]
+
+
+def preflight(path="/etc/redis/redis.conf", password="", allow_remove=False):
+    """
+    Read-only check before an edit of ``path``: an empty ``password`` must not switch off the
+    authentication Redis has now. When ``requirepass`` is set (in ``path`` or a file it
+    includes) and ``password`` is empty, the edit would comment it out and let anyone on the
+    bind addresses in; that needs ``allow_remove=True``. A missing ``path`` (Redis not installed
+    yet) is fine. ``password`` only counts as set or empty here (a pillar reference is set).
+
+    Returns True; else raises one ``CommandExecutionError`` with the problems in
+    ``info["errors"]`` (and ``info["arguments"]``: the argument each is about).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.preflight /etc/redis/redis.conf password=''
+    """
+    if password or allow_remove or not os.path.exists(path):
+        return True
+    args, source = _effective(path).get("requirepass", (None, path))
+    if args is None or _unquote(" ".join(args)) == "":
+        return True
+    where = path if source == path else f"{source} (included by {path})"
+    problem = (
+        f"{where} sets requirepass, but password is empty: the edit would switch Redis's "
+        "authentication off. Give the current (or a new) password as password, or "
+        "allow_remove=True to remove it on purpose"
+    )
+    raise CommandExecutionError(problem, info={"errors": [problem], "arguments": ["password"]})
+
+
+def _bind_host(bind):
+    """An address to reach a Redis bound to ``bind`` (its first address) from this host."""
+    first = (bind or "127.0.0.1").split()[0].lstrip("-!")
+    return {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "::*": "::1"}.get(first, first)
+
+
+def _live(path, host=None, port=None, password=None):
+    """``(host, port, password)`` of the running Redis of ``path``: first the connection its
+    config gives now, then the one given (a config already edited by an interrupted run). A
+    server counts only when its ``INFO server`` names ``path`` as its config file."""
+    candidates = []
+    try:
+        cfg = config_get(path, mask=False)
+        candidates.append(
+            (_bind_host(cfg.get("bind")), int(cfg.get("port") or 6379), cfg.get("requirepass"))
+        )
+    except (CommandExecutionError, ValueError):
+        pass
+    if port:
+        candidates.append((host or "127.0.0.1", int(port), password))
+    wanted = os.path.realpath(path)
+    for cand_host, cand_port, cand_password in dict.fromkeys(candidates):
+        secret = _unquote(cand_password or "") or None
+        try:
+            info = _info(cand_host, cand_port, secret, "server")
+        except CommandExecutionError:
+            continue
+        if os.path.realpath(info.get("config_file") or "/") == wanted:
+            return cand_host, cand_port, secret
+    return None
+
+
+def _info(host, port, password, section):
+    reply = command("INFO", section, host=host, port=port, password=password)
+    fields = (line.split(":", 1) for line in (reply or "").splitlines() if ":" in line)
+    return {key: value.strip() for key, value in fields}
+
+
+def _key_count(host, port, password):
+    keyspace = _info(host, port, password, "keyspace")
+    # db0:keys=200,expires=0,avg_ttl=0
+    return sum(int(value.split(",")[0].split("=")[1]) for value in keyspace.values())
+
+
+def aof_status(path="/etc/redis/redis.conf", host=None, port=None, password=None):
+    """
+    What the running Redis of ``path`` has now, for a switch to ``appendonly yes``:
+    ``{"running": bool, "address": "host:port", "appendonly": "yes"/"no", "keys": int,
+    "rdb": path}``. The server is reached with the connection ``path`` gives now, else with
+    ``host``/``port``/``password`` (AUTH inside the socket). When it is not running, ``rdb`` is
+    the RDB file holding data that a start with ``appendonly yes`` and no AOF yet would ignore
+    (redis/redis#12484), else ``None``. Read-only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.aof_status /etc/redis/redis.conf
+    """
+    live = _live(path, host, port, password)
+    if live:
+        appendonly = command("CONFIG", "GET", "appendonly", host=live[0], port=live[1],
+                             password=live[2])
+        return {
+            "running": True,
+            "address": f"{live[0]}:{live[1]}",
+            "appendonly": appendonly[1] if len(appendonly or []) == 2 else None,
+            "keys": _key_count(*live),
+            "rdb": None,
+        }
+    status = {"running": False, "address": None, "appendonly": None, "keys": None, "rdb": None}
+    try:
+        cfg = config_get(path, mask=False)
+    except CommandExecutionError:
+        return status
+    data_dir = os.path.join("/", _unquote(cfg.get("dir", "/")))
+    rdb = os.path.join(data_dir, _unquote(cfg.get("dbfilename", "dump.rdb")))
+    aof = os.path.join(data_dir, _unquote(cfg.get("appenddirname", "appendonlydir")))
+    if os.path.isfile(rdb) and os.path.getsize(rdb) > 0 and not os.path.exists(aof):
+        status["rdb"] = rdb
+    return status
+
+
+def aof_enable(path="/etc/redis/redis.conf", host=None, port=None, password=None, timeout=300):
+    """
+    Switch the running Redis of ``path`` to AOF without losing data, as upstream advises
+    (redis/redis#12484): ``CONFIG SET appendonly yes``, then wait until ``INFO persistence``
+    shows ``aof_enabled:1``, no rewrite in progress or scheduled, and
+    ``aof_last_bgrewrite_status:ok``: the AOF then holds every key, and a restart with
+    ``appendonly yes`` in the config loads them. Nothing is written to ``path``. The server is
+    found as in :func:`aof_status`. Returns ``{"address": "host:port", "keys": int}``; raises
+    ``CommandExecutionError`` when Redis cannot be reached, refuses, or the rewrite fails or
+    takes longer than ``timeout`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.aof_enable /etc/redis/redis.conf
+    """
+    live = _live(path, host, port, password)
+    if not live:
+        raise CommandExecutionError(f"the Redis of {path} does not answer; AOF not switched on")
+    address = f"{live[0]}:{live[1]}"
+    try:
+        command("CONFIG", "SET", "appendonly", "yes", host=live[0], port=live[1],
+                password=live[2])
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"{address}: CONFIG SET appendonly yes: {exc.error}") from None
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        info = _info(*live, "persistence")
+        if (info.get("aof_enabled"), info.get("aof_rewrite_in_progress"),
+                info.get("aof_rewrite_scheduled", "0")) == ("1", "0", "0"):
+            break
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"{address}: the AOF rewrite did not finish within {timeout}s; "
+                f"{path} is unchanged (check the Redis log, then run again)"
+            )
+        time.sleep(0.1)
+    if info.get("aof_last_bgrewrite_status") != "ok":
+        raise CommandExecutionError(
+            f"{address}: the AOF rewrite failed (aof_last_bgrewrite_status:"
+            f"{info.get('aof_last_bgrewrite_status')}); {path} is unchanged: check the Redis log"
+        )
+    return {"address": address, "keys": _key_count(*live)}
 
 
 def package_default_plan(pkg, path, settings):
@@ -461,7 +703,7 @@ def started_before(path="/etc/redis/redis.conf", name="redis-server"):
     try:
         changed = os.stat(path).st_mtime
         port = int(config_get(path).get("port", "6379"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, CommandExecutionError):
         return []
     return [
         o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed
