@@ -13,7 +13,6 @@ no ``OSError`` escapes. Standard library and salt only.
 import glob
 import logging
 import os
-import re
 import socket
 import subprocess
 import tarfile
@@ -33,100 +32,14 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "redis_server"
 
-SECRET_DIRECTIVES = ("requirepass", "masterauth")
-MASK = "<secret>"
-MANAGED_MARK = "# managed by serverfix (see the formula's pillar.example)"
-# the marker of earlier versions, still recognised in files they edited (content, not a pillar key)
-OLD_MARKS = ("# serverfix: managed below (see the formula's pillar.example)",)
-
 
 def __virtual__():
     return __virtualname__
 
 
-# Redis reads a config line by line at "\n" only, trims " \t\r\n" and splits arguments at
-# C isspace() characters; str.splitlines()/str.split() also break at form feeds, U+0085, ...
-_ARG_SEP = re.compile(r"[ \t\n\v\f\r]+")
-_MAX_INCLUDE_DEPTH = 16
-
-
-def _split(line):
-    """``key``, ``args`` of an active directive line, or ``None`` for comments and blanks."""
-    stripped = line.strip(" \t\r\n")
-    if not stripped or stripped.startswith("#"):
-        return None
-    parts = [part for part in _ARG_SEP.split(stripped) if part]
-    return parts[0].lower(), parts[1:]
-
-
-def _unquote(value):
-    """A value as Redis reads it when it is one quoted argument (``""`` is empty)."""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    return value
-
-
-def _split_lines(text):
-    """Lines ending in ``\n`` (kept), as Redis splits them; other separators stay inside."""
-    parts = text.split("\n")
-    lines = [part + "\n" for part in parts[:-1]]
-    return lines + [parts[-1]] if parts[-1] else lines
-
-
-def _read_lines(path):
-    try:
-        with open(path, "rb") as handle:
-            return _split_lines(handle.read().decode("utf-8", "surrogateescape"))
-    except FileNotFoundError:
-        raise CommandExecutionError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot read it ({exc.strerror})") from None
-
-
-def _include_paths(pattern, cwd):
-    """The files an ``include`` names, as Redis opens them: relative to its working directory
-    (``/`` under systemd, then each ``dir`` line read so far); a glob in sorted order, and a
-    glob that matches nothing is no error."""
-    full = os.path.join(cwd, pattern)
-    if any(char in pattern for char in "*?["):
-        return sorted(glob.glob(full))
-    return [full]
-
-
-def _walk(lines, path, where, depth=0):
-    """``(key, args, file)`` of every directive Redis reads from ``lines`` (the content of
-    ``path``), included files expanded where their ``include`` line stands. ``where`` holds the
-    working directory (``cwd``), which a ``dir`` line changes as Redis's ``chdir`` does."""
-    if depth > _MAX_INCLUDE_DEPTH:
-        raise CommandExecutionError(f"{path}: include nested more than {_MAX_INCLUDE_DEPTH} deep")
-    for line in lines:
-        parsed = _split(line)
-        if not parsed:
-            continue
-        key, args = parsed
-        if key == "include" and args:
-            for included in _include_paths(_unquote(args[0]), where["cwd"]):
-                yield from _walk(_read_lines(included), included, where, depth + 1)
-            continue
-        if key == "dir" and args:
-            where["cwd"] = os.path.join(where["cwd"], _unquote(args[0]))
-        yield key, args, path
-
-
-def _effective(path, lines=None, cwd="/"):
-    """``{directive: (args, file)}``: the last value Redis reads for each directive."""
-    result = {}
-    lines = _read_lines(path) if lines is None else lines
-    for key, args, source in _walk(lines, path, {"cwd": cwd}):
-        result[key] = (args, source)
-    return result
-
-
-def _shown(key, value, mask=True):
-    """A value for output: secrets masked, an empty one shown as empty."""
-    if key in SECRET_DIRECTIVES and value is not None and _unquote(value) == "":
-        return ""
-    return MASK if mask and key in SECRET_DIRECTIVES and value else value
+def _conf(name):
+    """A helper of ``serverfix_redisconf`` (redis.conf as Redis reads it)."""
+    return __utils__[f"serverfix_redisconf.{name}"]
 
 
 def _has_ipv6_loopback():
@@ -172,23 +85,13 @@ def config_get(path="/etc/redis/redis.conf", mask=True, includes=True):
         salt '*' redis_server.config_get /etc/redis/redis.conf
     """
     if includes:
-        found = _effective(path)
+        found = _conf("effective")(path)
     else:
-        found = {key: (args, path) for key, args in filter(None, map(_split, _read_lines(path)))}
-    return {key: _shown(key, " ".join(args), mask) for key, (args, _) in found.items()}
-
-
-def _same(key, current_args, wanted):
-    if current_args is None:
-        return wanted is None
-    if wanted is None:
-        return False
-    current = " ".join(current_args)
-    if key == "bind":
-        return current_args == wanted.split()
-    if key in SECRET_DIRECTIVES:
-        return _unquote(current) == wanted
-    return current.lower() == wanted.lower()
+        found = {
+            key: (args, path)
+            for key, args in filter(None, map(_conf("split"), _conf("read_lines")(path)))
+        }
+    return {key: _conf("shown")(key, " ".join(args), mask) for key, (args, _) in found.items()}
 
 
 def config_plan(path, settings):
@@ -206,63 +109,7 @@ def config_plan(path, settings):
 
         salt '*' redis_server.config_plan /etc/redis/redis.conf '{"maxmemory-policy": "noeviction"}'
     """
-    lines = _read_lines(path)
-    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    active = {}
-    for index, line in enumerate(lines):
-        parsed = _split(line)
-        if parsed:
-            active.setdefault(parsed[0], []).append((index, parsed[1]))
-    changes = {}
-    appended = []
-    for key, wanted in settings.items():
-        key = key.lower()
-        wanted = None if wanted is None else str(wanted)
-        found = active.get(key, [])
-        current_args = found[-1][1] if found else None
-        if _same(key, current_args, wanted) and len(found) <= 1:
-            continue
-        old = " ".join(current_args) if current_args is not None else None
-        changes[key] = {"old": _shown(key, old), "new": _shown(key, wanted)}
-        # the first active line takes the new value; later duplicates are commented out
-        for position, (index, _) in enumerate(found):
-            ending = newline if lines[index].endswith(("\n", "\r")) else ""
-            if position == 0 and wanted is not None:
-                lines[index] = f"{key} {wanted}{ending}"
-            else:
-                lines[index] = (
-                    f"# {lines[index].rstrip(chr(13) + chr(10))}  {MANAGED_MARK[2:]}{ending}"
-                )
-        if not found and wanted is not None:
-            appended.append(f"{key} {wanted}{newline}")
-    if appended:
-        if lines and not lines[-1].endswith(("\n", "\r")):
-            lines[-1] += newline
-        if not any(mark + newline in lines for mark in (MANAGED_MARK, *OLD_MARKS)):
-            lines.append(newline)
-            lines.append(MANAGED_MARK + newline)
-        lines.extend(appended)
-    _check_includes(path, lines, settings)
-    return {"content": "".join(lines), "changes": changes}
-
-
-def _check_includes(path, lines, settings):
-    """Refuse an edit that an included file would override: Redis reads its value last."""
-    problems = []
-    effective = _effective(path, lines)
-    for key, wanted in settings.items():
-        key = key.lower()
-        wanted = None if wanted is None else str(wanted)
-        args, source = effective.get(key, (None, path))
-        if source != path and not _same(key, args, wanted):
-            problems.append(
-                f"{source} (included by {path}) sets {key} {_shown(key, ' '.join(args))}, "
-                f"which Redis reads after the line this edit would make "
-                f"({key} {_shown(key, wanted) if wanted is not None else '(unset)'}): "
-                f"change or remove it in {source}, or move the include above; "
-                f"only {path} is edited"
-            )
-    __utils__["serverfix_errors.raise_problems"](problems)
+    return __utils__["serverfix_redisconf.plan"](path, settings)
 
 
 def config_set(path, settings, backup_keep=5):
@@ -313,8 +160,8 @@ def preflight(path="/etc/redis/redis.conf", password="", allow_remove=False):
     """
     if password or allow_remove or not os.path.exists(path):
         return True
-    args, source = _effective(path).get("requirepass", (None, path))
-    if args is None or _unquote(" ".join(args)) == "":
+    args, source = _conf("effective")(path).get("requirepass", (None, path))
+    if args is None or _conf("unquote")(" ".join(args)) == "":
         return True
     where = path if source == path else f"{source} (included by {path})"
     problem = (
@@ -347,7 +194,7 @@ def _live(path, host=None, port=None, password=None):
         candidates.append((host or "127.0.0.1", int(port), password))
     wanted = os.path.realpath(path)
     for cand_host, cand_port, cand_password in dict.fromkeys(candidates):
-        secret = _unquote(cand_password or "") or None
+        secret = _conf("unquote")(cand_password or "") or None
         try:
             info = _info(cand_host, cand_port, secret, "server")
         except CommandExecutionError:
@@ -386,8 +233,9 @@ def aof_status(path="/etc/redis/redis.conf", host=None, port=None, password=None
     """
     live = _live(path, host, port, password)
     if live:
-        appendonly = command("CONFIG", "GET", "appendonly", host=live[0], port=live[1],
-                             password=live[2])
+        appendonly = command(
+            "CONFIG", "GET", "appendonly", host=live[0], port=live[1], password=live[2]
+        )
         return {
             "running": True,
             "address": f"{live[0]}:{live[1]}",
@@ -400,9 +248,9 @@ def aof_status(path="/etc/redis/redis.conf", host=None, port=None, password=None
         cfg = config_get(path, mask=False)
     except CommandExecutionError:
         return status
-    data_dir = os.path.join("/", _unquote(cfg.get("dir", "/")))
-    rdb = os.path.join(data_dir, _unquote(cfg.get("dbfilename", "dump.rdb")))
-    aof = os.path.join(data_dir, _unquote(cfg.get("appenddirname", "appendonlydir")))
+    data_dir = os.path.join("/", _conf("unquote")(cfg.get("dir", "/")))
+    rdb = os.path.join(data_dir, _conf("unquote")(cfg.get("dbfilename", "dump.rdb")))
+    aof = os.path.join(data_dir, _conf("unquote")(cfg.get("appenddirname", "appendonlydir")))
     if os.path.isfile(rdb) and os.path.getsize(rdb) > 0 and not os.path.exists(aof):
         status["rdb"] = rdb
     return status
@@ -430,15 +278,17 @@ def aof_enable(path="/etc/redis/redis.conf", host=None, port=None, password=None
         raise CommandExecutionError(f"the Redis of {path} does not answer; AOF not switched on")
     address = f"{live[0]}:{live[1]}"
     try:
-        command("CONFIG", "SET", "appendonly", "yes", host=live[0], port=live[1],
-                password=live[2])
+        command("CONFIG", "SET", "appendonly", "yes", host=live[0], port=live[1], password=live[2])
     except CommandExecutionError as exc:
         raise CommandExecutionError(f"{address}: CONFIG SET appendonly yes: {exc.error}") from None
     deadline = time.monotonic() + float(timeout)
     while True:
         info = _info(*live, "persistence")
-        if (info.get("aof_enabled"), info.get("aof_rewrite_in_progress"),
-                info.get("aof_rewrite_scheduled", "0")) == ("1", "0", "0"):
+        if (
+            info.get("aof_enabled"),
+            info.get("aof_rewrite_in_progress"),
+            info.get("aof_rewrite_scheduled", "0"),
+        ) == ("1", "0", "0"):
             break
         if time.monotonic() >= deadline:
             raise CommandExecutionError(

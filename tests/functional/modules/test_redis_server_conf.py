@@ -31,7 +31,9 @@ def test_bytes_that_are_not_utf8_are_kept_byte_for_byte(modules, tmp_path):
     assert modules.redis_server.config_set(str(path), {"port": "6379", "appendonly": "yes"}) == {}
 
 
-@pytest.mark.parametrize("separator", [b"\x0c", b"\x0b", b"\xc2\x85", b"\xe2\x80\xa8", b"\r", b"\x1c"])
+@pytest.mark.parametrize(
+    "separator", [b"\x0c", b"\x0b", b"\xc2\x85", b"\xe2\x80\xa8", b"\r", b"\x1c"]
+)
 def test_only_newline_ends_a_line(modules, tmp_path, separator):
     """Redis splits at "\n" only: a comment holding another separator stays one comment."""
     path = tmp_path / "redis.conf"
@@ -68,7 +70,9 @@ def test_include_followed_in_order_with_globs_and_nesting(modules, tmp_path):
 def test_missing_include_is_a_clear_error(modules, tmp_path):
     path = tmp_path / "redis.conf"
     path.write_text("include /nonexistent/redis-local.conf\n", encoding="utf-8")
-    with pytest.raises(CommandExecutionError, match="^/nonexistent/redis-local.conf: no such file$"):
+    with pytest.raises(
+        CommandExecutionError, match="^/nonexistent/redis-local.conf: no such file$"
+    ):
         modules.redis_server.config_get(str(path))
 
 

@@ -71,8 +71,9 @@ def test_stale_server_with_aof_already_in_the_file_is_switched_too(states, loade
     needs no change."""
     text = loaded_redis.conf.read_text(encoding="utf-8")
     loaded_redis.conf.write_text(text.replace("appendonly no", "appendonly yes"), encoding="utf-8")
-    ret = states.redis_server.configured(name=str(loaded_redis.conf), bind=["127.0.0.1"],
-                                         port=loaded_redis.port)
+    ret = states.redis_server.configured(
+        name=str(loaded_redis.conf), bind=["127.0.0.1"], port=loaded_redis.port
+    )
     assert ret.result is True and "aof" in ret.changes, ret.comment
     loaded_redis.restart()
     assert _keys(loaded_redis) == KEYS
@@ -81,8 +82,9 @@ def test_stale_server_with_aof_already_in_the_file_is_switched_too(states, loade
 def test_stopped_redis_with_rdb_data_is_refused(states, loaded_redis):
     loaded_redis.stop()  # saves dump.rdb
     before = loaded_redis.conf.read_bytes()
-    ret = states.redis_server.configured(name=str(loaded_redis.conf), bind=["127.0.0.1"],
-                                         port=loaded_redis.port)
+    ret = states.redis_server.configured(
+        name=str(loaded_redis.conf), bind=["127.0.0.1"], port=loaded_redis.port
+    )
     assert (ret.result, ret.changes) == (False, {})
     assert "dump.rdb holds its data" in ret.comment and "Start Redis" in ret.comment
     assert loaded_redis.conf.read_bytes() == before
