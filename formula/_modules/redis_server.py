@@ -316,7 +316,8 @@ def package_default_plan(pkg, path, settings):
 
     .. code-block:: bash
 
-        salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf '{"appendonly": "yes"}'
+        salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf \\
+            '{"appendonly": "yes"}'
     """
     try:
         return _plan_from_deb(pkg, path, settings)
@@ -483,7 +484,7 @@ def _listeners(port):
     for name, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
         try:
             with open(name, encoding="ascii") as handle:
-                next(handle)
+                next(handle, None)  # the header line
                 for line in handle:
                     fields = line.split()
                     address, hex_port = fields[1].split(":")
@@ -565,7 +566,8 @@ def reset_failed(name="redis-server"):
     Clear systemd's "failed" state of the ``name`` unit, so that the next start is tried again.
 
     With ``Restart=always`` (Debian's unit) a Redis that cannot start (its port taken) is restarted
-    until systemd's start limit gives up; after that every ``systemctl start`` is refused for a while,
+    until systemd's start limit gives up; after that every ``systemctl start`` is refused for a
+    while,
     even once the cause is fixed. Returns True when the unit was failed and is reset, False when
     there was nothing to reset or the host does not run systemd.
 

@@ -276,7 +276,8 @@ def running(name, enable=True, config=""):
     if ret["result"] is False and __salt__["redis_server.reset_failed"](name):
         ret = _predict(__states__["service.running"](name, enable=enable), name)
         ret["comment"] = (
-            f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
+            f"{name} was in systemd's failed state (start limit); reset it and started again: "
+            f"{ret['comment']}"
         )
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)

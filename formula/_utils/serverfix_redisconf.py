@@ -48,6 +48,7 @@ def split_lines(text):
 
 
 def read_lines(path):
+    """The lines of ``path`` (see :func:`split_lines`); raises ``CommandExecutionError``."""
     try:
         with open(path, "rb") as handle:
             return split_lines(handle.read().decode("utf-8", "surrogateescape"))
@@ -104,6 +105,7 @@ def shown(key, value, mask=True):
 
 
 def same(key, current_args, wanted):
+    """Whether the directive's arguments already say ``wanted`` (``None``: unset)."""
     if current_args is None:
         return wanted is None
     if wanted is None:

@@ -24,7 +24,9 @@ def test_bytes_that_are_not_utf8_are_kept_byte_for_byte(modules, tmp_path):
     )
     assert set(changes) == {"appendonly", "maxmemory-policy", "supervised"}
     data = path.read_bytes()
-    assert data.startswith(original.split(b"appendonly no\n")[0])  # untouched up to the edit
+    assert data.startswith(
+        original.split(b"appendonly no\n", maxsplit=1)[0]
+    )  # untouched up to the edit
     assert b"appendonly yes\n# \xff\xfe trailing\r\n" in data
     assert b"maxmemory-policy noeviction\n" in data and data.endswith(b"supervised auto\n")
     assert modules.redis_server.config_get(str(path))["port"] == "6379"
