@@ -32,34 +32,14 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "redis_server"
 
-SECRET_DIRECTIVES = ("requirepass", "masterauth")
-MASK = "<secret>"
-MANAGED_MARK = "# managed by serverfix (see the formula's pillar.example)"
-# the marker of earlier versions, still recognised in files they edited (content, not a pillar key)
-OLD_MARKS = ("# serverfix: managed below (see the formula's pillar.example)",)
-
 
 def __virtual__():
     return __virtualname__
 
 
-def _split(line):
-    """``key``, ``args`` of an active directive line, or ``None`` for comments and blanks."""
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
-        return None
-    parts = stripped.split()
-    return parts[0].lower(), parts[1:]
-
-
-def _read_lines(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
-    except FileNotFoundError:
-        raise CommandExecutionError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: cannot read it ({exc.strerror})") from None
+def _conf(name):
+    """A helper of ``serverfix_redisconf`` (redis.conf as Redis reads it)."""
+    return __utils__[f"serverfix_redisconf.{name}"]
 
 
 def _has_ipv6_loopback():
@@ -90,11 +70,13 @@ def bind_addresses(bind):
     return [addr for addr in bind if ipv6 or ":" not in addr]
 
 
-def config_get(path="/etc/redis/redis.conf", mask=True):
+def config_get(path="/etc/redis/redis.conf", mask=True, includes=True):
     """
-    Return the active directives of a redis.conf as ``{directive: value}`` (the last one wins,
-    as in Redis). Values of ``requirepass``/``masterauth`` are masked unless ``mask=False``.
-    Raises ``CommandExecutionError`` when the file cannot be read.
+    Return the active directives Redis reads from a redis.conf as ``{directive: value}`` (the
+    last one wins, as in Redis). ``include`` lines are followed where they stand (globs too,
+    relative paths from Redis's working directory, as Redis does) unless ``includes=False``.
+    Values of ``requirepass``/``masterauth`` are masked unless ``mask=False`` (an empty one
+    stays empty). Raises ``CommandExecutionError`` when a file cannot be read.
 
     CLI Example:
 
@@ -102,27 +84,14 @@ def config_get(path="/etc/redis/redis.conf", mask=True):
 
         salt '*' redis_server.config_get /etc/redis/redis.conf
     """
-    result = {}
-    for line in _read_lines(path):
-        parsed = _split(line)
-        if parsed:
-            key, args = parsed
-            value = " ".join(args)
-            result[key] = MASK if mask and key in SECRET_DIRECTIVES and value else value
-    return result
-
-
-def _same(key, current_args, wanted):
-    if current_args is None:
-        return wanted is None
-    if wanted is None:
-        return False
-    current = " ".join(current_args)
-    if key == "bind":
-        return current_args == wanted.split()
-    if key in SECRET_DIRECTIVES:
-        return current == wanted
-    return current.lower() == wanted.lower()
+    if includes:
+        found = _conf("effective")(path)
+    else:
+        found = {
+            key: (args, path)
+            for key, args in filter(None, map(_conf("split"), _conf("read_lines")(path)))
+        }
+    return {key: _conf("shown")(key, " ".join(args), mask) for key, (args, _) in found.items()}
 
 
 def config_plan(path, settings):
@@ -140,47 +109,7 @@ def config_plan(path, settings):
 
         salt '*' redis_server.config_plan /etc/redis/redis.conf '{"maxmemory-policy": "noeviction"}'
     """
-    lines = _read_lines(path)
-    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    active = {}
-    for index, line in enumerate(lines):
-        parsed = _split(line)
-        if parsed:
-            active.setdefault(parsed[0], []).append((index, parsed[1]))
-    changes = {}
-    appended = []
-    for key, wanted in settings.items():
-        key = key.lower()
-        wanted = None if wanted is None else str(wanted)
-        found = active.get(key, [])
-        current_args = found[-1][1] if found else None
-        if _same(key, current_args, wanted) and len(found) <= 1:
-            continue
-        old = " ".join(current_args) if current_args is not None else None
-        if key in SECRET_DIRECTIVES:
-            old, new = (MASK if old else old), (MASK if wanted else wanted)
-        else:
-            new = wanted
-        changes[key] = {"old": old, "new": new}
-        # the first active line takes the new value; later duplicates are commented out
-        for position, (index, _) in enumerate(found):
-            ending = newline if lines[index].endswith(("\n", "\r")) else ""
-            if position == 0 and wanted is not None:
-                lines[index] = f"{key} {wanted}{ending}"
-            else:
-                lines[index] = (
-                    f"# {lines[index].rstrip(chr(13) + chr(10))}  {MANAGED_MARK[2:]}{ending}"
-                )
-        if not found and wanted is not None:
-            appended.append(f"{key} {wanted}{newline}")
-    if appended:
-        if lines and not lines[-1].endswith(("\n", "\r")):
-            lines[-1] += newline
-        if not any(mark + newline in lines for mark in (MANAGED_MARK, *OLD_MARKS)):
-            lines.append(newline)
-            lines.append(MANAGED_MARK + newline)
-        lines.extend(appended)
-    return {"content": "".join(lines), "changes": changes}
+    return __utils__["serverfix_redisconf.plan"](path, settings)
 
 
 def config_set(path, settings, backup_keep=5):
@@ -212,6 +141,169 @@ def config_set(path, settings, backup_keep=5):
     return plan["changes"]
 
 
+def preflight(path="/etc/redis/redis.conf", password="", allow_remove=False):
+    """
+    Read-only check before an edit of ``path``: an empty ``password`` must not switch off the
+    authentication Redis has now. When ``requirepass`` is set (in ``path`` or a file it
+    includes) and ``password`` is empty, the edit would comment it out and let anyone on the
+    bind addresses in; that needs ``allow_remove=True``. A missing ``path`` (Redis not installed
+    yet) is fine. ``password`` only counts as set or empty here (a pillar reference is set).
+
+    Returns True; else raises one ``CommandExecutionError`` with the problems in
+    ``info["errors"]`` (and ``info["arguments"]``: the argument each is about).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.preflight /etc/redis/redis.conf password=''
+    """
+    if password or allow_remove or not os.path.exists(path):
+        return True
+    args, source = _conf("effective")(path).get("requirepass", (None, path))
+    if args is None or _conf("unquote")(" ".join(args)) == "":
+        return True
+    where = path if source == path else f"{source} (included by {path})"
+    problem = (
+        f"{where} sets requirepass, but password is empty: the edit would switch Redis's "
+        "authentication off. Give the current (or a new) password as password, or "
+        "allow_remove=True to remove it on purpose"
+    )
+    raise CommandExecutionError(problem, info={"errors": [problem], "arguments": ["password"]})
+
+
+def _bind_host(bind):
+    """An address to reach a Redis bound to ``bind`` (its first address) from this host."""
+    first = (bind or "127.0.0.1").split()[0].lstrip("-!")
+    return {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "::*": "::1"}.get(first, first)
+
+
+def _live(path, host=None, port=None, password=None):
+    """``(host, port, password)`` of the running Redis of ``path``: first the connection its
+    config gives now, then the one given (a config already edited by an interrupted run). A
+    server counts only when its ``INFO server`` names ``path`` as its config file."""
+    candidates = []
+    try:
+        cfg = config_get(path, mask=False)
+        candidates.append(
+            (_bind_host(cfg.get("bind")), int(cfg.get("port") or 6379), cfg.get("requirepass"))
+        )
+    except (CommandExecutionError, ValueError):
+        pass
+    if port:
+        candidates.append((host or "127.0.0.1", int(port), password))
+    wanted = os.path.realpath(path)
+    for cand_host, cand_port, cand_password in dict.fromkeys(candidates):
+        secret = _conf("unquote")(cand_password or "") or None
+        try:
+            info = _info(cand_host, cand_port, secret, "server")
+        except CommandExecutionError:
+            continue
+        if os.path.realpath(info.get("config_file") or "/") == wanted:
+            return cand_host, cand_port, secret
+    return None
+
+
+def _info(host, port, password, section):
+    reply = command("INFO", section, host=host, port=port, password=password)
+    fields = (line.split(":", 1) for line in (reply or "").splitlines() if ":" in line)
+    return {key: value.strip() for key, value in fields}
+
+
+def _key_count(host, port, password):
+    keyspace = _info(host, port, password, "keyspace")
+    # db0:keys=200,expires=0,avg_ttl=0
+    return sum(int(value.split(",")[0].split("=")[1]) for value in keyspace.values())
+
+
+def aof_status(path="/etc/redis/redis.conf", host=None, port=None, password=None):
+    """
+    What the running Redis of ``path`` has now, for a switch to ``appendonly yes``:
+    ``{"running": bool, "address": "host:port", "appendonly": "yes"/"no", "keys": int,
+    "rdb": path}``. The server is reached with the connection ``path`` gives now, else with
+    ``host``/``port``/``password`` (AUTH inside the socket). When it is not running, ``rdb`` is
+    the RDB file holding data that a start with ``appendonly yes`` and no AOF yet would ignore
+    (redis/redis#12484), else ``None``. Read-only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.aof_status /etc/redis/redis.conf
+    """
+    live = _live(path, host, port, password)
+    if live:
+        appendonly = command(
+            "CONFIG", "GET", "appendonly", host=live[0], port=live[1], password=live[2]
+        )
+        return {
+            "running": True,
+            "address": f"{live[0]}:{live[1]}",
+            "appendonly": appendonly[1] if len(appendonly or []) == 2 else None,
+            "keys": _key_count(*live),
+            "rdb": None,
+        }
+    status = {"running": False, "address": None, "appendonly": None, "keys": None, "rdb": None}
+    try:
+        cfg = config_get(path, mask=False)
+    except CommandExecutionError:
+        return status
+    data_dir = os.path.join("/", _conf("unquote")(cfg.get("dir", "/")))
+    rdb = os.path.join(data_dir, _conf("unquote")(cfg.get("dbfilename", "dump.rdb")))
+    aof = os.path.join(data_dir, _conf("unquote")(cfg.get("appenddirname", "appendonlydir")))
+    if os.path.isfile(rdb) and os.path.getsize(rdb) > 0 and not os.path.exists(aof):
+        status["rdb"] = rdb
+    return status
+
+
+def aof_enable(path="/etc/redis/redis.conf", host=None, port=None, password=None, timeout=300):
+    """
+    Switch the running Redis of ``path`` to AOF without losing data, as upstream advises
+    (redis/redis#12484): ``CONFIG SET appendonly yes``, then wait until ``INFO persistence``
+    shows ``aof_enabled:1``, no rewrite in progress or scheduled, and
+    ``aof_last_bgrewrite_status:ok``: the AOF then holds every key, and a restart with
+    ``appendonly yes`` in the config loads them. Nothing is written to ``path``. The server is
+    found as in :func:`aof_status`. Returns ``{"address": "host:port", "keys": int}``; raises
+    ``CommandExecutionError`` when Redis cannot be reached, refuses, or the rewrite fails or
+    takes longer than ``timeout`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' redis_server.aof_enable /etc/redis/redis.conf
+    """
+    live = _live(path, host, port, password)
+    if not live:
+        raise CommandExecutionError(f"the Redis of {path} does not answer; AOF not switched on")
+    address = f"{live[0]}:{live[1]}"
+    try:
+        command("CONFIG", "SET", "appendonly", "yes", host=live[0], port=live[1], password=live[2])
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"{address}: CONFIG SET appendonly yes: {exc.error}") from None
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        info = _info(*live, "persistence")
+        if (
+            info.get("aof_enabled"),
+            info.get("aof_rewrite_in_progress"),
+            info.get("aof_rewrite_scheduled", "0"),
+        ) == ("1", "0", "0"):
+            break
+        if time.monotonic() >= deadline:
+            raise CommandExecutionError(
+                f"{address}: the AOF rewrite did not finish within {timeout}s; "
+                f"{path} is unchanged (check the Redis log, then run again)"
+            )
+        time.sleep(0.1)
+    if info.get("aof_last_bgrewrite_status") != "ok":
+        raise CommandExecutionError(
+            f"{address}: the AOF rewrite failed (aof_last_bgrewrite_status:"
+            f"{info.get('aof_last_bgrewrite_status')}); {path} is unchanged: check the Redis log"
+        )
+    return {"address": address, "keys": _key_count(*live)}
+
+
 def package_default_plan(pkg, path, settings):
     """
     Plan the edit against the config file that package ``pkg`` would install at ``path``, for a
@@ -224,7 +316,8 @@ def package_default_plan(pkg, path, settings):
 
     .. code-block:: bash
 
-        salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf '{"appendonly": "yes"}'
+        salt '*' redis_server.package_default_plan redis-server /etc/redis/redis.conf \\
+            '{"appendonly": "yes"}'
     """
     try:
         return _plan_from_deb(pkg, path, settings)
@@ -391,7 +484,7 @@ def _listeners(port):
     for name, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
         try:
             with open(name, encoding="ascii") as handle:
-                next(handle)
+                next(handle, None)  # the header line
                 for line in handle:
                     fields = line.split()
                     address, hex_port = fields[1].split(":")
@@ -461,7 +554,7 @@ def started_before(path="/etc/redis/redis.conf", name="redis-server"):
     try:
         changed = os.stat(path).st_mtime
         port = int(config_get(path).get("port", "6379"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, CommandExecutionError):
         return []
     return [
         o["pid"] for o in port_owners(port) if o["name"] == name[:15] and o["started"] < changed
@@ -473,7 +566,8 @@ def reset_failed(name="redis-server"):
     Clear systemd's "failed" state of the ``name`` unit, so that the next start is tried again.
 
     With ``Restart=always`` (Debian's unit) a Redis that cannot start (its port taken) is restarted
-    until systemd's start limit gives up; after that every ``systemctl start`` is refused for a while,
+    until systemd's start limit gives up; after that every ``systemctl start`` is refused for a
+    while,
     even once the cause is fixed. Returns True when the unit was failed and is reset, False when
     there was nothing to reset or the host does not run systemd.
 

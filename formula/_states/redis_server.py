@@ -8,7 +8,7 @@ with its message and no changes. Passwords never appear in changes or comments.
 
 from typing import TYPE_CHECKING, Any
 
-from salt.exceptions import SaltException
+from salt.exceptions import CommandExecutionError, SaltException
 
 if TYPE_CHECKING:
     __salt__: dict[str, Any]
@@ -58,6 +58,26 @@ def _predict_package_default(ret, name, pkg, settings):
     return ret
 
 
+def _aof_plan(name, settings, plan, port, password):
+    """How ``appendonly yes`` is reached without data loss: ``None`` (nothing to do at run
+    time), or the running server's status when it must be switched on there first. Raises
+    ``CommandExecutionError`` when Redis is down and a start with AOF would drop its RDB."""
+    if settings["appendonly"] != "yes":
+        return None
+    host = settings["bind"].split()[0].lstrip("-!") if settings["bind"] else "127.0.0.1"
+    status = __salt__["redis_server.aof_status"](name, host=host, port=port, password=password)
+    if status["running"]:
+        return status if status["appendonly"] == "no" else None
+    if status["rdb"] and "appendonly" in plan["changes"]:
+        raise CommandExecutionError(
+            f"Redis is not running and {status['rdb']} holds its data: started with appendonly "
+            "yes and no AOF yet, Redis would ignore that file and start empty "
+            "(redis/redis#12484). Start Redis with its current config and run again: AOF is "
+            "then switched on at run time first, keeping every key."
+        )
+    return None
+
+
 def configured(
     name,
     bind,
@@ -69,11 +89,23 @@ def configured(
     appendfsync="everysec",
     backup_keep=5,
     pkg="redis-server",
+    remove_password=False,
 ):
     """
     Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
-    port, eviction policy, AOF persistence and ``requirepass`` (only when a password is set;
-    an empty password comments out an old one). Debian's other defaults and comments stay.
+    port, eviction policy, AOF persistence and ``requirepass`` (only when a password is set).
+    Debian's other defaults and comments stay.
+
+    An empty ``password`` while Redis has a ``requirepass`` is refused (nothing changes) unless
+    ``remove_password`` is true: authentication is never switched off by default.
+
+    Turning AOF on keeps the data (redis/redis#12484): when the running Redis has ``appendonly
+    no``, AOF is switched on at run time first (``CONFIG SET`` over the connection Redis has now,
+    before a restart applies a new bind, port or password), and the config is written once the
+    rewrite is done. A stopped Redis whose RDB holds data is refused (start it first).
+
+    A directive that a file included by ``name`` sets after the edited line is refused with that
+    file's name (Redis would read it last); only ``name`` is edited.
 
     In test mode on a host without the package yet, the edit is planned against the config
     file inside package ``pkg`` (downloaded to a temp dir), so the preview names exactly what
@@ -113,22 +145,40 @@ def configured(
         ret["comment"] = f"{name}: no such file; is the Redis package ({pkg}) installed?"
         return ret
     try:
+        __salt__["redis_server.preflight"](name, password=password, allow_remove=remove_password)
         plan = __salt__["redis_server.config_plan"](name, settings)
+        aof = _aof_plan(name, settings, plan, port, password)
     except SaltException as exc:
         return _failed(ret, exc)
-    if not plan["changes"]:
+    if not plan["changes"] and not aof:
         ret["comment"] = f"{name} already has the wanted settings."
         return ret
-    ret["changes"] = plan["changes"]
+    ret["changes"] = dict(plan["changes"])
+    edits = f"set {', '.join(plan['changes'])}" if plan["changes"] else "nothing else to set"
+    first = ""
+    if aof:
+        first = f"AOF switched on at run time first, {aof['keys']} keys kept; then "
+        ret["changes"]["aof"] = {"old": "off (running Redis)", "new": "on, switched at run time"}
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"{name}: would set {', '.join(plan['changes'])}."
+        ret["comment"] = f"{name}: {first}would {edits}."
         return ret
     try:
-        __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)
+        if aof:
+            host = settings["bind"].split()[0].lstrip("-!")
+            done = __salt__["redis_server.aof_enable"](
+                name, host=host, port=port, password=password
+            )
+            first = (
+                f"AOF switched on at run time first ({done['address']}), "
+                f"{done['keys']} keys kept; then "
+            )
+        if plan["changes"]:
+            __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)
     except SaltException as exc:
         return _failed(ret, exc)
-    ret["comment"] = f"{name}: set {', '.join(plan['changes'])} (backup made)."
+    backup = " (backup made)" if plan["changes"] else ""
+    ret["comment"] = f"{name}: {first}{edits}{backup}."
     return ret
 
 
@@ -226,7 +276,8 @@ def running(name, enable=True, config=""):
     if ret["result"] is False and __salt__["redis_server.reset_failed"](name):
         ret = _predict(__states__["service.running"](name, enable=enable), name)
         ret["comment"] = (
-            f"{name} was in systemd's failed state (start limit); reset it and started again: {ret['comment']}"
+            f"{name} was in systemd's failed state (start limit); reset it and started again: "
+            f"{ret['comment']}"
         )
     if ret["result"] is False and config:
         ret["comment"] += _port_taken(config)

@@ -29,6 +29,8 @@ serverfix-redis-config-edited:
     - appendfsync: {{ redis.appendfsync | json }}
     - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
     - pkg: {{ redis.pkg | json }}
+    # an empty password never removes a requirepass set by hand unless the pillar says so
+    - remove_password: {{ redis.get('remove_password', False) | json }}
     - require:
       - pkg: serverfix-redis-package-installed
 

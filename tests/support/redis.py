@@ -41,10 +41,32 @@ def redis_ping(port, host="127.0.0.1", password=""):
         return False
 
 
-class RedisServer:
-    """Our own redis-server: ``bind``/``password``/``policy`` as given; no persistence."""
+def _reply(stream):
+    line = stream.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in b"+-":
+        return rest.decode()
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        return None if int(rest) < 0 else stream.read(int(rest) + 2)[:-2].decode()
+    return [_reply(stream) for _ in range(int(rest))]
 
-    def __init__(self, workdir, port=None, bind="127.0.0.1", password="", policy="noeviction"):
+
+class RedisServer:
+    """Our own redis-server: ``bind``/``password``/``policy`` as given; no persistence unless
+    ``save`` is given (e.g. ``"3600 1"``: an RDB written on shutdown); ``extra`` config lines."""
+
+    def __init__(
+        self,
+        workdir,
+        port=None,
+        bind="127.0.0.1",
+        password="",
+        policy="noeviction",
+        save='""',
+        extra=(),
+    ):
         self.port = port or free_port()
         self.dir = Path(workdir) / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -53,11 +75,12 @@ class RedisServer:
             f"port {self.port}",
             f"bind {bind}",
             f"dir {self.dir}",
-            'save ""',
+            f"save {save}",
             "appendonly no",
             f"maxmemory-policy {policy}",
             "protected-mode yes",
             f"pidfile {self.pidfile}",
+            *extra,
         ]
         if password:
             conf.append(f"requirepass {password}")  # in a file, not argv
@@ -87,6 +110,26 @@ class RedisServer:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
         self.proc = None
+
+    def restart(self, port=None, password=None):
+        """Stop and start again from the (edited) config, reached at ``port``/``password``."""
+        self.stop()
+        self.port = port or self.port
+        self.password = self.password if password is None else password
+        return self.start()
+
+    def call(self, *args):
+        """One command over the socket (AUTH first with the current password): the raw reply."""
+        with socket.create_connection((self.host, self.port), timeout=5) as sock:
+            stream = sock.makefile("rb")
+            for command in ([("AUTH", self.password)] if self.password else []) + [args]:
+                parts = [str(arg).encode() for arg in command]
+                sock.sendall(
+                    b"*%d\r\n" % len(parts)
+                    + b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+                )
+                reply = _reply(stream)
+            return reply
 
     def __enter__(self):
         return self.start()

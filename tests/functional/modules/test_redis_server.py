@@ -75,10 +75,13 @@ def test_managed_marker_written_once_and_the_old_one_recognised(modules, tmp_pat
     modules.redis_server.config_set(str(path), {"appendonly": "yes"})
     text = path.read_text(encoding="utf-8")
     assert (
-        text
-        == "port 6379\n\n# managed by serverfix (see the formula's pillar.example)\nappendonly yes\n"
+        text == "port 6379\n\n# managed by serverfix (see the formula's pillar.example)\n"
+        "appendonly yes\n"
     )
-    old = "port 6379\n\n# serverfix: managed below (see the formula's pillar.example)\nappendonly yes\n"
+    old = (
+        "port 6379\n\n# serverfix: managed below (see the formula's pillar.example)\n"
+        "appendonly yes\n"
+    )
     path.write_text(old, encoding="utf-8")  # edited by an earlier version
     modules.redis_server.config_set(str(path), {"supervised": "auto"})
     assert path.read_text(encoding="utf-8") == old + "supervised auto\n"

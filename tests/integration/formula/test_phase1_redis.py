@@ -28,7 +28,7 @@ PREVIEW = {}  # what test=True said would change, compared with the real apply
 
 
 def _redis_pids():
-    """The service's daemon: whatever listens on 6379 (other tests run their own Redis on other ports)."""
+    """The service's daemon: whatever listens on 6379 (other tests use other ports)."""
     return [owner["pid"] for owner in redis_server.port_owners(6379)]
 
 
