@@ -94,8 +94,13 @@ def main():
     swap_file = args["swap_file"]
     with open("/proc/swaps", encoding="utf-8") as handle:
         swaps = [line.split()[0] for line in handle.readlines()[1:]]
-    with open("/etc/fstab", encoding="utf-8") as handle:
-        fstab_swap = [line.strip() for line in handle if line.split()[:1] == [swap_file]]
+    # bytes: an fstab may hold bytes that are not UTF-8 (a Latin-1 comment)
+    with open("/etc/fstab", "rb") as handle:
+        fstab_swap = [
+            line.strip().decode("utf-8", "replace")
+            for line in handle
+            if line.split()[:1] == [os.fsencode(swap_file)]
+        ]
     sysctl = {}
     for key in ("vm.swappiness", "vm.vfs_cache_pressure"):
         with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:

@@ -8,7 +8,7 @@ import time
 import tools.proof
 from tools.proof.lab import ARTIFACTS, MODES, Lab
 from tools.proof.render import table
-from tools.proof.report import run_all, write
+from tools.proof.report import parse_only, run_all, write
 
 
 def main(argv=None):
@@ -25,7 +25,17 @@ def main(argv=None):
     parser.add_argument(
         "--out", default=str(ARTIFACTS / "proof-report.json"), help="the JSON report"
     )
+    parser.add_argument(
+        "--only",
+        metavar="CASES",
+        help="just these fault cases: issue12 (every case of issue 12) or issue12:1,14 (by item)",
+    )
     args = parser.parse_args(argv)
+    if args.only:
+        try:
+            parse_only(args.only)
+        except ValueError as exc:
+            parser.error(str(exc))
     started = time.monotonic()
 
     def say(text):
@@ -37,7 +47,7 @@ def main(argv=None):
             lab.opts = dict(lab.opts, reps=args.reps)
             lab.report["meta"]["opts"] = lab.opts
         try:
-            report = run_all(lab)
+            report = run_all(lab, args.only)
         finally:
             lab.close()
     report["meta"]["seconds"] = round(time.monotonic() - started)

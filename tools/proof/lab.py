@@ -178,6 +178,7 @@ class ProofSaltSsh(SaltSsh):
             # relative: Salt puts every path option below root_dir, absolute ones too
             master["cachedir"] = os.path.relpath(cachedir, self.dir)
         (self.dir / "master").write_text(yaml.safe_dump(master), encoding="utf-8")
+        self.cachedir = Path(cachedir) if cachedir else self.dir / "cache"
         self.runs = 0
 
     def set_pillar(self, pillar, secret_values=()):
@@ -201,15 +202,20 @@ class ProofSaltSsh(SaltSsh):
             data = None
         return proc.returncode, data, seconds, proc.stdout + proc.stderr
 
-    def leaks(self):
-        """Secret values found in anything salt-ssh printed or logged on this side."""
+    def outputs(self):
+        """Everything salt-ssh printed, logged or cached on this side: its stdout and stderr, its
+        logs and its job cache (the pillar it was given is input, not output)."""
         texts = list(self.transcript)
-        texts += [
-            p.read_text(encoding="utf-8", errors="replace")
-            for p in (self.dir / "master.log", self.dir / "ssh.log")
-            if p.exists()
-        ]
-        return sorted({s[:4] + "…" for s in self.secret_values if any(s in t for t in texts)})
+        files = [self.dir / "master.log", self.dir / "ssh.log"]
+        files += [p for p in (self.cachedir / "jobs").rglob("*") if p.is_file()]
+        texts += [p.read_bytes().decode("utf-8", "replace") for p in files if p.is_file()]
+        return texts
+
+    def leaks(self, values=None):
+        """Secret values (``values``, or this run's own) found in :meth:`outputs` (shortened)."""
+        texts = self.outputs()
+        values = self.secret_values if values is None else values
+        return sorted({s[:4] + "…" for s in values if s and any(s in t for t in texts)})
 
 
 def state_run(data):
@@ -252,6 +258,10 @@ class Lab:
         self.password = "sfProof" + secrets.token_hex(12)
         self.pillar = {"verify": {"url": HEALTH_URL_IN_GUEST}, "redis": {"password": self.password}}
         self.salt_runs = []  # every ProofSaltSsh of this lab (transcripts for the secrets check)
+        # issue 12: values that must be in no output of any run (dotenv:extra values, URL
+        # credentials, a hand-set requirepass), and their hits found in guests before teardown
+        self.extra_secrets = []
+        self.extra_guest_hits = 0
         self.boots = 0
         self.report = {"meta": meta(mode)}
 

@@ -126,6 +126,16 @@ def table(report):
             "0600",
             sec["backups_0600"],
         )
+    extra = report.get("secrets_issue12")
+    if extra:
+        row(
+            "secrets",
+            "issue 12: extra values, URL credentials, hand-set password",
+            f"{extra['hits']} hits ({extra['values']} values; {extra['salt_ssh_runs']} salt-ssh "
+            f"runs: output, logs, job cache; guests: logs, journal, salt-ssh dir)",
+            0,
+            extra["hits"] == 0,
+        )
     sp = report.get("speed")
     if sp:
         med = sp["median"]

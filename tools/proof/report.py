@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from tools.proof import issue12
 from tools.proof.faults import FAULTS_ON_FRESH_REPLICAS
 from tools.proof.lab import SPEED_GOAL
 from tools.proof.preflight_faults import faults_refused_in_preflight
@@ -54,20 +55,64 @@ def finish(lab):
         report["secrets"]["salt_ssh_output_or_log_leaks"] = [
             ssh.dir.name for ssh in lab.salt_runs if ssh.leaks()
         ]
+    if lab.extra_secrets:
+        report["secrets_issue12"] = extra_secret_scan(lab)
     report["meta"]["replica_boots"] = lab.boots
     report["goals"] = goals(report)
     return report
 
 
-def run_all(lab):
-    """Every scenario in turn; the report gets each section as soon as it is measured."""
+def extra_secret_scan(lab):
+    """issue 12: every value of ``lab.extra_secrets`` (dotenv:extra values, URL credentials, a
+    hand-set requirepass) searched in every output of every salt-ssh run of the lab (stdout,
+    stderr, logs, job cache), plus the hits the cases found in their guests."""
+    leaks = {ssh.dir.name: ssh.leaks(lab.extra_secrets) for ssh in lab.salt_runs}
+    leaks = {name: found for name, found in leaks.items() if found}
+    return {
+        "values": len(lab.extra_secrets),
+        "salt_ssh_runs": sum(ssh.runs for ssh in lab.salt_runs),
+        "salt_ssh_leaks": leaks,
+        "guest_hits": lab.extra_guest_hits,
+        "hits": sum(len(found) for found in leaks.values()) + lab.extra_guest_hits,
+    }
+
+
+def run_all(lab, only=None):
+    """Every scenario in turn (the issue 12 cases in the full mode only); the report gets each
+    section as soon as it is measured. ``only``: ``"issue12"`` or ``"issue12:1,14"`` runs just
+    those cases of issue 12."""
+    if only:
+        items = parse_only(only)
+        for scenario in issue12.cases(items):
+            record_faults(lab, scenario)
+        return finish(lab)
     record_main(lab)
     record_one_go(lab)
     record_half_fixed(lab)
-    for scenario in [faults_refused_in_preflight] + FAULTS_ON_FRESH_REPLICAS:
+    scenarios = [faults_refused_in_preflight] + FAULTS_ON_FRESH_REPLICAS
+    if lab.mode == "full":
+        scenarios += issue12.cases()
+    for scenario in scenarios:
         record_faults(lab, scenario)
     record_full_applies(lab)
     return finish(lab)
+
+
+def parse_only(only):
+    """``"issue12"`` -> None (every item), ``"issue12:1,14"`` -> {"1", "14"}; ValueError otherwise."""
+    name, _, items = only.partition(":")
+    if name != "issue12":
+        raise ValueError(f"--only {only!r}: issue12 or issue12:<items> (e.g. issue12:1,14)")
+    if not items:
+        return None
+    picked = {item.strip() for item in items.split(",") if item.strip()}
+    unknown = sorted(picked - set(issue12.ISSUE12_CASES))
+    if unknown:
+        raise ValueError(
+            f"--only {only!r}: no case for item {', '.join(unknown)} "
+            f"(cases: {', '.join(issue12.ISSUE12_CASES)})"
+        )
+    return picked
 
 
 def goals(report):
@@ -124,6 +169,14 @@ def goals(report):
             f"{sum(m == '600' for m in sec['backups'].values())}/{len(sec['backups'])}",
             "all",
             sec["backups_0600"],
+        )
+    extra = report.get("secrets_issue12")
+    if extra:
+        goal(
+            "extra values and URL credentials found (every output)",
+            extra["hits"],
+            0,
+            extra["hits"] == 0,
         )
     speed_ = report.get("speed")
     if speed_:
