@@ -6,8 +6,11 @@ on text); this module reads and writes the files: it checks them first (:func:`p
 backs up, writes atomically with the file's mode and owner, and refuses an edit npm dotenv would
 not read back exactly (every other key unchanged).
 
-Values are never put into messages, logs or change reports: keys marked secret (by default any
-key whose name contains PASSWORD, SECRET, TOKEN or KEY) are shown as ``<secret>`` only.
+Values are never put into messages or logs. Change reports follow the project's one masking
+rule (``_utils/serverfix_mask.py``): only the values of ``public_keys`` (by default the formula's
+own non-secret keys REDIS_HOST, REDIS_PORT, REDIS_DB, QUEUE_ENABLED, QUEUE_CONCURRENCY) not listed
+in ``secret_keys`` are shown, URL passwords masked; every other value is ``<secret>``, an empty
+one is shown as ``''``.
 
 Errors follow Salt's contract: bad arguments raise ``SaltInvocationError``, a file that cannot
 be edited ``CommandExecutionError`` (:func:`preflight`: one, with every problem in
@@ -67,18 +70,30 @@ def parse(text):
     return _text("parse")(text)
 
 
-def is_secret(key, secret_keys=()):
+def is_secret(key, secret_keys=(), public_keys=None):
     """
-    True when the value of ``key`` must never be shown: its name contains PASSWORD, SECRET,
-    TOKEN or KEY (any case), or it is listed in ``secret_keys``.
+    True when the value of ``key`` must never be shown: it is not one of ``public_keys``
+    (default: the formula's own non-secret keys REDIS_HOST, REDIS_PORT, REDIS_DB, QUEUE_ENABLED,
+    QUEUE_CONCURRENCY), or it is listed in ``secret_keys``. Every other key's value is possibly
+    secret (``_utils/serverfix_mask.py``).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt '*' dotenv.is_secret REDIS_PASSWORD
+        salt '*' dotenv.is_secret SMTP_PASS
     """
-    return _text("is_secret")(key, secret_keys)
+    return not __utils__["serverfix_mask.is_public"](key, public_keys, secret_keys)
+
+
+def _show(public_keys, secret_keys):
+    """The masking rule for change reports: ``show(key, value)``."""
+    rule = __utils__["serverfix_mask.value"]
+
+    def show(key, value):
+        return rule(key, value, public_keys, secret_keys)
+
+    return show
 
 
 def render(value, key="VALUE"):
@@ -98,12 +113,13 @@ def render(value, key="VALUE"):
     return _text("render")(value, key)
 
 
-def edit(text, values=None, remove=(), secret_keys=()):
+def edit(text, values=None, remove=(), secret_keys=(), public_keys=None):
     """
     Plan an edit of ``.env`` text without touching any file.
 
     Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
-    where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
+    where ``values`` shows old/new of the keys in ``public_keys`` (see :func:`is_secret`),
+    ``''`` for an empty value and ``<secret>`` for any other.
     Keys whose parsed value already matches are left alone (no rewrite of their quoting).
     Raises ``SaltInvocationError`` naming the key for a bad key or value.
 
@@ -120,7 +136,7 @@ def edit(text, values=None, remove=(), secret_keys=()):
 
         salt '*' dotenv.edit 'A=1' values='{"A": 2, "B": "x y"}'
     """
-    return _text("edit")(text, values, remove, secret_keys)
+    return _text("edit")(text, values, remove, _show(public_keys, secret_keys))
 
 
 # --------------------------------------------------------------------------- files
@@ -322,12 +338,13 @@ def plan(
     group="",
     mode="0640",
     backup_keep=5,
+    public_keys=None,
 ):
     """
     What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
 
-    Returns ``{"added", "changed", "removed", "values", "created"?}`` (no value of a
-    secret key ever appears). Raises an error naming the key or path for any bad input.
+    Returns ``{"added", "changed", "removed", "values", "created"?}``: values as
+    :func:`edit` shows them (only ``public_keys`` values, see :func:`is_secret`). Raises an error naming the key or path for any bad input.
 
     CLI Example:
 
@@ -335,17 +352,19 @@ def plan(
 
         salt '*' dotenv.plan /var/www/intranet/backend/.env values='{"REDIS_HOST": "127.0.0.1"}'
     """
-    result, _ = _plan(path, values, remove, secret_keys, create, user, group, mode, backup_keep)
+    result, _ = _plan(
+        path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys
+    )
     return result
 
 
-def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_keep):
+def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys):
     _parse_mode(mode)
     _check_keep(backup_keep)
     data, st = _load(path, create)
     # owner and mode are only for a new file: an existing .env keeps its own
     uid, gid = _owner_ids(path, user, group) if st is None else (None, None)
-    edited = _text("edit")(data, values, remove, secret_keys)
+    edited = _text("edit")(data, values, remove, _show(public_keys, secret_keys))
     new_data = edited.pop("text").encode("utf-8", "surrogateescape")
     changes = dict(edited)
     if st is None:
@@ -355,9 +374,9 @@ def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_k
     return changes, (data, new_data, st, uid, gid)
 
 
-def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_keep):
+def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys):
     changes, (data, new_data, st, uid, gid) = _plan(
-        path, values, remove, secret_keys, create, user, group, mode, backup_keep
+        path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys
     )
     if not changes:
         return {}
@@ -401,9 +420,20 @@ def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_
     return changes
 
 
-def set_(path, values, secret_keys=(), create=False, user="", group="", mode="0640", backup_keep=5):
+def set_(
+    path,
+    values,
+    secret_keys=(),
+    create=False,
+    user="",
+    group="",
+    mode="0640",
+    backup_keep=5,
+    public_keys=None,
+):
     """
-    Set keys in the ``.env`` at ``path`` in place and return what changed (no secret values).
+    Set keys in the ``.env`` at ``path`` in place and return what changed (values as
+    :func:`plan` shows them).
 
     Every occurrence of a duplicated key is updated; missing keys are appended. Before the first
     change a backup is made (mode 0600, newest ``backup_keep`` kept); the file is replaced
@@ -416,7 +446,9 @@ def set_(path, values, secret_keys=(), create=False, user="", group="", mode="06
 
         salt '*' dotenv.set /var/www/intranet/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
     """
-    return _apply(path, values, (), secret_keys, create, user, group, mode, backup_keep)
+    return _apply(
+        path, values, (), secret_keys, create, user, group, mode, backup_keep, public_keys
+    )
 
 
 def unset(path, keys, backup_keep=5):
@@ -432,4 +464,4 @@ def unset(path, keys, backup_keep=5):
     """
     if isinstance(keys, str):
         keys = [keys]
-    return _apply(path, {}, list(keys), (), False, "", "", "0640", backup_keep)
+    return _apply(path, {}, list(keys), (), False, "", "", "0640", backup_keep, None)

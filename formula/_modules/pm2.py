@@ -10,7 +10,8 @@ no daemon read the saved ``dump.pm2`` instead, and mutating calls refuse.
 ``pm2 jlist`` carries the whole start-time environment of every app (secrets included): it is
 parsed once per run (cached in ``__context__``), values are dropped, only key names are kept.
 Everything comes in as arguments (no pillar); errors raise ``CommandExecutionError``. The pure
-parts (parsing, masking, the per-run cache) are in ``_utils/serverfix_pm2.py``; restarting with
+parts (parsing, the per-run cache) are in ``_utils/serverfix_pm2.py``, the masking rule in
+``_utils/serverfix_mask.py``; restarting with
 a readiness check and the ``.env`` rollback are in ``_modules/pm2_app.py``.
 Standard library and salt only.
 """
@@ -100,8 +101,9 @@ def check_name(name, user=None, pm2_home="/root/.pm2", pm2_bin=""):
 
 def mask(text, secrets=(), user=None, pm2_home="/root/.pm2"):
     """
-    Replace secrets in ``text`` with ``<secret>``: the given ``secrets`` values (4+ characters;
-    callers pass e.g. the Redis password and the .env's secret values), anything after
+    Replace secrets in ``text`` with ``<secret>`` (the project's one rule,
+    ``_utils/serverfix_mask.py``): the given ``secrets`` values (4+ characters; callers pass
+    e.g. the Redis password and the .env's hidden values), anything after
     ``password=``/``token:``-like words, and passwords in URLs (``redis://:pw@host``). With
     ``user``, also the values of the secret-looking environment keys of that user's apps (seen
     by :func:`list`; they never leave this module).
@@ -115,7 +117,7 @@ def mask(text, secrets=(), user=None, pm2_home="/root/.pm2"):
     found = set(secrets or ())
     if user is not None:
         found |= _u("known_secrets")(__context__, (user, pm2_home))
-    return _u("mask")(text, found)
+    return __utils__["serverfix_mask.text"](text, found)
 
 
 # ---------------------------------------------------------------- binary, user, daemon
@@ -382,7 +384,10 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
         if ret["retcode"] != 0:
             _fail("jlist", ret, user, pm2_home)
         raws, source = _u("parse_jlist")(ret["stdout"]), "jlist"
-    return _u("remember")(__context__, key, raws, source)
+    secrets = set()
+    for env in _u("app_envs")(raws):
+        secrets |= __utils__["serverfix_mask.env_secrets"](env)
+    return _u("remember")(__context__, key, raws, source, secrets)
 
 
 def status(name, user="root", pm2_home="/root/.pm2", pm2_bin=""):
@@ -562,7 +567,7 @@ def unsave(name, user="root", pm2_home="/root/.pm2", backup_keep=5):
     __utils__["serverfix_files.backup"](origin, keep=backup_keep)
     st = os.stat(origin)
     # pm2's own layout (JSON.stringify(list, '', 2)), owner and mode kept: pm2 keeps reading it
-    data = json.dumps(kept, indent=2, ensure_ascii=False).encode("utf-8")
+    data = _u("dump_bytes")(kept)
     __utils__["serverfix_files.atomic_write"](
         dump, data, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid
     )

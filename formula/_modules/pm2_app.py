@@ -157,18 +157,16 @@ def _size(path):
 
 
 def _env_values(env_file, secret_keys=()):
-    """Secret values of the .env (read by the dotenv module when loaded), to mask; memory only."""
+    """The values of the .env (read by the dotenv module when loaded) that must not be shown
+    (every one but the formula's non-secret keys: ``serverfix_mask.hidden_values``), to mask;
+    memory only."""
     if not env_file or "dotenv.read" not in __salt__ or not os.path.exists(env_file):
         return set()
     try:
         values = __salt__["dotenv.read"](env_file)
     except (CommandExecutionError, OSError, ValueError):
         return set()
-    return {
-        str(v)
-        for k, v in values.items()
-        if __salt__["dotenv.is_secret"](k, secret_keys=secret_keys)
-    }
+    return __utils__["serverfix_mask.hidden_values"](values, None, secret_keys)
 
 
 def _masked_tail(text, secrets, env_file, secret_keys, user, pm2_home):
@@ -207,8 +205,9 @@ def restart_and_wait(
     before (it freezes a crash loop, so the restart count is not a moving target).
 
     Returns ``{"ok", "why", "seconds", "status", "pids", "missing", "log"}``: ``log`` is the
-    last lines written after the restart with secrets masked (``secrets``, the secret values of
-    ``env_file`` by ``secret_keys`` and the dotenv module's rule, the app's secret env values).
+    last lines written after the restart with secrets masked (``secrets``, every value of
+    ``env_file`` but the formula's non-secret keys not in ``secret_keys``, the app's secret env
+    values, URL passwords: ``_utils/serverfix_mask.py``).
 
     CLI Example:
 

@@ -3,8 +3,10 @@ dotenv states: keys of a ``.env`` file (read by npm dotenv) present with given v
 
 Thin over the ``dotenv`` execution module, which edits in place (every unrelated byte kept),
 writes atomically with the file's mode and owner, backs up first, and re-parses every edit the
-way npm dotenv does before writing it. Values of secret keys (names containing PASSWORD, SECRET,
-TOKEN or KEY, plus ``secret_keys``) never appear in changes, comments or logs. A refusal of
+way npm dotenv does before writing it. Comments and logs name keys only; changes show a value
+only for ``public_keys`` (default: the formula's non-secret keys REDIS_HOST, REDIS_PORT,
+REDIS_DB, QUEUE_ENABLED, QUEUE_CONCURRENCY), ``''`` for an empty one, else ``<secret>``
+(the project's one rule, ``_utils/serverfix_mask.py``). A refusal of
 the module (``SaltException``) becomes ``result: False`` with its message and no changes.
 """
 
@@ -85,7 +87,15 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
 
 
 def present(
-    name, values, secret_keys=None, create=False, user="", group="", mode="0640", backup_keep=5
+    name,
+    values,
+    secret_keys=None,
+    create=False,
+    user="",
+    group="",
+    mode="0640",
+    backup_keep=5,
+    public_keys=None,
 ):
     """
     Ensure the ``.env`` file ``name`` has each key of ``values`` with exactly that value as npm
@@ -97,8 +107,11 @@ def present(
         Mapping of keys to strings or numbers. A value given as ``{"pillar": "<key>"}`` is read
         from the pillar when the state runs (keeps a secret out of the compiled state data).
     secret_keys
-        More keys whose values must never be shown (besides names containing PASSWORD, SECRET,
-        TOKEN or KEY).
+        Keys whose values must never be shown, even when in ``public_keys``.
+    public_keys
+        The only keys whose values may be shown in changes (URL passwords masked); default
+        REDIS_HOST, REDIS_PORT, REDIS_DB, QUEUE_ENABLED, QUEUE_CONCURRENCY. Any other value
+        (an existing one read from the file too) is ``<secret>``.
     create
         Create the file when it is missing (with ``mode``, ``user``, ``group``); otherwise a
         missing file is an error.
@@ -135,6 +148,7 @@ def present(
         "group": group,
         "mode": mode,
         "backup_keep": backup_keep,
+        "public_keys": None if public_keys is None else list(public_keys),
     }
     return _run(name, ret, plan_kwargs, "dotenv.set", plan_kwargs)
 

@@ -20,7 +20,8 @@ import re
 from salt.exceptions import SaltInvocationError
 
 SECRET = "<secret>"
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+# npm dotenv's parse() assigns to a plain object: `obj["__proto__"] = value` sets nothing
+IGNORED_KEYS = ("__proto__",)
 
 # JavaScript's \s (and String.prototype.trim): Python's \s and str.strip() differ
 # (\x1c-\x1f, \x85, \ufeff).
@@ -149,19 +150,12 @@ def parse(text):
         text = _decode(bytes(text))
     result = {}
     for entry in _entries(str(text)):
-        result[entry.key] = entry.value
+        if entry.key not in IGNORED_KEYS:
+            result[entry.key] = entry.value
     return result
 
 
 # --------------------------------------------------------------------------- writing values
-
-
-def is_secret(key, secret_keys=()):
-    """
-    True when the value of ``key`` must never be shown: its name contains PASSWORD, SECRET,
-    TOKEN or KEY (any case), or it is listed in ``secret_keys``.
-    """
-    return key in (secret_keys or ()) or any(word in key.upper() for word in SECRET_WORDS)
 
 
 def _to_text(key, value):
@@ -319,15 +313,26 @@ def _check_key(key):
             f"{key!r} is not a valid .env key: use letters, digits, '_', '.' and '-' only "
             "(npm dotenv silently ignores other keys)"
         )
+    if key in IGNORED_KEYS:
+        raise SaltInvocationError(
+            f"{key!r} cannot be a .env key: npm dotenv ignores it (it is the JavaScript "
+            "object's prototype); use another name; nothing was changed"
+        )
 
 
-def edit(text, values=None, remove=(), secret_keys=()):
+def _hidden(_key, value):
+    """The default of :func:`edit`'s ``show``: nothing but an empty value is shown."""
+    return value if value in (None, "") else SECRET
+
+
+def edit(text, values=None, remove=(), show=None):
     """
     Plan an edit of ``.env`` text without touching any file.
 
     Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...],
-    "values": {...}}``
-    where ``values`` shows old/new for keys that are not secret and ``<secret>`` for secret ones.
+    "values": {key: {"old", "new"}}}`` where each value is what ``show(key, value)`` returns
+    (the caller's masking rule, ``_utils/serverfix_mask.value``; by default every non-empty
+    value is ``<secret>``; a missing old value is ``None``).
     Keys whose parsed value already matches are left alone (no rewrite of their quoting).
 
     text
@@ -339,6 +344,7 @@ def edit(text, values=None, remove=(), secret_keys=()):
     """
     if isinstance(text, (bytes, bytearray)):
         text = _decode(bytes(text))
+    show = show or _hidden
     values = dict(values or {})
     remove = list(remove or [])
     for key in list(values) + remove:
@@ -358,12 +364,7 @@ def edit(text, values=None, remove=(), secret_keys=()):
         expected[key] = value
         text = _set_one(text, key, value, expected)
         plan["changed" if key in current else "added"].append(key)
-        secret = is_secret(key, secret_keys)
-        old = current.get(key)
-        plan["values"][key] = {
-            "old": None if old is None else (SECRET if secret else old),
-            "new": SECRET if secret else value,
-        }
+        plan["values"][key] = {"old": show(key, current.get(key)), "new": show(key, value)}
     for key in remove:
         if key not in current:
             continue

@@ -1,8 +1,9 @@
 """
-The pure parts of the pm2 modules: how pm2 reads a process name, masking secrets in text, the
-``pm2 jlist`` output and the saved ``dump.pm2`` turned into summaries without environment
-values, and the per-run bookkeeping (cached list, call count) kept in the caller's
-``__context__``. No pillar, no pm2 call; standard library and salt only.
+The pure parts of the pm2 modules: how pm2 reads a process name, the ``pm2 jlist`` output and
+the saved ``dump.pm2`` turned into summaries without environment values, and the per-run
+bookkeeping (cached list, secrets to mask, call count) kept in the caller's ``__context__``.
+Masking itself is the project's one rule in ``_utils/serverfix_mask.py``. No pillar, no pm2
+call; standard library and salt only.
 
 Reached from the execution modules as ``__utils__["serverfix_pm2.<function>"]``.
 """
@@ -14,7 +15,6 @@ import re
 
 from salt.exceptions import CommandExecutionError
 
-MASK = "<secret>"
 CACHE_KEY = "pm2.jlist"
 SECRETS_KEY = "pm2.secrets"
 CALLS_KEY = "pm2.calls"
@@ -27,14 +27,6 @@ JS_NUMBER_RE = re.compile(
     r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|Infinity)$|^0[xX][0-9a-fA-F]+$"
     r"|^0[oO][0-7]+$|^0[bB][01]+$"
 )
-SECRET_NAME_RE = re.compile(
-    r"PASS|SECRET|TOKEN|KEY|AUTH|CREDENTIAL|PRIVATE|COOKIE|SESSION|SALT", re.IGNORECASE
-)
-SECRET_ASSIGN_RE = re.compile(
-    r"((?:password|passwd|pwd|secret|token|api[_-]?key)\w*[\"']?\s*[=:]\s*[\"']?)([^\s\"',;]+)",
-    re.IGNORECASE,
-)
-URL_CREDENTIALS_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)@", re.IGNORECASE)
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -61,32 +53,6 @@ def name_problem(name):
         if mark in name:
             return f"{name!r} contains {mark!r} and is read by pm2 as an ecosystem file"
     return ""
-
-
-def mask(text, secrets=()):
-    """``text`` with the given values (4+ characters), anything after ``password=``/``token:``-like
-    words and passwords in URLs (``redis://:pw@host``) replaced by ``<secret>``."""
-    values = {str(s) for s in secrets or () if s is not None and len(str(s)) >= 4}
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    text = SECRET_ASSIGN_RE.sub(lambda m: m.group(1) + MASK, text)
-    return URL_CREDENTIALS_RE.sub(lambda m: m.group(1) + MASK + "@", text)
-
-
-def env_secrets(env):
-    """Values of secret-looking keys of an app's environment (kept in memory only, for masking);
-    pm2 nests the ecosystem file's ``env`` block under the app's name, so nested blocks count."""
-    found = set()
-    for key, value in (env or {}).items():
-        if isinstance(value, dict):
-            found |= env_secrets(value)
-        elif (
-            SECRET_NAME_RE.search(str(key))
-            and isinstance(value, (str, int))
-            and not isinstance(value, bool)
-        ):
-            found.add(str(value))
-    return found
 
 
 def error_output(stdout, stderr):
@@ -120,13 +86,20 @@ def parse_jlist(stdout):
     )
 
 
+def _shown(text):
+    """Text read from a dump with bytes that are not UTF-8, as node would show it (U+FFFD)."""
+    if not isinstance(text, str):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def summary(raw, source):
     """One process as ``pm2.list`` returns it: no environment values, only key names."""
     env = raw.get("pm2_env") or raw  # dump.pm2 holds the pm2_env objects themselves
     monit = raw.get("monit") or {}
     return {
-        "name": env.get("name"),
-        "namespace": env.get("namespace", "default"),
+        "name": _shown(env.get("name")),
+        "namespace": _shown(env.get("namespace", "default")),
         "pm_id": env.get("pm_id", raw.get("pm_id")),
         "pid": raw.get("pid", 0) if source == "jlist" else 0,
         "status": env.get("status") if source == "jlist" else "stopped",
@@ -134,20 +107,27 @@ def summary(raw, source):
         "cpu": monit.get("cpu", 0),
         "restart_time": env.get("restart_time", 0),
         "pm_uptime": env.get("pm_uptime", 0),
-        "out_log": env.get("pm_out_log_path", ""),
-        "err_log": env.get("pm_err_log_path", ""),
-        "env_keys": sorted((env.get("env") or {}).keys()),
+        "out_log": _shown(env.get("pm_out_log_path", "")),
+        "err_log": _shown(env.get("pm_err_log_path", "")),
+        "env_keys": sorted(_shown(k) for k in (env.get("env") or {})),
         "source": source,
     }
 
 
 def _read_dump(path):
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        with open(path, "rb") as handle:
+            # surrogateescape: bytes that are not UTF-8 are kept, so unsave writes them back as is
+            data = json.loads(handle.read().decode("utf-8", "surrogateescape"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, list) else None
+
+
+def dump_bytes(entries):
+    """``entries`` as pm2 writes ``dump.pm2`` (``JSON.stringify(list, '', 2)``), with bytes that
+    were not UTF-8 in the read dump written back unchanged."""
+    return json.dumps(entries, indent=2, ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
 def dump_entries(pm2_home):
@@ -191,13 +171,16 @@ def cached(context, key, refresh=False):
     return None
 
 
-def remember(context, key, raws, source):
-    """Cache the summaries of ``raws`` under ``key`` and keep the secret env values in memory."""
+def app_envs(raws):
+    """The ``env`` mapping of each raw process (for the caller's masking rule; memory only)."""
+    return [(raw.get("pm2_env") or raw).get("env") or {} for raw in raws if isinstance(raw, dict)]
+
+
+def remember(context, key, raws, source, secrets=()):
+    """Cache the summaries of ``raws`` under ``key`` and keep ``secrets`` (the secret values of
+    their environments, found by the caller) in memory for masking."""
     raws = [raw for raw in raws if isinstance(raw, dict)]
-    secrets = set()
-    for raw in raws:
-        secrets |= env_secrets((raw.get("pm2_env") or raw).get("env"))
-    context.setdefault(SECRETS_KEY, {})[key] = secrets
+    context.setdefault(SECRETS_KEY, {})[key] = set(secrets or ())
     procs = [summary(raw, source) for raw in raws]
     context.setdefault(CACHE_KEY, {})[key] = procs
     context.setdefault(NAMES_KEY, {})[key] = (

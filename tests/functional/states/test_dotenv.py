@@ -406,3 +406,70 @@ def test_read_and_get(modules, env_file):
     assert data["JWT_REFRESH_SECRET"] == "abc123=="
     assert data["PRIVATE_KEY"] == "-----BEGIN KEY-----\nMIIB\nabc\n-----END KEY-----"
     assert modules.dotenv.get(str(env_file), "NOPE", "dflt") == "dflt"
+
+
+# issue 12, item 13: every value of a key the formula did not define is possibly secret
+EXTRA_OLD = (
+    "SMTP_PASS=old-smtp-pw-1\nDB_PASS=old-db-pw-2\nDATABASE_URL=postgres://app:oldpw3@h/db\n"
+)
+EXTRA_NEW = {
+    "SMTP_PASS": "new-smtp-pw-4",
+    "DB_PASS": "new-db-pw-5",
+    "DATABASE_URL": "postgres://app:p@ss-6@host/db",
+    "MY_API_TOKEN": "tok-new-7",
+    "PASSWD": "passwd-new-8",
+}
+
+
+def test_extra_values_and_old_values_never_shown(states, modules, env_file, caplog):
+    env_file.write_text(BACKEND_ENV + EXTRA_OLD, encoding="utf-8")
+    values = dict(RUNBOOK, **EXTRA_NEW)
+    with caplog.at_level(logging.DEBUG):
+        preview = states.dotenv.present(name=str(env_file), values=values, test=True)
+        ret = states.dotenv.present(name=str(env_file), values=values)
+        plan = modules.dotenv.plan(str(env_file), values={"SMTP_PASS": "other-smtp-9"})
+    assert preview.result is None and ret.result is True
+    logs = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("saltfactories.")
+    )
+    shown = repr(preview.raw) + repr(ret.raw) + repr(plan) + logs
+    secrets = [*EXTRA_NEW.values(), "old-smtp-pw-1", "old-db-pw-2", "oldpw3", "p@ss-6", "ss-6"]
+    for secret in [*secrets, "other-smtp-9", "p%40ss#w0rd", "abc123=="]:
+        assert secret not in shown
+    for key in ("SMTP_PASS", "DB_PASS", "DATABASE_URL"):
+        assert preview.changes["values"][key] == {"old": "<secret>", "new": "<secret>"}
+    assert preview.changes["values"]["MY_API_TOKEN"] == {"old": None, "new": "<secret>"}
+    # item 14: an empty value is shown as empty
+    assert preview.changes["values"]["REDIS_PASSWORD"] == {"old": None, "new": ""}
+    assert ret.changes["values"]["QUEUE_ENABLED"] == {"old": "false", "new": "true"}
+    assert modules.dotenv.get(str(env_file), "DATABASE_URL") == EXTRA_NEW["DATABASE_URL"]
+
+
+def test_empty_password_shown_as_empty(states, env_file):
+    env_file.write_text("REDIS_PASSWORD=''\n", encoding="utf-8")
+    preview = states.dotenv.present(
+        name=str(env_file), values={"REDIS_PASSWORD": "set-pw-10"}, test=True
+    )
+    assert preview.changes["values"]["REDIS_PASSWORD"] == {"old": "", "new": "<secret>"}
+    env_file.write_text("REDIS_PASSWORD=set-pw-10\n", encoding="utf-8")
+    preview = states.dotenv.present(name=str(env_file), values={"REDIS_PASSWORD": ""}, test=True)
+    assert preview.changes["values"]["REDIS_PASSWORD"] == {"old": "<secret>", "new": ""}
+    assert "set-pw-10" not in repr(preview.raw)
+
+
+def test_proto_key_refused_file_unchanged(states, env_file):
+    before = env_file.read_bytes()
+    ret = states.dotenv.present(name=str(env_file), values={"__proto__": "x"})
+    assert ret.result is False and ret.changes == {}
+    assert "npm dotenv ignores it" in ret.comment
+    assert env_file.read_bytes() == before
+
+
+def test_non_utf8_bytes_kept_byte_for_byte(states, env_file):
+    data = b"# Stra\xdfe \xff\nNAME=M\xfcller\nREDIS_HOST=localhost\nB=\xc3\n"
+    env_file.write_bytes(data)
+    ret = states.dotenv.present(name=str(env_file), values={"REDIS_HOST": "127.0.0.1", "N": 1})
+    assert ret.result is True, ret.comment
+    assert env_file.read_bytes() == data.replace(b"localhost", b"127.0.0.1") + b"N=1\n"
+    assert states.dotenv.absent(name=str(env_file), keys=["N"]).result is True
+    assert env_file.read_bytes() == data.replace(b"localhost", b"127.0.0.1")

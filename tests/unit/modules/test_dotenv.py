@@ -15,6 +15,7 @@ from tests.support.paths import REPO, UTILS_DIR
 
 # the parser, writer and edit (pure text functions) that the dotenv module calls
 dotenv = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_unit_dotenv")
+mask = import_salt_module(UTILS_DIR / "serverfix_mask.py", "serverfix_unit_mask")
 VECTORS = json.loads((REPO / "tests" / "data" / "dotenv-vectors.json").read_text(encoding="utf-8"))[
     "cases"
 ]
@@ -45,13 +46,14 @@ RUNBOOK = {
 
 
 def test_runbook_keys_appended_after_missing_final_newline():
-    plan = dotenv.edit("NODE_ENV=production", RUNBOOK)
+    plan = dotenv.edit("NODE_ENV=production", RUNBOOK, show=mask.value)
     assert plan["text"] == (
         "NODE_ENV=production\nREDIS_HOST=127.0.0.1\nREDIS_PORT=6379\nREDIS_PASSWORD=''\n"
         "REDIS_DB=0\nQUEUE_ENABLED=true\nQUEUE_CONCURRENCY=5\n"
     )
     assert plan["added"] == list(RUNBOOK) and plan["changed"] == plan["removed"] == []
-    assert plan["values"]["REDIS_PASSWORD"] == {"old": None, "new": "<secret>"}
+    # an empty value hides nothing: shown as empty (issue 12, item 14)
+    assert plan["values"]["REDIS_PASSWORD"] == {"old": None, "new": ""}
     assert plan["values"]["REDIS_PORT"] == {"old": None, "new": "6379"}
 
 
@@ -183,9 +185,112 @@ def test_edit_refuses_a_value_that_would_change_a_neighbour():
         ("API_KEY", True),
         ("GITHUB_TOKEN", True),
         ("REDIS_HOST", False),
-        ("OTHER", False),
+        ("QUEUE_CONCURRENCY", False),
+        # a key the formula did not define is possibly secret, whatever its name (item 13)
+        ("OTHER", True),
+        ("SMTP_PASS", True),
+        ("DB_PASS", True),
+        ("PASSWD", True),
+        ("MY_API_TOKEN", True),
+        ("DATABASE_URL", True),
     ],
 )
 def test_default_secret_names(key, secret):
-    assert dotenv.is_secret(key) is secret
-    assert dotenv.is_secret("OTHER", ["OTHER"]) is True
+    assert (not mask.is_public(key)) is secret
+    assert mask.is_public("REDIS_HOST", secret_keys=["REDIS_HOST"]) is False
+    assert mask.is_public("OTHER", public_keys=["OTHER"]) is True
+
+
+# --------------------------------------------------------------------------- issue 12
+
+
+EXTRA = {
+    "SMTP_PASS": "smtp-pw-4711",
+    "DB_PASS": "db-pw-0815",
+    "DATABASE_URL": "postgres://app:url-pw-99@host/db",
+    "MY_API_TOKEN": "tok-123456",
+    "PASSWD": "pw-passwd-1",
+    "NODE_ENV": "staging-x",
+}
+
+
+@pytest.mark.parametrize("key", sorted(EXTRA))
+def test_edit_never_shows_a_value_the_formula_did_not_define(key):
+    # item 13: the new value and the old one read from the file are both hidden
+    old_text = f"{key}=old-value-{key}\nREDIS_HOST=localhost\n"
+    plan = dotenv.edit(old_text, {key: EXTRA[key], "REDIS_HOST": "127.0.0.1"}, show=mask.value)
+    assert plan["values"][key] == {"old": "<secret>", "new": "<secret>"}
+    assert plan["values"]["REDIS_HOST"] == {"old": "localhost", "new": "127.0.0.1"}
+    shown = json.dumps({k: v for k, v in plan.items() if k != "text"})
+    assert EXTRA[key] not in shown and f"old-value-{key}" not in shown
+    # the default of the pure function shows nothing at all
+    assert dotenv.edit(old_text, {key: EXTRA[key]})["values"][key]["new"] == "<secret>"
+
+
+def test_empty_values_are_shown_as_empty_never_a_non_empty_secret():
+    # item 14: '' -> <secret> says a password gets set; <secret> -> '' that one gets removed
+    plan = dotenv.edit(
+        "REDIS_PASSWORD=''\nDB_PASS=\n",
+        {"REDIS_PASSWORD": "s3cret-pw", "DB_PASS": "x"},
+        show=mask.value,
+    )
+    assert plan["values"]["REDIS_PASSWORD"] == {"old": "", "new": "<secret>"}
+    assert plan["values"]["DB_PASS"] == {"old": "", "new": "<secret>"}
+    plan = dotenv.edit("REDIS_PASSWORD=s3cret-pw\n", {"REDIS_PASSWORD": ""}, show=mask.value)
+    assert plan["values"]["REDIS_PASSWORD"] == {"old": "<secret>", "new": ""}
+
+
+def test_public_values_have_url_passwords_masked():
+    plan = dotenv.edit("", {"REDIS_HOST": "redis://:p@ss@h"}, show=mask.value)
+    assert plan["values"]["REDIS_HOST"]["new"] == "redis://:<secret>@h"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("postgres://app:pw@host/db", "postgres://app:<secret>@host/db"),
+        (
+            "connect redis://:hunter22@127.0.0.1:6379 ok",
+            "connect redis://:<secret>@127.0.0.1:6379 ok",
+        ),
+        (
+            "DATABASE_URL=postgres://app:p@ss@host/db",
+            "DATABASE_URL=postgres://app:<secret>@host/db",
+        ),
+        ("err: mysql://root:a/b?c@db:3306/x", "err: mysql://root:<secret>@db:3306/x"),
+        ('{"url":"amqp://u:q\'w"e@mq"}', '{"url":"amqp://u:<secret>@mq"}'),
+        (
+            "https://user@host/a and http://host:8080/p",
+            "https://user@host/a and http://host:8080/p",
+        ),
+        ("SMTP_PASS=a,b;c next", "SMTP_PASS=<secret> next"),
+    ],
+)
+def test_url_credentials_masked_in_any_text(text, expected):
+    assert mask.text(text) == expected
+    assert mask.text(mask.text(text)) == expected  # idempotent
+    assert mask.scrub({"a": [text]}) == {"a": [expected if "://" in text else text]}
+
+
+def test_public_keys_are_the_formula_keys_but_the_password():
+    defaults = import_salt_module(
+        UTILS_DIR / "serverfix_defaults.py", "serverfix_unit_defaults_mask"
+    )
+    assert set(mask.PUBLIC_ENV_KEYS) == set(defaults.managed_env()) - {"REDIS_PASSWORD"}
+
+
+def test_proto_key_ignored_like_npm_dotenv():
+    # item 12: npm dotenv's parse() drops __proto__ (assigning it to an object sets nothing)
+    assert dotenv.parse("__proto__=x\nconstructor=y\nA=1\n") == {"constructor": "y", "A": "1"}
+    with pytest.raises(SaltInvocationError, match="__proto__.*npm dotenv ignores it"):
+        dotenv.edit("A=1\n", {"__proto__": "x"})
+    with pytest.raises(SaltInvocationError, match="__proto__"):
+        dotenv.edit("__proto__=x\n", remove=["__proto__"])
+
+
+def test_bytes_that_are_not_utf8_kept_byte_for_byte():
+    # item 5: a Latin-1 comment and value survive an edit of another key unchanged
+    data = b"# caf\xe9 \xff\nNAME=Jos\xe9\nREDIS_HOST=localhost\r\nX=\xc3\n"
+    plan = dotenv.edit(data, {"REDIS_HOST": "127.0.0.1", "NEW": "1"})
+    out = plan["text"].encode("utf-8", "surrogateescape")
+    assert out == data.replace(b"localhost", b"127.0.0.1") + b"NEW=1\n"  # the first line's ending

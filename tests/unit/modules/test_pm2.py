@@ -22,6 +22,7 @@ pm2 = import_salt_module(MODULES_DIR / "pm2.py", "serverfix_test_modules_pm2")
 pm2_app = import_salt_module(MODULES_DIR / "pm2_app.py", "serverfix_test_modules_pm2_app")
 util = import_salt_module(UTILS_DIR / "serverfix_pm2.py", "serverfix_test_utils_pm2")
 files = import_salt_module(UTILS_DIR / "serverfix_files.py", "serverfix_test_utils_files")
+masking = import_salt_module(UTILS_DIR / "serverfix_mask.py", "serverfix_test_utils_mask")
 
 SPAWN_NOISE = (
     "\x1b[32m[PM2] \x1b[39mSpawning PM2 daemon with pm2_home=/tmp/x\n"
@@ -70,6 +71,9 @@ def _utils():
     found = {f"serverfix_pm2.{n}": getattr(util, n) for n in dir(util) if not n.startswith("_")}
     found.update(
         {f"serverfix_files.{n}": getattr(files, n) for n in dir(files) if not n.startswith("_")}
+    )
+    found.update(
+        {f"serverfix_mask.{n}": getattr(masking, n) for n in dir(masking) if not n.startswith("_")}
     )
     return found
 
@@ -129,7 +133,7 @@ def test_summary_keeps_key_names_only():
     text = json.dumps(summary)
     for secret in ("hunter2-redis-pw", "dbpw1234", "top-level-copy-pw"):
         assert secret not in text
-    assert util.env_secrets(RAW[0]["pm2_env"]["env"]) == {"hunter2-redis-pw"}
+    assert masking.env_secrets(RAW[0]["pm2_env"]["env"]) == {"hunter2-redis-pw"}
 
 
 def test_dump_entries_show_stopped():
@@ -158,7 +162,7 @@ def test_dump_entries_show_stopped():
     ],
 )
 def test_mask(text, expected):
-    assert util.mask(text, ["hunter2-redis-pw", "ab"]) == expected
+    assert masking.text(text, ["hunter2-redis-pw", "ab"]) == expected
     assert pm2.mask(text, ["hunter2-redis-pw", "ab"]) == expected
 
 
@@ -353,3 +357,48 @@ def test_redis_started_without_a_redis_module_or_host():
 )
 def test_what_counts_as_down_after_a_restart(procs, why):
     assert pm2_app._failure(procs, {0: 1}).startswith(why)
+
+
+# ---------------------------------------------------------------- issue 12
+
+
+def test_restart_report_masks_every_value_the_formula_did_not_define(tmp_path, monkeypatch):
+    # item 13: the log lines of a failed restart carry no dotenv:extra / .env value, no URL password
+    dotenv_util = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_test_dotenv")
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "REDIS_HOST=127.0.0.1\nSMTP_PASS=smtp-pw-4711\nDB_PASS=db-pw-0815\n"
+        "DATABASE_URL=postgres://app:url-pw-99@host/db\nMY_API_TOKEN=tok-123456\nPASSWD=pw-pass-1\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setitem(
+        pm2_app.__salt__, "dotenv.read", lambda path: dotenv_util.parse(open(path, "rb").read())
+    )
+    monkeypatch.setitem(pm2_app.__salt__, "pm2.mask", pm2.mask)
+    log = (
+        "connecting to 127.0.0.1\n"
+        "smtp login failed for smtp-pw-4711 / db-pw-0815\n"
+        "db error postgres://app:url-pw-99@host/db tok-123456 pw-pass-1\n"
+        "other: mongodb://u:p@ss:w@rd@mongo:27017/x\n"
+    )
+    tail = pm2_app._masked_tail(log, [], str(env_file), [], "root", "/root/.pm2")
+    for secret in ("smtp-pw-4711", "db-pw-0815", "url-pw-99", "tok-123456", "pw-pass-1", "w@rd"):
+        assert secret not in tail
+    assert "connecting to 127.0.0.1" in tail and "mongodb://u:<secret>@mongo:27017/x" in tail
+
+
+def test_unsave_keeps_bytes_that_are_not_utf8(tmp_path):
+    # item 5: a Latin-1 byte in another app's saved env: the dump is read, kept byte for byte
+    home = tmp_path / "pm2"
+    home.mkdir()
+    other = b'{"name": "other-app", "env": {"GREETING": "Gr\xfc\xdfe \xff"}}'
+    studio = b'{"name": "prisma-studio", "env": {}}'
+    (home / "dump.pm2").write_bytes(b"[" + other + b", " + studio + b"]")
+    (home / "dump.pm2.bak").write_bytes(b"[" + studio + b"]")
+    assert pm2.saved_names(user="root", pm2_home=str(home)) == ["other-app", "prisma-studio"]
+    assert pm2.unsave("prisma-studio", user="root", pm2_home=str(home)) == 1
+    data = (home / "dump.pm2").read_bytes()
+    assert b'"GREETING": "Gr\xfc\xdfe \xff"' in data and b"prisma-studio" not in data
+    assert json.loads(data.decode("utf-8", "surrogateescape"))[0]["name"] == "other-app"
+    summary = util.summary(json.loads(data.decode("utf-8", "surrogateescape"))[0], "dump")
+    json.dumps(summary).encode("utf-8")  # nothing unencodable comes back
