@@ -63,8 +63,8 @@ MODES = {
         "ro_mount": False,
         "speed_kinds": ("noop", "baseline", "preview", "baseline_preview"),
     },
-    # local: 7 repetitions (diagnose and verify too), the full apply timed on 3 fresh replicas, every
-    # pillar case, and the world-readable scan over the whole guest file system
+    # local: 7 repetitions (diagnose and verify too), the full apply timed on 3 fresh replicas,
+    # every pillar case, the world-readable scan over the whole guest file system, issue 12's cases
     "full": {
         "reps": 7,
         "full_apply_reps": 3,
@@ -99,14 +99,17 @@ class ProofReplica(Replica):
 
     @property
     def rootfs(self):
+        """The guest's root file system as seen from this host."""
         return Path(self.facts["REPLICA_ROOTFS"])
 
     def up(self):
+        """Boot it (fresh) and put the call-counting wrappers on its PATH; seconds taken."""
         seconds = super().up()
         self.instrument()
         return seconds
 
     def instrument(self):
+        """Install the call-counting wrappers (calls.py) in the guest."""
         script = [
             INSTRUMENT.replace("@DIR@", CALLS_DIR)
             .replace("@LOG@", CALLS_LOG)
@@ -129,16 +132,19 @@ class ProofReplica(Replica):
         return int(self.ssh(f"stat -c %s {CALLS_LOG}", timeout=30).stdout.strip() or 0)
 
     def calls_since(self, mark=0):
-        """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold newlines)."""
+        """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold
+        newlines)."""
         out = self.ssh(f"tail -c +{mark + 1} {CALLS_LOG}", timeout=30).stdout
         return [
             tuple((rec.split("\t", 2) + ["", ""])[:3]) for rec in out.split("\0") if rec.strip()
         ]
 
     def dotenv_values(self, path=ENV_FILE):
-        """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's node_modules)."""
+        """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's
+        node_modules)."""
         code = (
-            "const fs=require('fs');const d=require('/var/www/intranet/backend/node_modules/dotenv');"
+            "const fs=require('fs');"
+            "const d=require('/var/www/intranet/backend/node_modules/dotenv');"
             f"process.stdout.write(JSON.stringify(d.parse(fs.readFileSync({json.dumps(path)}))))"
         )
         return json.loads(self.ssh(f"node -e {shlex.quote(code)}", timeout=30).stdout)
@@ -158,7 +164,8 @@ class ProofReplica(Replica):
 
 
 class ProofSaltSsh(SaltSsh):
-    """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a transcript scan."""
+    """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a scan of
+    its outputs."""
 
     def __init__(self, workdir, replica, pillar, secret_values=(), cachedir=None):
         super().__init__(workdir, replica, pillar)
@@ -275,11 +282,13 @@ class Lab:
         self.boots += 1
 
     def close(self):
+        """Tear the replica down, if one was booted."""
         if self.boots:
             self.replica.down()
 
     def merged(self, pillar):
-        """The lab's pillar with ``pillar`` merged over it (or instead of it, when not a mapping)."""
+        """The lab's pillar with ``pillar`` merged over it (or instead of it, when not a
+        mapping)."""
         if pillar is None:
             return self.pillar
         if not isinstance(pillar, dict):
@@ -288,7 +297,8 @@ class Lab:
         return salt.utils.dictupdate.merge(self.pillar, pillar)
 
     def salt(self, label, pillar=None, extra_secrets=()):
-        """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or replacing)."""
+        """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or
+        replacing)."""
         merged = self.merged(pillar)
         path = self.workdir / f"salt-{len(self.salt_runs):02d}-{label}"
         ssh = ProofSaltSsh(
@@ -322,6 +332,7 @@ class Lab:
 
 
 def meta(mode):
+    """The report's header: mode, commit, Salt version, machine, transport."""
     commit = run_command(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=30, check=False
     ).stdout.strip()
@@ -345,7 +356,8 @@ def meta(mode):
 
 
 def guest_file(replica, path):
-    """(bytes or None, octal mode or None, is a symlink) of a guest file, via ssh (follows symlinks)."""
+    """(bytes or None, octal mode or None, is a symlink) of a guest file, via ssh (follows
+    symlinks)."""
     out = replica.ssh(
         f"if [ -e {path} ]; then stat -L -c %a {path}; [ -L {path} ] && echo link || echo file; "
         f"base64 -w0 < {path}; fi",
@@ -357,9 +369,11 @@ def guest_file(replica, path):
 
 
 def backups(replica, path=ENV_FILE):
-    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's: ``<target>.*.bak``)."""
+    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's:
+    ``<target>.*.bak``)."""
     out = replica.ssh(
-        f't=$(readlink -f {path}); for f in "$t".*.bak; do [ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
+        f't=$(readlink -f {path}); for f in "$t".*.bak; do '
+        '[ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
         timeout=30,
     ).stdout
     return {
