@@ -84,11 +84,22 @@ class ProofReplica(Replica):
         self.env = dict(os.environ, **REPLICA_ENV)
 
     def script(self, *args, timeout=900, check=True):
+        """``replica.sh`` with this replica's name and subnet."""
         return run_command(
             ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env
         )
 
+    def down(self):
+        """Tear it down; once more after a pause when the first try fails (the rootfs can stay
+        busy for a moment while the guest's last processes exit)."""
+        try:
+            super().down()
+        except AssertionError:
+            time.sleep(5)
+            super().down()
+
     def ssh(self, command, timeout=300, check=True, stdin=None):
+        """A command in the guest as root (``replica.sh ssh``)."""
         return run_command(
             self.ssh_argv(command), timeout=timeout, check=check, input=stdin, env=self.env
         )
