@@ -44,7 +44,8 @@ def _ok(result):
 
 
 def _refused(fault, result):
-    """A run that must be refused: rc != 0, no traceback (which state refuses is the fix's choice)."""
+    """A run that must be refused: rc != 0, no traceback (which state refuses is the fix's
+    choice)."""
     fault.entry["rc"] = result["rc"]
     fault.entry["error"] = first_error(result["data"], result["output"])[:600]
     fault.check("run refused (rc != 0)", result["rc"] != 0)
@@ -68,7 +69,8 @@ def _redis_by_hand(lab, conf_edit=""):
         "apt-get install -y -qq redis-server >/dev/null"
         + (f" && sed -i {conf_edit} {REDIS_CONF}" if conf_edit else "")
         + " && systemctl restart redis-server && "
-        "for i in $(seq 50); do redis-cli ping 2>&1 | grep -q 'PONG\\|NOAUTH' && break; sleep 0.2; done",
+        "for i in $(seq 50); do redis-cli ping 2>&1 | grep -q 'PONG\\|NOAUTH' && break; "
+        "sleep 0.2; done",
         timeout=600,
     )
 
