@@ -17,6 +17,7 @@ output. Full mode only (``python -m tools.proof --only issue12`` runs just these
 - 14: ``requirepass`` set by hand, pillar password ``''``: refused, auth kept, ``.env`` untouched.
 """
 
+import json
 import os
 import secrets
 
@@ -221,13 +222,9 @@ def item3_acl_xattr_kept(lab):
     os.setxattr(host_path, "user.proof.label", b"keep-me")
 
     def attrs():
-        out = {}
-        for name in ("system.posix_acl_access", "user.proof.label"):
-            try:
-                out[name] = os.getxattr(host_path, name)
-            except OSError:
-                out[name] = None
-        return out
+        # read in the guest (what the backend's user sees), not through this host's view
+        out = replica.ssh(f"python3 - {ENV_FILE}", stdin=READ_XATTRS, timeout=30).stdout
+        return {name: (bytes.fromhex(v) if v else None) for name, v in json.loads(out).items()}
 
     def reader_reads():
         proc = replica.ssh(f"runuser -u {READER} -- cat {ENV_FILE} >/dev/null", check=False)
@@ -260,6 +257,16 @@ def item3_acl_xattr_kept(lab):
 # 5: bytes that are not UTF-8
 
 
+READ_XATTRS = r"""
+import json, os, sys
+out = {}
+for name in ("system.posix_acl_access", "user.proof.label"):
+    try:
+        out[name] = os.getxattr(sys.argv[1], name).hex()
+    except OSError:
+        out[name] = None
+print(json.dumps(out))
+"""
 INSERT_LATIN1 = r"""
 import sys
 path, line, at = sys.argv[1], bytes.fromhex(sys.argv[2]), int(sys.argv[3])
