@@ -73,9 +73,9 @@ class Fault:
         self.check("nothing changed (files, pm2, Redis, swap, sysctl)", not changed)
         return after
 
-    def nothing_lost(self, after=None, env_restored=False):
-        """The .env byte-identical (or its keys intact plus a backup of the original), backend
-        running, no half-made swap file."""
+    def nothing_lost(self, after=None, env_restored=False, changed_keys=()):
+        """The .env byte-identical (or its keys intact but the managed ones and ``changed_keys``,
+        plus a backup of the original), backend running, no half-made swap file."""
         after = after or self.replica.snapshot()
         data, mode, _ = guest_file(self.replica, ENV_FILE)
         if env_restored or data == self.env_bytes:
@@ -83,7 +83,9 @@ class Fault:
         else:
             values = self.replica.dotenv_values()
             kept = all(
-                values.get(k) == v for k, v in self.env_values.items() if k not in MANAGED_KEYS
+                values.get(k) == v
+                for k, v in self.env_values.items()
+                if k not in MANAGED_KEYS and k not in changed_keys
             )
             self.check("every other .env key reads the same (npm dotenv)", kept)
             originals = [

@@ -401,7 +401,7 @@ def item13_extra_values_secret(lab):
     fault.entry["guest_hits"] = {"files": files, "journal_lines": journal}
     lab.extra_guest_hits += len(files) + journal
     fault.check("no value in guest logs, journal or salt-ssh dir", not files and not journal)
-    fault.nothing_lost()
+    fault.nothing_lost(changed_keys=tuple(extra))
     return fault.done("handled: the values written, shown nowhere")
 
 

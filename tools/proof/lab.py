@@ -220,20 +220,27 @@ class ProofSaltSsh(SaltSsh):
             data = None
         return proc.returncode, data, seconds, proc.stdout + proc.stderr
 
-    def outputs(self):
+    def outputs(self, job_cache=True):
         """Everything salt-ssh printed, logged or cached on this side: its stdout and stderr, its
-        logs and its job cache (the pillar it was given is input, not output)."""
+        logs and (``job_cache``) the job cache, which the lab's runs share (the pillar it was
+        given is input, not output)."""
         texts = list(self.transcript)
         files = [self.dir / "master.log", self.dir / "ssh.log"]
-        files += [p for p in (self.cachedir / "jobs").rglob("*") if p.is_file()]
+        if job_cache:
+            files += job_cache_files(self.cachedir)
         texts += [p.read_bytes().decode("utf-8", "replace") for p in files if p.is_file()]
         return texts
 
-    def leaks(self, values=None):
+    def leaks(self, values=None, job_cache=True):
         """Secret values (``values``, or this run's own) found in :meth:`outputs` (shortened)."""
-        texts = self.outputs()
+        texts = self.outputs(job_cache)
         values = self.secret_values if values is None else values
         return sorted({s[:4] + "…" for s in values if s and any(s in t for t in texts)})
+
+
+def job_cache_files(cachedir):
+    """The files of the salt-ssh job cache below ``cachedir``."""
+    return [p for p in (Path(cachedir) / "jobs").rglob("*") if p.is_file()]
 
 
 def state_run(data):
