@@ -48,7 +48,8 @@ def e2e_report():
 
 @pytest.fixture(scope="session")
 def progress(pytestconfig):
-    """``progress(text)``: a line on the terminal while a step runs (pytest captures everything else)."""
+    """``progress(text)``: a line on the terminal while a step runs (pytest captures everything
+    else)."""
 
     def _say(text):
         write_lines(pytestconfig, [f"    [{time.strftime('%H:%M:%S')}] {text}"])

@@ -6,7 +6,8 @@ the .env byte-identical or restored from its backup, the backend running, no hal
 - Refused in the preflight (one replica: each case proves with a snapshot that nothing changed,
   so the next starts clean too): pm2 missing, disk too small for the swap file, .env immutable,
   .env on a read-only mount, a bad pillar value of each kind (``SERVERFIX_PROOF_MODE=full``: every
-  case of preflight_faults.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key, wrong type, a
+  case of preflight_faults.PILLAR_CASES and the read-only mount; CI: four kinds: unknown key,
+  wrong type, a
   secret that must stay masked, a Redis host its bind does not cover).
 - On a fresh replica each: Redis cannot start (port taken), .env symlinked, CRLF, duplicate keys,
   backend crashing after the restart (rollback), SSH connection lost mid-run (re-run completes).

@@ -12,7 +12,8 @@ on them yet. Each case from a clean replica, checked by invariants, not by the w
 - 13: ``dotenv:extra`` secrets and a URL with credentials: in no output;
 - 14: ``requirepass`` set by hand, pillar password ``''``: refused, auth kept, .env untouched.
 
-Run just these: ``SERVERFIX_PROOF_MODE=full pytest --run-destructive tests/e2e/test_proof_issue12.py``
+Run just these:
+``SERVERFIX_PROOF_MODE=full pytest --run-destructive tests/e2e/test_proof_issue12.py``
 (or ``python -m tools.proof --only issue12``, ``--only issue12:1,14``). The table is printed at
 the end and written to artifacts/proof-tests-issue12.json.
 """

@@ -1,11 +1,13 @@
 """
-Proof in numbers, kept in the suite (the proof tool, tools/proof, measures; these assert): preview fidelity
+Proof in numbers, kept in the suite (the proof tool, tools/proof, measures; these assert):
+preview fidelity
 from "before", for the restart step, for the fix in one go and from a half-fixed replica;
 idempotence without mutating calls; the Redis password nowhere it must not be; speed against a
 one-state SLS.
 
 One replica (named ``proof``, password set) for fidelity, idempotence, secrets and speed; the
-one-go and half-fixed cases boot fresh ones. ``SERVERFIX_PROOF_MODE=full`` runs the local mode (7 speed
+one-go and half-fixed cases boot fresh ones. ``SERVERFIX_PROOF_MODE=full`` runs the local mode
+(7 speed
 repetitions, the whole guest scanned for world-readable files); CI runs the ``ci`` subset.
 The table is printed at the end of the module and written to artifacts/proof-tests-main.json;
 ``./scripts/proof-report.sh`` is the documented command for the whole report.

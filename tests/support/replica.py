@@ -110,7 +110,7 @@ class Replica:
             f"tail -n {lines} /root/.pm2/logs/{BACKEND}-out.log", timeout=30
         ).stdout.splitlines()
 
-    # --- the app, from the host over the veth -------------------------------------------------------
+    # --- the app, from the host over the veth ----------------------------------------------------
     def url(self, path):
         return f"http://{self.ip}:{APP_PORT}{path}"
 
@@ -168,7 +168,8 @@ def percentile(sorted_values, pct):
 class SaltSsh:
     """
     salt-ssh from the host venv against the replica, with its own config dir:
-    roster entry ``hetzner``, file_roots = <repo>/formula only, pinned host keys, thin dir on the guest.
+    roster entry ``hetzner``, file_roots = <repo>/formula only, pinned host keys, thin dir on the
+    guest.
     """
 
     def __init__(self, workdir, replica, pillar):
@@ -216,7 +217,8 @@ class SaltSsh:
 
     def settings(self, **override):
         """The merged settings (defaults.yaml + pillar) for module calls: salt-ssh module calls have
-        no file server on the target, so ``serverfix.diagnose``/``verify`` get them as ``config``."""
+        no file server on the target, so ``serverfix.diagnose``/``verify`` get them as
+        ``config``."""
         return merge_settings(salt.utils.dictupdate.merge(self.pillar, override))
 
     def argv(self, *args):
@@ -289,7 +291,8 @@ class StateRun:
 
     def describe(self, states=None):
         return "\n".join(
-            f"  {s.get('__id__')}: result={s.get('result')} changes={sorted(s.get('changes') or {})} "
+            f"  {s.get('__id__')}: result={s.get('result')} "
+            f"changes={sorted(s.get('changes') or {})} "
             f"comment={str(s.get('comment'))[:300]!r}"
             for s in (self.states if states is None else states)
         )
@@ -324,7 +327,8 @@ def venv_tool(name):
         found = shutil.which(name)
         if not found:
             raise AssertionError(
-                f"{path} missing: run ./scripts/test.sh or ./scripts/run-replica.sh (they set up the venv)"
+                f"{path} missing: run ./scripts/test.sh or ./scripts/run-replica.sh "
+                "(they set up the venv)"
             )
         return Path(found)
     return path

@@ -12,8 +12,10 @@ from tools.proof.report import parse_only, run_all, write
 
 
 def main(argv=None):
+    """Parse ``argv``, run the report (or the ``--only`` cases), print the table; 1 if a goal is
+    missed."""
     parser = argparse.ArgumentParser(
-        prog="python -m tools.proof", description=tools.proof.__doc__.split("\n\n")[0]
+        prog="python -m tools.proof", description=tools.proof.__doc__.split("\n\n", maxsplit=1)[0]
     )
     parser.add_argument(
         "--mode",
@@ -55,7 +57,8 @@ def main(argv=None):
     print()
     print("\n".join(table(report)))
     print(
-        f"(all figures: {path}; {report['meta']['seconds']} s, {report['meta']['replica_boots']} replica boots)"
+        f"(all figures: {path}; {report['meta']['seconds']} s, "
+        f"{report['meta']['replica_boots']} replica boots)"
     )
     return 0 if all(g["ok"] for g in report["goals"]) else 1
 

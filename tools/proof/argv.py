@@ -57,6 +57,7 @@ class ArgvSampler:
             thread.join(timeout=10)
 
     def found(self, secret):
+        """How many distinct argv, in the guest and on this host, hold ``secret``."""
         return {
             "guest": sum(secret in a for a in self.guest),
             "host": sum(secret in a for a in self.host),
@@ -64,6 +65,7 @@ class ArgvSampler:
 
 
 def descendants(pid):
+    """Every pid below ``pid`` in this host's process tree."""
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -82,6 +84,7 @@ def descendants(pid):
 
 
 def cmdline(pid):
+    """The argv of ``pid`` (bytes, split at NUL; [] when it is gone)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             return handle.read().split(b"\0")

@@ -6,9 +6,11 @@ change the system.
 
 CALLS_DIR = "/run/serverfix-proof"
 CALLS_LOG = f"{CALLS_DIR}/calls.log"
-MARKER = "/run/serverfix-proof.started"  # files changed after it were written by the runs (nobody may stat it)
+# files changed after it were written by the runs (nobody may stat it)
+MARKER = "/run/serverfix-proof.started"
 
-WRAPPED = {  # tool -> where the real one is (pm2: replaced in its package directory, see instrument())
+# tool -> where the real one is (pm2: replaced in its package directory, see instrument())
+WRAPPED = {
     "apt-get": "/usr/bin/apt-get",
     "apt": "/usr/bin/apt",
     "apt-cache": "/usr/bin/apt-cache",

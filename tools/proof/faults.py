@@ -37,18 +37,22 @@ class Fault:
             "checks": {},
         }
         self.started = time.monotonic()
+        self.snap, self.env_bytes, self.env_mode, self.env_values = None, None, None, {}
 
     def before(self):
+        """What the checks compare with: a snapshot, the .env's bytes, mode and values."""
         self.snap = self.replica.snapshot()
         self.env_bytes, self.env_mode, _ = guest_file(self.replica, ENV_FILE)
         self.env_values = self.replica.dotenv_values()
 
     def check(self, name, passed):
+        """Record one named check; returns whether it passed."""
         self.entry["checks"][name] = bool(passed)
         return bool(passed)
 
     def ran(self, result, expect=(), refused_by="serverfix-preflight"):
-        """A run that must fail with a clear error: rc != 0, ``refused_by`` failed, its comment has ``expect``."""
+        """A run that must fail with a clear error: rc != 0, ``refused_by`` failed, its comment
+        has ``expect``."""
         error = first_error(result["data"], result["output"])
         self.entry["error"] = error[:600]
         self.entry["rc"] = result["rc"]
@@ -62,15 +66,16 @@ class Fault:
         return error
 
     def nothing_changed(self):
+        """Check that the snapshot is the same as before(); returns the new one."""
         after = self.replica.snapshot()
         changed = differences(core_state(self.snap), core_state(after))
         self.entry["changed"] = changed
         self.check("nothing changed (files, pm2, Redis, swap, sysctl)", not changed)
         return after
 
-    def nothing_lost(self, after=None, env_restored=False):
-        """The .env byte-identical (or its keys intact plus a backup of the original), backend running,
-        no half-made swap file."""
+    def nothing_lost(self, after=None, env_restored=False, changed_keys=()):
+        """The .env byte-identical (or its keys intact but the managed ones and ``changed_keys``,
+        plus a backup of the original), backend running, no half-made swap file."""
         after = after or self.replica.snapshot()
         data, mode, _ = guest_file(self.replica, ENV_FILE)
         if env_restored or data == self.env_bytes:
@@ -78,7 +83,9 @@ class Fault:
         else:
             values = self.replica.dotenv_values()
             kept = all(
-                values.get(k) == v for k, v in self.env_values.items() if k not in MANAGED_KEYS
+                values.get(k) == v
+                for k, v in self.env_values.items()
+                if k not in MANAGED_KEYS and k not in changed_keys
             )
             self.check("every other .env key reads the same (npm dotenv)", kept)
             originals = [
@@ -93,6 +100,7 @@ class Fault:
         )
 
     def done(self, outcome):
+        """Close the entry: its outcome, verdict and seconds (said on the terminal)."""
         self.entry["outcome"] = outcome
         self.entry["ok"] = all(self.entry["checks"].values())
         self.entry["seconds"] = round(time.monotonic() - self.started, 1)
@@ -116,6 +124,7 @@ MANAGED_KEYS = (
 
 
 def managed_values(lab):
+    """The six queue keys as the .env must read after a run with the lab's pillar."""
     return {
         "REDIS_HOST": "127.0.0.1",
         "REDIS_PORT": "6379",
@@ -127,6 +136,8 @@ def managed_values(lab):
 
 
 def fault_redis_port_taken(lab):
+    """Another program holds 127.0.0.1:6379: Phase 1 fails clearly, the re-run after freeing
+    the port completes (past systemd's start limit)."""
     fault = Fault(
         lab, "Redis cannot start", "another program listens on 127.0.0.1:6379 in the guest"
     )
@@ -135,7 +146,8 @@ def fault_redis_port_taken(lab):
     replica = lab.replica
     replica.ssh(
         "systemd-run -q --unit=proof-port-squatter python3 -m http.server --bind 127.0.0.1 6379 && "
-        "for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done"
+        "for i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; "
+        "sleep 0.1; done"
     )
     ssh = lab.salt("redis-port-taken")
     result = lab.apply(ssh)
@@ -152,10 +164,13 @@ def fault_redis_port_taken(lab):
     # once the port is free: CI hit it by timing). A 5 min window here makes the refusal outlast
     # the re-run's start-up on any machine; the starts drive the unit into it now
     limit = replica.ssh(
-        "install -d /run/systemd/system/redis-server.service.d && printf '[Unit]\\nStartLimitIntervalSec=300\\n' "
-        "> /run/systemd/system/redis-server.service.d/proof-start-limit.conf && systemctl daemon-reload; "
-        "since=$(date '+%F %T'); sleep 1; for i in $(seq 20); do systemctl start redis-server 2>/dev/null; sleep 0.3; "
-        '[ "$(systemctl is-active redis-server)" = failed ] && journalctl -q -u redis-server --since "$since" '
+        "install -d /run/systemd/system/redis-server.service.d && "
+        "printf '[Unit]\\nStartLimitIntervalSec=300\\n' "
+        "> /run/systemd/system/redis-server.service.d/proof-start-limit.conf && "
+        "systemctl daemon-reload; since=$(date '+%F %T'); sleep 1; for i in $(seq 20); do "
+        "systemctl start redis-server 2>/dev/null; sleep 0.3; "
+        '[ "$(systemctl is-active redis-server)" = failed ] && '
+        'journalctl -q -u redis-server --since "$since" '
         "| grep -q 'Start request repeated too quickly' && echo hit && break; done; true",
         timeout=90,
     ).stdout.strip()
@@ -191,6 +206,7 @@ def _env_handled(fault, lab, result):
 
 
 def fault_env_symlink(lab):
+    """The .env a symlink: the target edited, the link and the target's mode kept."""
     fault = Fault(lab, ".env symlinked", ".env is a symlink to /etc/intranet/backend.env")
     lab.fresh("fault: .env symlinked")
     target = "/etc/intranet/backend.env"
@@ -214,6 +230,7 @@ def fault_env_symlink(lab):
 
 
 def fault_env_crlf(lab):
+    """Every .env line ends in CRLF: still so after the edit."""
     fault = Fault(lab, ".env with CRLF", "every line of the .env ends in CRLF")
     lab.fresh("fault: .env CRLF")
     lab.replica.ssh(f"sed -i 's/$/\\r/' {ENV_FILE}")
@@ -229,6 +246,7 @@ def fault_env_crlf(lab):
 
 
 def fault_env_duplicates(lab):
+    """Duplicate keys in the .env: every occurrence updated, dotenv's last-wins reading kept."""
     fault = Fault(
         lab,
         ".env with duplicate keys",
@@ -236,7 +254,8 @@ def fault_env_duplicates(lab):
     )
     lab.fresh("fault: .env duplicate keys")
     lab.replica.ssh(
-        f"sed -i '1i QUEUE_ENABLED=false' {ENV_FILE} && printf '\\nLOG_LEVEL=debug\\nQUEUE_ENABLED=false' >> {ENV_FILE}"
+        f"sed -i '1i QUEUE_ENABLED=false' {ENV_FILE} && "
+        f"printf '\\nLOG_LEVEL=debug\\nQUEUE_ENABLED=false' >> {ENV_FILE}"
     )
     fault.before()
     result = lab.apply(lab.salt("env-duplicates"))
@@ -251,6 +270,7 @@ def fault_env_duplicates(lab):
 
 
 def fault_backend_crash(lab):
+    """The new .env makes the backend crash: rolled back, the failing .env kept aside."""
     fault = Fault(
         lab,
         "backend crashes after the restart",
@@ -270,15 +290,14 @@ def fault_backend_crash(lab):
     )
     after = lab.replica.snapshot()
     fault.nothing_lost(after, env_restored=True)
-    failed_copies = [
-        p for p in lab.replica.ssh(f"ls {ENV_FILE}.failed-*.bak 2>/dev/null; true").stdout.split()
-    ]
+    failed_copies = lab.replica.ssh(f"ls {ENV_FILE}.failed-*.bak 2>/dev/null; true").stdout.split()
     fault.check("the failing .env kept as .env.failed-*.bak", failed_copies)
     fault.check("backend back in its old mode (fallback)", lab.replica.app_mode() == "fallback")
     return fault.done("rolled back: .env restored, backend restarted on it")
 
 
 def fault_ssh_lost(lab):
+    """The ssh connection killed during the Redis install: a re-run completes, dpkg clean."""
     fault = Fault(
         lab,
         "SSH connection lost mid-run",
@@ -288,9 +307,9 @@ def fault_ssh_lost(lab):
     fault.before()
     ssh = lab.salt("ssh-lost")
     mark = lab.replica.calls_mark()
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
         ssh.argv("state.apply", "serverfix"),
-        stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )

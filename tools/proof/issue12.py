@@ -17,6 +17,7 @@ output. Full mode only (``python -m tools.proof --only issue12`` runs just these
 - 14: ``requirepass`` set by hand, pillar password ``''``: refused, auth kept, ``.env`` untouched.
 """
 
+import json
 import os
 import secrets
 
@@ -44,7 +45,8 @@ def _ok(result):
 
 
 def _refused(fault, result):
-    """A run that must be refused: rc != 0, no traceback (which state refuses is the fix's choice)."""
+    """A run that must be refused: rc != 0, no traceback (which state refuses is the fix's
+    choice)."""
     fault.entry["rc"] = result["rc"]
     fault.entry["error"] = first_error(result["data"], result["output"])[:600]
     fault.check("run refused (rc != 0)", result["rc"] != 0)
@@ -68,7 +70,8 @@ def _redis_by_hand(lab, conf_edit=""):
         "apt-get install -y -qq redis-server >/dev/null"
         + (f" && sed -i {conf_edit} {REDIS_CONF}" if conf_edit else "")
         + " && systemctl restart redis-server && "
-        "for i in $(seq 50); do redis-cli ping 2>&1 | grep -q 'PONG\\|NOAUTH' && break; sleep 0.2; done",
+        "for i in $(seq 50); do redis-cli ping 2>&1 | grep -q 'PONG\\|NOAUTH' && break; "
+        "sleep 0.2; done",
         timeout=600,
     )
 
@@ -83,7 +86,7 @@ def _redis_cli(lab, command, password=None):
     ).stdout.strip()
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 1: switching a Redis with data to AOF
 
 
@@ -135,7 +138,7 @@ def item1_aof_switch_keeps_keys(lab):
     return fault.done("handled: every key kept through the switch to AOF")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 2 and 4: refused before anything changes (one replica: a snapshot proves nothing changed)
 
 
@@ -198,7 +201,7 @@ def items2_4_refused(lab):
     return entries
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 3: ACLs and xattrs of the .env
 
 
@@ -219,13 +222,9 @@ def item3_acl_xattr_kept(lab):
     os.setxattr(host_path, "user.proof.label", b"keep-me")
 
     def attrs():
-        out = {}
-        for name in ("system.posix_acl_access", "user.proof.label"):
-            try:
-                out[name] = os.getxattr(host_path, name)
-            except OSError:
-                out[name] = None
-        return out
+        # read in the guest (what the backend's user sees), not through this host's view
+        out = replica.ssh(f"python3 - {ENV_FILE}", stdin=READ_XATTRS, timeout=30).stdout
+        return {name: (bytes.fromhex(v) if v else None) for name, v in json.loads(out).items()}
 
     def reader_reads():
         proc = replica.ssh(f"runuser -u {READER} -- cat {ENV_FILE} >/dev/null", check=False)
@@ -254,10 +253,20 @@ def item3_acl_xattr_kept(lab):
     return fault.done("handled: the ACL and the xattr kept")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 5: bytes that are not UTF-8
 
 
+READ_XATTRS = r"""
+import json, os, sys
+out = {}
+for name in ("system.posix_acl_access", "user.proof.label"):
+    try:
+        out[name] = os.getxattr(sys.argv[1], name).hex()
+    except OSError:
+        out[name] = None
+print(json.dumps(out))
+"""
 INSERT_LATIN1 = r"""
 import sys
 path, line, at = sys.argv[1], bytes.fromhex(sys.argv[2]), int(sys.argv[3])
@@ -318,7 +327,7 @@ def item5_latin1_bytes_kept(lab):
     return fault.done("handled: the run completes, the bytes kept")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 13: dotenv:extra values are secrets
 
 
@@ -392,11 +401,11 @@ def item13_extra_values_secret(lab):
     fault.entry["guest_hits"] = {"files": files, "journal_lines": journal}
     lab.extra_guest_hits += len(files) + journal
     fault.check("no value in guest logs, journal or salt-ssh dir", not files and not journal)
-    fault.nothing_lost()
+    fault.nothing_lost(changed_keys=tuple(extra))
     return fault.done("handled: the values written, shown nowhere")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # 14: a password set by hand is never removed silently
 
 

@@ -63,8 +63,8 @@ MODES = {
         "ro_mount": False,
         "speed_kinds": ("noop", "baseline", "preview", "baseline_preview"),
     },
-    # local: 7 repetitions (diagnose and verify too), the full apply timed on 3 fresh replicas, every
-    # pillar case, and the world-readable scan over the whole guest file system
+    # local: 7 repetitions (diagnose and verify too), the full apply timed on 3 fresh replicas,
+    # every pillar case, the world-readable scan over the whole guest file system, issue 12's cases
     "full": {
         "reps": 7,
         "full_apply_reps": 3,
@@ -84,11 +84,22 @@ class ProofReplica(Replica):
         self.env = dict(os.environ, **REPLICA_ENV)
 
     def script(self, *args, timeout=900, check=True):
+        """``replica.sh`` with this replica's name and subnet."""
         return run_command(
             ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env
         )
 
+    def down(self):
+        """Tear it down; once more after a pause when the first try fails (the rootfs can stay
+        busy for a moment while the guest's last processes exit)."""
+        try:
+            super().down()
+        except AssertionError:
+            time.sleep(5)
+            super().down()
+
     def ssh(self, command, timeout=300, check=True, stdin=None):
+        """A command in the guest as root (``replica.sh ssh``)."""
         return run_command(
             self.ssh_argv(command), timeout=timeout, check=check, input=stdin, env=self.env
         )
@@ -99,14 +110,17 @@ class ProofReplica(Replica):
 
     @property
     def rootfs(self):
+        """The guest's root file system as seen from this host."""
         return Path(self.facts["REPLICA_ROOTFS"])
 
     def up(self):
+        """Boot it (fresh) and put the call-counting wrappers on its PATH; seconds taken."""
         seconds = super().up()
         self.instrument()
         return seconds
 
     def instrument(self):
+        """Install the call-counting wrappers (calls.py) in the guest."""
         script = [
             INSTRUMENT.replace("@DIR@", CALLS_DIR)
             .replace("@LOG@", CALLS_LOG)
@@ -129,16 +143,19 @@ class ProofReplica(Replica):
         return int(self.ssh(f"stat -c %s {CALLS_LOG}", timeout=30).stdout.strip() or 0)
 
     def calls_since(self, mark=0):
-        """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold newlines)."""
+        """``[(tool, via, argv)]`` logged after ``mark`` (records end in NUL: argv may hold
+        newlines)."""
         out = self.ssh(f"tail -c +{mark + 1} {CALLS_LOG}", timeout=30).stdout
         return [
             tuple((rec.split("\t", 2) + ["", ""])[:3]) for rec in out.split("\0") if rec.strip()
         ]
 
     def dotenv_values(self, path=ENV_FILE):
-        """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's node_modules)."""
+        """The .env as the backend reads it: the guest's own npm dotenv (the stand-in's
+        node_modules)."""
         code = (
-            "const fs=require('fs');const d=require('/var/www/intranet/backend/node_modules/dotenv');"
+            "const fs=require('fs');"
+            "const d=require('/var/www/intranet/backend/node_modules/dotenv');"
             f"process.stdout.write(JSON.stringify(d.parse(fs.readFileSync({json.dumps(path)}))))"
         )
         return json.loads(self.ssh(f"node -e {shlex.quote(code)}", timeout=30).stdout)
@@ -153,12 +170,13 @@ class ProofReplica(Replica):
         return procs.get(BACKEND)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # salt-ssh with a second file root for the one-state baseline
 
 
 class ProofSaltSsh(SaltSsh):
-    """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a transcript scan."""
+    """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a scan of
+    its outputs."""
 
     def __init__(self, workdir, replica, pillar, secret_values=(), cachedir=None):
         super().__init__(workdir, replica, pillar)
@@ -202,20 +220,27 @@ class ProofSaltSsh(SaltSsh):
             data = None
         return proc.returncode, data, seconds, proc.stdout + proc.stderr
 
-    def outputs(self):
+    def outputs(self, job_cache=True):
         """Everything salt-ssh printed, logged or cached on this side: its stdout and stderr, its
-        logs and its job cache (the pillar it was given is input, not output)."""
+        logs and (``job_cache``) the job cache, which the lab's runs share (the pillar it was
+        given is input, not output)."""
         texts = list(self.transcript)
         files = [self.dir / "master.log", self.dir / "ssh.log"]
-        files += [p for p in (self.cachedir / "jobs").rglob("*") if p.is_file()]
+        if job_cache:
+            files += job_cache_files(self.cachedir)
         texts += [p.read_bytes().decode("utf-8", "replace") for p in files if p.is_file()]
         return texts
 
-    def leaks(self, values=None):
+    def leaks(self, values=None, job_cache=True):
         """Secret values (``values``, or this run's own) found in :meth:`outputs` (shortened)."""
-        texts = self.outputs()
+        texts = self.outputs(job_cache)
         values = self.secret_values if values is None else values
         return sorted({s[:4] + "…" for s in values if s and any(s in t for t in texts)})
+
+
+def job_cache_files(cachedir):
+    """The files of the salt-ssh job cache below ``cachedir``."""
+    return [p for p in (Path(cachedir) / "jobs").rglob("*") if p.is_file()]
 
 
 def state_run(data):
@@ -240,7 +265,7 @@ def first_error(data, output=""):
     return output.strip()[-800:]
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the lab: one replica at a time, fresh when asked
 
 
@@ -265,7 +290,7 @@ class Lab:
         self.boots = 0
         self.report = {"meta": meta(mode)}
 
-    # -- replica ------------------------------------------------------------------------------------
+    # -- replica -----------------------------------------------------------------------------------
     def fresh(self, label):
         """A clean replica in the "before" state (the previous one torn down), instrumented."""
         self.say(f"[{label}] fresh replica")
@@ -275,11 +300,13 @@ class Lab:
         self.boots += 1
 
     def close(self):
+        """Tear the replica down, if one was booted."""
         if self.boots:
             self.replica.down()
 
     def merged(self, pillar):
-        """The lab's pillar with ``pillar`` merged over it (or instead of it, when not a mapping)."""
+        """The lab's pillar with ``pillar`` merged over it (or instead of it, when not a
+        mapping)."""
         if pillar is None:
             return self.pillar
         if not isinstance(pillar, dict):
@@ -288,7 +315,8 @@ class Lab:
         return salt.utils.dictupdate.merge(self.pillar, pillar)
 
     def salt(self, label, pillar=None, extra_secrets=()):
-        """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or replacing)."""
+        """salt-ssh against the current replica with the lab's pillar (+ ``pillar`` merged or
+        replacing)."""
         merged = self.merged(pillar)
         path = self.workdir / f"salt-{len(self.salt_runs):02d}-{label}"
         ssh = ProofSaltSsh(
@@ -322,6 +350,7 @@ class Lab:
 
 
 def meta(mode):
+    """The report's header: mode, commit, Salt version, machine, transport."""
     commit = run_command(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], timeout=30, check=False
     ).stdout.strip()
@@ -340,12 +369,13 @@ def meta(mode):
     }
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # guest facts for the checks (read-only)
 
 
 def guest_file(replica, path):
-    """(bytes or None, octal mode or None, is a symlink) of a guest file, via ssh (follows symlinks)."""
+    """(bytes or None, octal mode or None, is a symlink) of a guest file, via ssh (follows
+    symlinks)."""
     out = replica.ssh(
         f"if [ -e {path} ]; then stat -L -c %a {path}; [ -L {path} ] && echo link || echo file; "
         f"base64 -w0 < {path}; fi",
@@ -357,9 +387,11 @@ def guest_file(replica, path):
 
 
 def backups(replica, path=ENV_FILE):
-    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's: ``<target>.*.bak``)."""
+    """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's:
+    ``<target>.*.bak``)."""
     out = replica.ssh(
-        f't=$(readlink -f {path}); for f in "$t".*.bak; do [ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
+        f't=$(readlink -f {path}); for f in "$t".*.bak; do '
+        '[ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
         timeout=30,
     ).stdout
     return {

@@ -99,6 +99,7 @@ PILLAR_CASES = [
 
 
 def pillar_cases(lab):
+    """The PILLAR_CASES of the lab's mode (all, or the CI subset)."""
     wanted = lab.opts["pillar_cases"]
     return [case for case in PILLAR_CASES if wanted == "all" or case[3]]
 

@@ -8,22 +8,8 @@ def _s(seconds):
     return "-" if seconds is None else f"{seconds:.1f} s"
 
 
-def table(report):
-    """The terminal table: section, measure, value, goal, verdict."""
-    rows = []
-
-    def row(section, measure, value, target="", ok=None):
-        rows.append(
-            (
-                section,
-                measure,
-                str(value),
-                str(target),
-                "" if ok is None else ("ok" if ok else "MISSED"),
-            )
-        )
-
-    m = report["meta"]
+def _fidelity_rows(report, row):
+    """Preview fidelity: mismatches per comparison, the writes of test=True."""
     for key, label in (
         ("before", "before -> apply"),
         ("restart", "restart step (after that apply)"),
@@ -55,18 +41,26 @@ def table(report):
             "",
             None,
         )
+
+
+def _idempotence_rows(report, row):
+    """Idempotence: changes and mutating calls of the re-applies."""
     idem = report.get("idempotence")
     if idem:
-        for run, label in zip(idem["runs"], ("re-apply", "re-apply, restart flag")):
+        for run, label in zip(idem["runs"], ("re-apply", "re-apply, restart flag"), strict=False):
             row(
                 "idempotence",
                 label,
                 f"{run['changes']} changes of {run['states']} states; mutating calls: "
-                f"{sum(run['mutating_calls'].values())} (pm2 calls {run['pm2_calls']}, package manager "
-                f"{run['pkg_calls']}: {', '.join(run['pkg_commands']) or '-'})",
+                f"{sum(run['mutating_calls'].values())} (pm2 calls {run['pm2_calls']}, "
+                f"package manager {run['pkg_calls']}: {', '.join(run['pkg_commands']) or '-'})",
                 "0 / 0",
                 run["changes"] == 0 and not run["mutating_list"],
             )
+
+
+def _fault_rows(report, row):
+    """The fault matrix: each case, its outcome and first problem."""
     for f in report.get("faults", []):
         # a refusal's first problem (the line after "Nothing was changed: fix these first ...")
         problem = next(
@@ -79,6 +73,10 @@ def table(report):
             else ""
         )
         row("fault matrix", f["id"], f"{f['outcome']}{shown}", "clear, intact", f["ok"])
+
+
+def _secret_rows(report, row):
+    """Secrets: the password's scans, and issue 12's extra values."""
     sec = report.get("secrets")
     if sec:
         a = sec["argv"]
@@ -92,7 +90,8 @@ def table(report):
         row(
             "secrets",
             "guest logs (/var/log, journal, pm2, salt)",
-            f"{len(sec['guest_log_files_with_it'])} files, {sec['journal_lines_with_it']} journal lines",
+            f"{len(sec['guest_log_files_with_it'])} files, "
+            f"{sec['journal_lines_with_it']} journal lines",
             0,
             not sec["guest_log_files_with_it"] and not sec["journal_lines_with_it"],
         )
@@ -136,6 +135,10 @@ def table(report):
             0,
             extra["hits"] == 0,
         )
+
+
+def _speed_rows(report, row):
+    """Speed: medians, ratios, pm2 invocations."""
     sp = report.get("speed")
     if sp:
         med = sp["median"]
@@ -179,20 +182,41 @@ def table(report):
             "speed",
             "pm2 invocations per run",
             f"diagnose {pc['diagnose']}, verify {pc['verify']}, test=True "
-            f"{pc['preview']}, no-op {pc['noop']}, full apply {pc['apply']}, restart {pc['apply_restart']}",
+            f"{pc['preview']}, no-op {pc['noop']}, full apply {pc['apply']}, "
+            f"restart {pc['apply_restart']}",
         )
+
+
+def table(report):
+    """The terminal table: section, measure, value, goal, verdict."""
+    rows = []
+
+    def row(section, measure, value, target="", ok=None):
+        rows.append(
+            (
+                section,
+                measure,
+                str(value),
+                str(target),
+                "" if ok is None else ("ok" if ok else "MISSED"),
+            )
+        )
+
+    for part in (_fidelity_rows, _idempotence_rows, _fault_rows, _secret_rows, _speed_rows):
+        part(report, row)
+    m = report["meta"]
     widths = [max(len(r[i]) for r in rows + [("", "", "", "goal", "")]) for i in range(5)]
     widths[2] = min(widths[2], 92)
     lines = [
-        f"serverfix proof report: mode {m['mode']}, commit {m['commit']}, {m['salt']}, {m['cpus']} CPUs, "
-        f"{m['transport']}"
+        f"serverfix proof report: mode {m['mode']}, commit {m['commit']}, {m['salt']}, "
+        f"{m['cpus']} CPUs, {m['transport']}"
     ]
     head = ("section", "measure", "value", "goal", "")
     for r in [head] + rows:
         value = r[2] if len(r[2]) <= widths[2] else r[2][: widths[2] - 1] + "…"
-        lines.append(
-            f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {value:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip()
-        )
+        cells = (r[0], r[1], value, r[3])
+        padded = "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths[:4], strict=True))
+        lines.append(f"{padded}  {r[4]}".rstrip())
     missed = [g["name"] for g in report.get("goals", []) if not g["ok"]]
     lines.append("all goals met" if not missed else "goals missed: " + "; ".join(missed))
     return lines

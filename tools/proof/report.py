@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tools.proof import issue12
 from tools.proof.faults import FAULTS_ON_FRESH_REPLICAS
-from tools.proof.lab import SPEED_GOAL
+from tools.proof.lab import SPEED_GOAL, job_cache_files
 from tools.proof.preflight_faults import faults_refused_in_preflight
 from tools.proof.scenarios import more_full_applies, run_half_fixed, run_main, run_one_go
 
@@ -24,17 +24,20 @@ def record_main(lab):
 
 
 def record_one_go(lab):
+    """run_one_go, into the report's fidelity section."""
     entry = lab.report.setdefault("fidelity", {})["one_go"] = run_one_go(lab)
     return entry
 
 
 def record_half_fixed(lab):
+    """run_half_fixed, into the report's fidelity section."""
     entry = lab.report.setdefault("fidelity", {})["half_fixed"] = run_half_fixed(lab)
     return entry
 
 
 def record_faults(lab, scenario):
-    """One fault scenario (a function of FAULTS_ON_FRESH_REPLICAS, or faults_refused_in_preflight)."""
+    """One fault scenario (a function of FAULTS_ON_FRESH_REPLICAS, faults_refused_in_preflight
+    or issue12.cases()), its entries into the report."""
     result = scenario(lab)
     entries = result if isinstance(result, list) else [result]
     lab.report.setdefault("faults", []).extend(entries)
@@ -42,6 +45,7 @@ def record_faults(lab, scenario):
 
 
 def record_full_applies(lab):
+    """More full applies on fresh replicas, up to the mode's count."""
     extra = lab.opts["full_apply_reps"] - len(lab.report["speed"]["full_apply"])
     if extra > 0:
         lab.report["speed"]["full_apply"] += more_full_applies(lab, extra)
@@ -66,7 +70,16 @@ def extra_secret_scan(lab):
     """issue 12: every value of ``lab.extra_secrets`` (dotenv:extra values, URL credentials, a
     hand-set requirepass) searched in every output of every salt-ssh run of the lab (stdout,
     stderr, logs, job cache), plus the hits the cases found in their guests."""
-    leaks = {ssh.dir.name: ssh.leaks(lab.extra_secrets) for ssh in lab.salt_runs}
+    leaks = {ssh.dir.name: ssh.leaks(lab.extra_secrets, job_cache=False) for ssh in lab.salt_runs}
+    # the job cache is shared by the lab's runs: searched once
+    cached = [
+        p.read_bytes().decode("utf-8", "replace")
+        for cachedir in {ssh.cachedir for ssh in lab.salt_runs}
+        for p in job_cache_files(cachedir)
+    ]
+    leaks["job cache"] = sorted(
+        {v[:4] + "…" for v in lab.extra_secrets if any(v in t for t in cached)}
+    )
     leaks = {name: found for name, found in leaks.items() if found}
     return {
         "values": len(lab.extra_secrets),
@@ -99,7 +112,8 @@ def run_all(lab, only=None):
 
 
 def parse_only(only):
-    """``"issue12"`` -> None (every item), ``"issue12:1,14"`` -> {"1", "14"}; ValueError otherwise."""
+    """``"issue12"`` -> None (every item), ``"issue12:1,14"`` -> {"1", "14"}; ValueError
+    otherwise."""
     name, _, items = only.partition(":")
     if name != "issue12":
         raise ValueError(f"--only {only!r}: issue12 or issue12:<items> (e.g. issue12:1,14)")
@@ -196,6 +210,7 @@ def goals(report):
 
 
 def write(report, path):
+    """The report as JSON at ``path`` (its directory made); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

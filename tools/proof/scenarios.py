@@ -106,7 +106,8 @@ def speed(lab, ssh, runs):
 
 def more_full_applies(lab, count):
     """The full apply from "before" (no restart flag: installs Redis, makes the swap file) on fresh
-    replicas, after its preview as in the main sequence (the preview refreshes the package lists)."""
+    replicas, after its preview as in the main sequence (the preview refreshes the package
+    lists)."""
     seconds = []
     for number in range(count):
         lab.fresh(f"full apply {number + 2}")
@@ -128,12 +129,15 @@ def _lines(replica, command, timeout=120, stdin=None):
 
 
 def secret_scan(lab, sampler):
-    """Where the Redis password must not be: salt-ssh output and logs, guest logs, argv, world-readable files."""
+    """Where the Redis password must not be: salt-ssh output and logs, guest logs, argv,
+    world-readable files."""
     replica, password = lab.replica, lab.password
     lab.say(
-        "[secrets] searching salt-ssh output and logs, guest logs, sampled argv, world-readable files"
+        "[secrets] searching salt-ssh output and logs, guest logs, sampled argv, "
+        "world-readable files"
     )
-    pattern = "/root/.proof-pattern"  # the password travels on stdin into a 0600 file, never in a command line
+    # the password travels on stdin into a 0600 file, never in a command line
+    pattern = "/root/.proof-pattern"
     replica.ssh(f"umask 077; cat > {pattern}", stdin=password + "\n", timeout=30)
     try:
         log_files = _lines(
@@ -146,7 +150,8 @@ def secret_scan(lab, sampler):
         )
         scope = "" if lab.opts["world_scan"] == "all" else f"-cnewer {MARKER}"
         find = (
-            "runuser -u nobody -- find / /run /tmp /dev/shm -xdev \\( -path /proc -o -path /sys \\) -prune -o "
+            "runuser -u nobody -- find / /run /tmp /dev/shm -xdev "
+            "\\( -path /proc -o -path /sys \\) -prune -o "
             f"-type f {scope} -readable -print0 2>/dev/null"
         )
         world = _lines(
@@ -192,11 +197,13 @@ def secret_scan(lab, sampler):
 
 
 def run_one_go(lab):
-    """Fidelity of the fix in one go from "before": test=True with the restart flag, then the run."""
+    """Fidelity of the fix in one go from "before": test=True with the restart flag, then the
+    run."""
     lab.fresh("one go")
     ssh = lab.salt("one-go")
     lab.say(
-        f"[one go] salt-ssh {ROSTER_ID} state.apply serverfix {RESTART_FLAG} test=True, then for real"
+        f"[one go] salt-ssh {ROSTER_ID} state.apply serverfix {RESTART_FLAG} test=True, "
+        "then for real"
     )
     preview = lab.apply(ssh, RESTART_FLAG, "test=True")
     applied = lab.apply(ssh, RESTART_FLAG)
@@ -206,8 +213,9 @@ def run_one_go(lab):
 
 
 def run_half_fixed(lab):
-    """Fidelity from a half-fixed replica: Redis installed (serverfix.redis), the .env partly done (two
-    keys right, one wrong, no final newline kept), prisma-studio deleted but still saved, no swap."""
+    """Fidelity from a half-fixed replica: Redis installed (serverfix.redis), the .env partly done
+    (two keys right, one wrong, no final newline kept), prisma-studio deleted but still saved, no
+    swap."""
     lab.fresh("half-fixed")
     ssh = lab.salt("half-fixed")
     lab.say(
@@ -222,12 +230,14 @@ def run_half_fixed(lab):
             "mismatches": None,
         }
     lab.replica.ssh(
-        f"printf '\\nREDIS_HOST=127.0.0.1\\nREDIS_PORT=6379\\nQUEUE_CONCURRENCY=3' >> {ENV_FILE} && "
+        "printf '\\nREDIS_HOST=127.0.0.1\\nREDIS_PORT=6379\\nQUEUE_CONCURRENCY=3' "
+        f">> {ENV_FILE} && "
         "pm2 delete prisma-studio >/dev/null",
         timeout=60,
     )
     lab.say(
-        f"[half-fixed] salt-ssh {ROSTER_ID} state.apply serverfix {RESTART_FLAG} test=True, then for real"
+        f"[half-fixed] salt-ssh {ROSTER_ID} state.apply serverfix {RESTART_FLAG} test=True, "
+        "then for real"
     )
     preview = lab.apply(ssh, RESTART_FLAG, "test=True")
     applied = lab.apply(ssh, RESTART_FLAG)

@@ -45,7 +45,8 @@ def fidelity(preview, applied):
 
 
 def core_state(snapshot):
-    """What "nothing changed" compares (tests/support/guest.py's snapshot, without timings and health)."""
+    """What "nothing changed" compares (tests/support/guest.py's snapshot, without timings and
+    health)."""
     keys = (
         "files",
         "dirs",
@@ -65,14 +66,17 @@ def core_state(snapshot):
 
 
 def differences(before, after):
+    """The keys whose values differ between two core states."""
     return sorted(k for k in before if before[k] != after.get(k))
 
 
 def median(values):
+    """The median, rounded to 0.01 (None for no values)."""
     return round(statistics.median(values), 2) if values else None
 
 
 def run_summary(run):
+    """rc, seconds, calls and state counts of one measured run."""
     states = run["run"]
     return {
         "rc": run["rc"],
@@ -85,6 +89,7 @@ def run_summary(run):
 
 
 def fidelity_entry(preview, applied):
+    """fidelity() of a preview and its run, or the error when one returned no states."""
     if not preview["run"] or not applied["run"]:
         return {
             "error": first_error(preview["data"] if not preview["run"] else applied["data"]),
@@ -96,6 +101,7 @@ def fidelity_entry(preview, applied):
 
 
 def idempotence_entry(*reruns):
+    """Changes and mutating calls of the re-applies, per run and summed."""
     entry = {"runs": []}
     for rerun in reruns:
         run = rerun["run"]
