@@ -248,6 +248,7 @@ def pillar_schema(parse_size, managed):
             ),
             "appendonly": BOOL,
             "appendfsync": _choice_rule("always", "everysec", "no"),
+            "remove_password": BOOL,
         },
         "queue": {
             "enabled": BOOL,
