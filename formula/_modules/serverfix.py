@@ -260,7 +260,8 @@ def _report(function, items, order, facts, start):
         "settings": facts.settings_summary(),
         "findings" if function == "diagnose" else "checks": items,
     }
-    return __utils__["serverfix_facts.scrub"](result, facts.secrets())
+    # the one masking rule: known secret values and URL passwords (_utils/serverfix_mask.py)
+    return __utils__["serverfix_mask.scrub"](result, facts.secrets())
 
 
 def diagnose(config=None, proc_swaps="/proc/swaps"):

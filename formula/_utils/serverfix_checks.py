@@ -137,8 +137,9 @@ def _verify_env(facts):
     else:
         missing, different = facts.env_differences()
         ok = not missing and not different
+        show = facts.utils["serverfix_mask.value"]  # the one masking rule
         shown = {
-            key: (SECRET if key in facts.secret_keys and value else value)
+            key: show(key, value, None, facts.listed_secret_keys)
             for key, value in facts.wanted.items()
         }
         env_check = _check(

@@ -128,12 +128,10 @@ class Facts:
             cfg, utils["serverfix_defaults.managed_env"]()
         )
         listed = {"REDIS_PASSWORD"} | set(cfg["dotenv"]["secret_keys"] or [])
-        # the dotenv module's rule (names with PASSWORD/SECRET/TOKEN/KEY too), else the listed keys
-        self.secret_keys = listed | {
-            key
-            for key in self.wanted
-            if self.call("dotenv.is_secret", key, secret_keys=sorted(listed))[0]
-        }
+        self.listed_secret_keys = sorted(listed)
+        # the one masking rule (serverfix_mask): every wanted key but the formula's non-secret ones
+        public = utils["serverfix_mask.is_public"]
+        self.secret_keys = listed | {key for key in self.wanted if not public(key, None, listed)}
         pm2 = cfg["pm2"]
         self.pm2_args = {"user": pm2["user"], "pm2_home": pm2["home"]}
         self.backend_name = cfg["backend"]["name"]
@@ -308,7 +306,11 @@ class Facts:
         (any may be a secret) and the secret .env values; pm2.mask adds pm2's app env secrets."""
         extra = self.cfg["dotenv"]["extra"] or {}
         values = [self.cfg["redis"]["password"], *extra.values(), *self.secrets()]
-        return sorted({str(v) for v in values if v not in (None, "")})
+        # and every value of the .env the formula did not define (serverfix_mask.hidden_values)
+        hidden = self.utils["serverfix_mask.hidden_values"](
+            self.env[0] or {}, None, self.listed_secret_keys
+        )
+        return sorted({str(v) for v in [*values, *hidden] if v not in (None, "")})
 
     def masked(self, line):
         """``line`` with every secret replaced (``pm2.mask``)."""
@@ -420,10 +422,12 @@ class Facts:
             if key not in env:
                 missing.append(key)
             elif env[key] != want:
-                if key in self.secret_keys:
-                    different[key] = {"found": SECRET, "wanted": SECRET if want else "(empty)"}
-                else:
-                    different[key] = {"found": env[key], "wanted": want}
+                show = self.utils["serverfix_mask.value"]
+                listed = self.listed_secret_keys
+                different[key] = {
+                    "found": show(key, env[key], None, listed),
+                    "wanted": show(key, want, None, listed),
+                }
         return missing, different
 
     def shadowed(self):

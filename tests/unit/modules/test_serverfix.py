@@ -32,6 +32,7 @@ UTIL_NAMES = (
     "serverfix_pillar",
     "serverfix_schema",
     "serverfix_settings",
+    "serverfix_mask",
     "serverfix_facts",
     "serverfix_findings",
     "serverfix_checks",
@@ -237,6 +238,51 @@ def test_secrets_are_scrubbed_everywhere():
         "a": ["x <secret> y", {"b": "<secret>"}],
         "c": 5,
     }
+
+
+def test_verify_never_shows_extra_or_old_values(tmp_path, monkeypatch):
+    # issue 12, item 13: dotenv:extra values and the old values read from the .env stay hidden
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "SMTP_PASS=old-smtp-pw-1\nDB_PASS=old-db-pw-2\nDATABASE_URL=postgres://app:oldpw3@h/db\n"
+        "REDIS_HOST=redis://:hostpw4@127.0.0.1\nREDIS_PASSWORD=''\n",
+        encoding="utf-8",
+    )
+    extra = {
+        "SMTP_PASS": "new-smtp-5",
+        "DB_PASS": "new-db-6",
+        "DATABASE_URL": "postgres://app:pw7@host/db",
+    }
+    cfg = merge_settings(
+        {
+            "dotenv": {"file": str(env_file), "extra": extra},
+            "pm2": {"home": str(tmp_path / "pm2")},
+            "redis": {"password": "redis-pw-8"},
+        }
+    )
+    dotenv_util = import_salt_module(UTILS_DIR / "serverfix_dotenv.py", "serverfix_dotenv_diag")
+    monkeypatch.setitem(
+        serverfix.__salt__, "dotenv.read", lambda path: dotenv_util.parse(open(path, "rb").read())
+    )
+    text = json.dumps(
+        [serverfix.verify(config=cfg, set_retcode=False), serverfix.diagnose(config=cfg)]
+    )
+    for secret in (
+        "old-smtp-pw-1",
+        "old-db-pw-2",
+        "oldpw3",
+        "hostpw4",
+        "new-smtp-5",
+        "new-db-6",
+        "pw7",
+        "redis-pw-8",
+    ):
+        assert secret not in text
+    env_check = next(c for c in json.loads(text)[0]["checks"] if c["id"] == "env-keys")
+    different = env_check["evidence"]["different"]
+    assert different["SMTP_PASS"] == {"found": "<secret>", "wanted": "<secret>"}
+    assert different["REDIS_PASSWORD"] == {"found": "", "wanted": "<secret>"}  # item 14
+    assert different["REDIS_HOST"]["found"] == "redis://:<secret>@127.0.0.1"
 
 
 SAMPLE = {
