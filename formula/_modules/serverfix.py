@@ -36,6 +36,7 @@ PROCESSES_PHASES = ("processes", "prisma_studio")
 # the pillar section a generic module's preflight message is about (those modules know no pillar)
 MODULE_KEYS = {
     "dotenv": "serverfix:dotenv:file",
+    "redis_server": "serverfix:redis",
     "pm2": "serverfix:pm2",
     "swapfile": "serverfix:swap",
     "sysctl_persist": "serverfix:swap",
@@ -199,6 +200,14 @@ def preflight(config, pillar=None, phases=None):
     ):  # the bind (Phase 1) must cover REDIS_HOST (Phase 2)
         problem = _redis_host_problem(redis["host"], redis["bind"], redis["port"])
         errors += [problem] if problem else []
+        # an empty password never removes a requirepass set by hand (nor empties REDIS_PASSWORD)
+        errors += _module_preflight(
+            "redis_server",
+            {"password": f"{PILLAR_KEY}:redis:password"},
+            path=redis["config"],
+            password=redis["password"],
+            allow_remove=redis.get("remove_password", False),
+        )
     pm2 = config["pm2"]
     if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
         config["backend"]["restart"] and in_run("backend")

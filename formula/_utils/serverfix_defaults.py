@@ -39,6 +39,7 @@ _DEFAULTS_JSON = r"""
       "allow_remote": false,
       "port": 6379,
       "password": "",
+      "remove_password": false,
       "db": 0,
       "maxmemory": "",
       "maxmemory_policy": "noeviction",
