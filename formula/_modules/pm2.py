@@ -127,10 +127,10 @@ def _user_entry(user):
     try:
         return pwd.getpwnam(user)
     except KeyError:
-        raise CommandExecutionError(  # pylint: disable=raise-missing-from
+        raise CommandExecutionError(
             f"user {user!r} does not exist; pass the user that runs pm2 "
             '(ps -o user= -p "$(cat ~/.pm2/pm2.pid)")'
-        )
+        ) from None
 
 
 def _candidate_dirs(user):

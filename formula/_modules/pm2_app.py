@@ -136,6 +136,7 @@ class _LogWatch:
         self.new = {p: b"" for p in paths}
 
     def read(self):
+        """The bytes each log file gained since the last read, by path."""
         for path, offset in self.offsets.items():
             size = _size(path)
             if size < offset:  # rotated or truncated: it is all new

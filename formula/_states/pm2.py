@@ -144,13 +144,14 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
         if in_dump:
             others_running = {p["name"] for p in running} - {name}
             if live and others_running == set(saved) - {name}:
-                # the saved list becomes exactly the old one without `name`; --force saves an empty list
+                # the saved list becomes the old one without `name`; --force saves an empty list
                 __salt__["pm2.save"](user, pm2_home, pm2_bin, force=not others_running)
                 done.append("saved (pm2 save)")
             else:
                 __salt__["pm2.unsave"](name, user, pm2_home, backup_keep)
                 done.append(
-                    "removed from dump.pm2 only (pm2 save would have changed other apps' saved state)"
+                    "removed from dump.pm2 only "
+                    "(pm2 save would have changed other apps' saved state)"
                     if live
                     else "removed from dump.pm2 (no pm2 daemon needed)"
                 )
@@ -252,7 +253,7 @@ def restarted_ready(
     )
 
 
-def _restarted_ready(
+def _restarted_ready(  # pylint: disable=too-many-statements  # one decision, read top down
     name, user, pm2_home, pm2_bin, allowed, force, ready, env, redis, changes_from, upstream_changed
 ):
     ret = _ret(name)
@@ -313,7 +314,8 @@ def _restarted_ready(
             ret.update(
                 result=False,
                 comment=(
-                    f"{name} needs a restart ({'; '.join(reasons)}) but no pm2 daemon runs for {user} "
+                    f"{name} needs a restart ({'; '.join(reasons)}) "
+                    f"but no pm2 daemon runs for {user} "
                     f"in {pm2_home}, and serverfix never starts one: start the apps as {user} "
                     f"(PM2_HOME={pm2_home} pm2 resurrect) and apply again"
                 ),

@@ -39,7 +39,7 @@ URL_CREDENTIALS_RE = re.compile(
 MIN_SECRET_LENGTH = 4  # shorter values ("1", "yes") would mask unrelated text
 
 
-def urls(text):
+def urls(text):  # pylint: disable=redefined-outer-name  # the public name of the arg
     """``text`` with the password of every URL in it replaced by ``<secret>``."""
     if not isinstance(text, str) or "://" not in text:
         return text

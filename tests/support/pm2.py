@@ -21,7 +21,7 @@ from tests.support.paths import APPS, NODE_MODULES, node_tool
 
 
 def workdir(prefix="sf-pm2-"):
-    """A temp dir any user can traverse (pytest's own tmp is 0700 root: a test user could not run there)."""
+    """A temp dir any user can traverse (pytest's tmp is 0700 root: a test user can't use it)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     path.chmod(0o755)
     return path
@@ -48,10 +48,10 @@ class Pm2Sandbox:
         self.app_pids = set()
 
     def counting_bin(self):
-        """A pm2 wrapper that logs each invocation's command, then runs the real pm2: an outside count."""
+        """A pm2 wrapper that logs each call's command, then runs the real pm2: an outside count."""
         wrapper = self.root / "bin" / "pm2"
         wrapper.parent.mkdir(exist_ok=True)
-        self.calls_log = self.root / "pm2-calls.log"
+        self.calls_log = self.root / "pm2-calls.log"  # pylint: disable=attribute-defined-outside-init
         self.calls_log.touch()
         self.calls_log.chmod(0o666)
         wrapper.write_text(
@@ -169,7 +169,7 @@ class Pm2Sandbox:
             return []
 
     def kill(self):
-        """``pm2 kill`` this PM2_HOME's daemon (only if one runs: the CLI would spawn one), then by PID."""
+        """``pm2 kill`` this PM2_HOME's daemon (only if one runs: the CLI would spawn one)."""
         pid = self.daemon_pid()
         if pid:
             try:
@@ -213,7 +213,7 @@ def sandbox(user="root"):
 
 @contextmanager
 def system_user(prefix="sfpm2"):
-    """A throwaway login-less user with a home under /var/tmp; removed afterwards with its processes."""
+    """A throwaway login-less user with a home under /var/tmp; removed with its processes."""
     name = f"{prefix}{os.getpid() % 100000}"
     home = workdir("sf-home-")
     subprocess.run(

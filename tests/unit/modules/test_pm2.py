@@ -216,7 +216,7 @@ def test_node_agrees_which_names_are_ids():
         text=True,
         check=True,
     )
-    is_id = dict(zip(names, json.loads(out.stdout)))
+    is_id = dict(zip(names, json.loads(out.stdout), strict=False))
     for name, numeric in is_id.items():
         problem = util.name_problem(name)
         assert ("process id" in problem) == numeric, (name, problem)
@@ -301,6 +301,8 @@ def test_no_formula_pillar_key_in_the_pm2_modules():
     assert (REPO / "formula" / "serverfix" / "processes.sls").exists()
 
 
+# _backups returns one path per content given: the unpacking below matches by construction
+# pylint: disable=unbalanced-tuple-unpacking
 def _backups(env_file, contents):
     made = []
     for i, text in enumerate(contents):
