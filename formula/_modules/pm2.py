@@ -624,9 +624,7 @@ def preflight(user="root", pm2_home="/root/.pm2", pm2_bin=""):
     if problems:
         errors = [message for _, message in problems]
         arguments = [argument for argument, _ in problems]
-        raise CommandExecutionError(
-            "\n".join(errors), info={"errors": errors, "arguments": arguments}
-        )
+        __utils__["serverfix_errors.raise_problems"](errors, arguments=arguments)
     return True
 
 

@@ -169,7 +169,8 @@ def preflight(path="/etc/redis/redis.conf", password="", allow_remove=False):
         "authentication off. Give the current (or a new) password as password, or "
         "allow_remove=True to remove it on purpose"
     )
-    raise CommandExecutionError(problem, info={"errors": [problem], "arguments": ["password"]})
+    __utils__["serverfix_errors.raise_problems"]([problem], arguments=["password"])
+    return True  # not reached: raise_problems raises for a non-empty list
 
 
 def _bind_host(bind):

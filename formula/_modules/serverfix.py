@@ -16,7 +16,7 @@ contract: ``CommandExecutionError`` with every problem in ``exc.info["errors"]``
 import time
 from typing import TYPE_CHECKING, Any
 
-from salt.exceptions import CommandExecutionError, SaltException
+from salt.exceptions import SaltException
 
 if TYPE_CHECKING:
     __salt__: dict[str, Any]
@@ -55,8 +55,7 @@ def _own(dunder):
 
 def _problems(errors):
     """Raise one ``CommandExecutionError`` carrying every message of ``errors``, if any."""
-    if errors:
-        raise CommandExecutionError("\n".join(errors), info={"errors": list(errors)})
+    __utils__["serverfix_errors.raise_problems"](errors)
 
 
 def _raw_pillar(pillar):

@@ -357,9 +357,7 @@ def plan(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
             changes[key] = {"old": current[key], "new": value}
     if errors:  # info["arguments"]: which argument each problem is about, for the preflight
         arguments += ["values"] * (len(errors) - len(arguments))
-        raise CommandExecutionError(
-            "\n".join(errors), info={"errors": errors, "arguments": arguments}
-        )
+        __utils__["serverfix_errors.raise_problems"](errors, arguments=arguments)
     old = _read_bytes(path)
     if old != _content(wanted, old):
         shown = None
@@ -400,9 +398,7 @@ def preflight(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
         plan(path, values, dirs, sysctl_conf)
     except SaltInvocationError as exc:
         problem = __utils__["serverfix_errors.message"](exc)
-        raise CommandExecutionError(
-            problem, info={"errors": [problem], "arguments": ["values"]}
-        ) from None
+        __utils__["serverfix_errors.raise_problems"]([problem], arguments=["values"])
     return True
 
 

@@ -70,7 +70,7 @@ def _where(user, pm2_home):
 
 
 def _name_problem(exc):
-    return ((getattr(exc, "info", None) or {}).get("errors") or [str(exc)])[0]
+    return __utils__["serverfix_errors.problems"](exc)[0]
 
 
 # ---------------------------------------------------------------- Phase 3: absent
@@ -166,7 +166,7 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
             "it stays gone after a reboot or pm2 resurrect"
         )
     except SaltException as exc:
-        ret.update(result=False, comment=str(exc))
+        ret.update(result=False, comment=__utils__["serverfix_errors.message"](exc))
     finally:
         _log_calls()
     return ret
@@ -367,7 +367,7 @@ def _restarted_ready(  # pylint: disable=too-many-statements  # one decision, re
             comment.append("Rollback is off (ready rollback: false): the app was left as it is")
         ret.update(result=False, comment="\n".join(comment))
     except SaltException as exc:
-        ret.update(result=False, comment=str(exc))
+        ret.update(result=False, comment=__utils__["serverfix_errors.message"](exc))
     finally:
         _log_calls()
     return ret

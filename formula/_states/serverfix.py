@@ -56,7 +56,7 @@ def preflight(name, config):
     try:
         __salt__["serverfix.preflight"](config, phases=phases)
     except SaltException as exc:
-        errors = (getattr(exc, "info", None) or {}).get("errors") or [str(exc)]
+        errors = __utils__["serverfix_errors.problems"](exc)
         ret["result"] = False
         ret["comment"] = (
             "Nothing was changed: fix these first (see pillar.example):\n- " + "\n- ".join(errors)
@@ -102,7 +102,9 @@ def verified(name, config):
         report = __salt__["serverfix.verify"](config, set_retcode=False)
     except SaltException as exc:
         ret["result"] = False
-        ret["comment"] = f"serverfix.verify could not run: {exc}"
+        ret["comment"] = "serverfix.verify could not run: " + __utils__["serverfix_errors.message"](
+            exc
+        )
         return ret
     counts = report["counts"]
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)

@@ -9,14 +9,19 @@ Reached as ``__utils__["serverfix_errors.raise_problems"]`` and friends.
 from salt.exceptions import CommandExecutionError
 
 
-def raise_problems(messages, prefix=""):
+def raise_problems(messages, prefix="", arguments=None):
     """
     Raise ``CommandExecutionError("\\n".join(messages), info={"errors": messages})`` when
-    ``messages`` is not empty (``prefix`` goes before the joined message only).
+    ``messages`` is not empty (``prefix`` goes before the joined message only). ``arguments``,
+    when given, says which argument each message is about (``info["arguments"]``), so the
+    formula's preflight can name the pillar key behind it.
     """
     messages = list(messages)
     if messages:
-        raise CommandExecutionError(prefix + "\n".join(messages), info={"errors": messages})
+        info = {"errors": messages}
+        if arguments is not None:
+            info["arguments"] = list(arguments)
+        raise CommandExecutionError(prefix + "\n".join(messages), info=info)
 
 
 def message(exc):
