@@ -18,6 +18,7 @@ import shutil
 import pytest
 from saltfactories.utils import random_string
 
+from tests.support.daemons import started_master, started_minion
 from tests.support.paths import FILE_ROOTS, NODE_BIN
 
 ENV_TEXT = (
@@ -57,22 +58,21 @@ def integration_pillar(make_pillar, integration_settings):
 
 @pytest.fixture(scope="package")
 def salt_master(salt_factories, integration_pillar):
-    factory = salt_factories.salt_master_daemon(
-        random_string("master-"),
-        overrides={
+    with started_master(
+        salt_factories,
+        "master",
+        {
             "file_roots": {"base": FILE_ROOTS},
             "pillar_roots": {"base": [str(integration_pillar)]},
         },
-    )
-    with factory.started():
-        yield factory
+    ) as master:
+        yield master
 
 
 @pytest.fixture(scope="package")
 def salt_minion(salt_master):
-    factory = salt_master.salt_minion_daemon(random_string("minion-"))
-    with factory.started():
-        yield factory
+    with started_minion(salt_master, "minion") as minion:
+        yield minion
 
 
 @pytest.fixture(scope="package")

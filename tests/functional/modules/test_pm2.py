@@ -6,9 +6,6 @@ left. The pillar holds the formula's pm2 and Redis keys: the generic modules mus
 
 import json
 import os
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -18,6 +15,7 @@ from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, env_after
 from tests.support.host import free_port
 from tests.support.paths import node_tool
 from tests.support.pm2 import alive, sandbox, system_user
+from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
@@ -327,33 +325,10 @@ def test_rollback_restores_the_env_the_app_ran_with(modules, box):
     assert modules.pm2.calls()["total"] == 0
 
 
-def test_redis_started_asks_redis_with_the_given_password(modules):
-    redis = shutil.which("redis-server")
-    if not redis:
-        pytest.skip("redis-server not installed (test_pm2_states installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            redis,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            PILLAR_PASSWORD,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def test_redis_started_asks_redis_with_the_given_password(modules, tmp_path):
+    server = RedisServer(tmp_path, password=PILLAR_PASSWORD).start()
+    port = server.port
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
         started = modules.pm2_app.redis_started("127.0.0.1", port, PILLAR_PASSWORD)
         assert started is not None and abs(started - time.time()) < 5
         assert (
@@ -361,5 +336,4 @@ def test_redis_started_asks_redis_with_the_given_password(modules):
         )  # NOAUTH: the pillar is not read
         assert modules.pm2_app.redis_started("127.0.0.1", free_port(), PILLAR_PASSWORD) is None
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()

@@ -4,18 +4,13 @@ The pm2 states through the real loader, against real pm2 and the stand-in apps:
 logs every invocation, so each test also counts the pm2 CLI calls from outside the module.
 """
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
 from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, write_env
-from tests.support.host import free_port
-from tests.support.pm2 import alive, sandbox
+from tests.support.pm2 import sandbox
+from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
 
@@ -284,86 +279,29 @@ def test_app_not_managed(states, box):
     assert ret.result is False and "not managed" in ret.comment
 
 
-def _redis_server():
-    if not shutil.which("redis-server"):
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-    return shutil.which("redis-server")
-
-
 def test_redis_started_after_the_app_makes_restart_pending(states, box, backend):
-    redis = _redis_server()
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            redis,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(box.root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(box.root).start()
+    port = server.port
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
         ret = states.pm2.restarted_ready(
             APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port})
         )
         assert ret.result is True and ret.comment.startswith("RESTART PENDING"), ret
         assert "Redis started at" in ret.comment
     finally:
-        if alive(proc.pid):
-            os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def test_redis_password_is_a_pillar_reference_read_at_run_time(states, box, backend):
     """backend.sls passes {"pillar": "serverfix:redis:password"}: the state resolves it and asks
     Redis with it (a wrong or missing password: Redis cannot be asked, so no reason from it)."""
-    redis = _redis_server()
     _start(box, backend)
     time.sleep(1.5)  # Redis reports its uptime in whole seconds
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            redis,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(box.root),
-            "--requirepass",
-            PILLAR_PASSWORD,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(box.root, password=PILLAR_PASSWORD).start()
+    port = server.port
     try:
-        deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-            time.sleep(0.05)
         ref = {"pillar": "serverfix:redis:password"}
         ret = states.pm2.restarted_ready(
             APP, **_rkw(box, backend, redis={"host": "127.0.0.1", "port": port, "password": ref})
@@ -375,8 +313,7 @@ def test_redis_password_is_a_pillar_reference_read_at_run_time(states, box, back
         )
         assert ret.result is True and "up to date" in ret.comment, ret
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 def test_unknown_group_key_and_mod_watch(states, box, backend):

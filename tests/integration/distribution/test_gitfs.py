@@ -17,9 +17,9 @@ every module of every kind, and ``state.apply serverfix`` previews and applies (
 """
 
 import pytest
-from saltfactories.utils import random_string
 
 from tests.support import distribution as dist
+from tests.support.daemons import started_master, started_minion
 
 pytestmark = pytest.mark.skip_if_not_root  # the .env's owner/mode handling runs as root
 
@@ -43,25 +43,24 @@ def gitfs_remote(workdir):
 
 @pytest.fixture(scope="module")
 def gitfs_master(salt_factories, make_pillar, gitfs_settings, gitfs_remote):
-    factory = salt_factories.salt_master_daemon(
-        random_string("gitfs-master-"),
-        overrides={
+    with started_master(
+        salt_factories,
+        "gitfs-master",
+        {
             # gitfs only: no file_roots fallback can hide a file gitfs failed to serve
             "fileserver_backend": ["gitfs"],
             "gitfs_provider": "gitpython",
             "gitfs_remotes": [{gitfs_remote: [{"root": "formula"}, {"base": "main"}]}],
             "pillar_roots": {"base": [str(make_pillar("gitfs", gitfs_settings))]},
         },
-    )
-    with factory.started():
-        yield factory
+    ) as master:
+        yield master
 
 
 @pytest.fixture(scope="module")
 def gitfs_minion(gitfs_master):
-    factory = gitfs_master.salt_minion_daemon(random_string("gitfs-minion-"))
-    with factory.started():
-        yield factory
+    with started_minion(gitfs_master, "gitfs-minion") as minion:
+        yield minion
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import tarfile
 
 import pytest
 import yaml
-from saltfactories.utils import random_string
 
 from tests.support import distribution as dist
+from tests.support.daemons import started_master, started_minion
 from tests.support.loader import import_salt_module
 from tests.support.paths import REPO
 
@@ -178,22 +178,21 @@ def spm_settings(workdir):
 def spm_master(salt_factories, make_pillar, spm_conf, spm_install, spm_settings):
     del spm_install  # requested so the formula is installed before the master serves it
     _, paths = spm_conf
-    factory = salt_factories.salt_master_daemon(
-        random_string("spm-master-"),
-        overrides={
+    with started_master(
+        salt_factories,
+        "spm-master",
+        {
             "file_roots": {"base": [str(paths["formula_path"])]},
             "pillar_roots": {"base": [str(make_pillar("spm", spm_settings))]},
         },
-    )
-    with factory.started():
-        yield factory
+    ) as master:
+        yield master
 
 
 @pytest.fixture(scope="module")
 def spm_minion(spm_master):
-    factory = spm_master.salt_minion_daemon(random_string("spm-minion-"))
-    with factory.started():
-        yield factory
+    with started_minion(spm_master, "spm-minion") as minion:
+        yield minion
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from salt.exceptions import CommandExecutionError
 
-from tests.support.loader import import_salt_module
+from tests.support.loader import import_salt_module, utils_dunder
 from tests.support.paths import MODULES_DIR, REPO, STATES_DIR, UTILS_DIR
 
 pm2 = import_salt_module(MODULES_DIR / "pm2.py", "serverfix_test_modules_pm2")
@@ -68,14 +68,7 @@ RAW = [
 
 
 def _utils():
-    found = {f"serverfix_pm2.{n}": getattr(util, n) for n in dir(util) if not n.startswith("_")}
-    found.update(
-        {f"serverfix_files.{n}": getattr(files, n) for n in dir(files) if not n.startswith("_")}
-    )
-    found.update(
-        {f"serverfix_mask.{n}": getattr(masking, n) for n in dir(masking) if not n.startswith("_")}
-    )
-    return found
+    return utils_dunder("serverfix_pm2", "serverfix_files", "serverfix_mask", "serverfix_errors")
 
 
 @pytest.fixture

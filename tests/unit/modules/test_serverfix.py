@@ -8,7 +8,6 @@ saltutil.sync_modules was not run. Every probe must become a clear "not availabl
 instead of an exception.
 """
 
-import inspect
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import salt.config
 from salt.utils.jinja import SerializerExtension
 
-from tests.support.loader import DEFAULTS, import_salt_module, merge_settings
+from tests.support.loader import DEFAULTS, import_salt_module, merge_settings, utils_dunder
 from tests.support.paths import FORMULA_ROOT, MODULES_DIR, REPO, UTILS_DIR
 
 serverfix = import_salt_module(MODULES_DIR / "serverfix.py", "serverfix_test_diag_unit")
@@ -37,18 +36,9 @@ UTIL_NAMES = (
     "serverfix_findings",
     "serverfix_checks",
     "serverfix_npm",
+    "serverfix_errors",
 )
-UTIL_MODULES = {
-    name: import_salt_module(UTILS_DIR / f"{name}.py", f"{name}_test_diag_unit")
-    for name in UTIL_NAMES
-}
-# what the loader's __utils__ holds: every public function of those files, as "<file>.<function>"
-UTILS = {
-    f"{name}.{attr}": func
-    for name, module in UTIL_MODULES.items()
-    for attr, func in vars(module).items()
-    if inspect.isfunction(func) and not attr.startswith("_")
-}
+UTILS = utils_dunder(*UTIL_NAMES)
 
 
 @pytest.fixture
@@ -217,7 +207,7 @@ def test_generated_defaults_and_pillar_example_are_fresh():
 
 
 def test_schema_knows_every_default_and_the_managed_keys():
-    schema = UTIL_MODULES["serverfix_schema"].pillar_schema(UTILS["serverfix_size.parse_size"], {})
+    schema = UTILS["serverfix_schema.pillar_schema"](UTILS["serverfix_size.parse_size"], {})
     assert {s: set(v) if isinstance(v, dict) else None for s, v in schema.items()} == {
         s: set(v) if isinstance(v, dict) else None for s, v in DEFAULTS.items()
     }
