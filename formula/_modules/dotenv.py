@@ -1,5 +1,5 @@
 """
-dotenv: read and edit ``.env`` files exactly the way npm ``dotenv`` (the backend's reader) parses them.
+dotenv: read and edit ``.env`` files exactly as npm ``dotenv`` (the backend's reader) parses them.
 
 The parser, the value writer and the in-place edit live in ``_utils/serverfix_dotenv.py`` (pure,
 on text); this module reads and writes the files: it checks them first (:func:`preflight`),
@@ -117,7 +117,8 @@ def edit(text, values=None, remove=(), secret_keys=(), public_keys=None):
     """
     Plan an edit of ``.env`` text without touching any file.
 
-    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...], "values": {...}}``
+    Returns ``{"text": new_text, "added": [...], "changed": [...], "removed": [...],
+    "values": {...}}``
     where ``values`` shows old/new of the keys in ``public_keys`` (see :func:`is_secret`),
     ``''`` for an empty value and ``<secret>`` for any other.
     Keys whose parsed value already matches are left alone (no rewrite of their quoting).
@@ -277,7 +278,8 @@ def _problems(path, create):
         return []
     except OSError as exc:
         return [
-            f"{shown}: cannot check it ({exc.strerror}); fix the path or its directory's permissions"
+            f"{shown}: cannot check it ({exc.strerror}); "
+            "fix the path or its directory's permissions"
         ]
     errors = []
     if not stat.S_ISREG(st.st_mode):
@@ -344,7 +346,8 @@ def plan(
     What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
 
     Returns ``{"added", "changed", "removed", "values", "created"?}``: values as
-    :func:`edit` shows them (only ``public_keys`` values, see :func:`is_secret`). Raises an error naming the key or path for any bad input.
+    :func:`edit` shows them (only ``public_keys`` values, see :func:`is_secret`). Raises an
+    error naming the key or path for any bad input.
 
     CLI Example:
 
@@ -444,14 +447,14 @@ def set_(
 
     .. code-block:: bash
 
-        salt '*' dotenv.set /var/www/intranet/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
+        salt '*' dotenv.set /srv/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
     """
     return _apply(
         path, values, (), secret_keys, create, user, group, mode, backup_keep, public_keys
     )
 
 
-def unset(path, keys, backup_keep=5):
+def unset(path, keys, backup_keep=5):  # pylint: disable=redefined-outer-name
     """
     Remove keys (every occurrence, with an inline comment on the same line) from the ``.env`` at
     ``path``; returns what changed. A backup is made first.

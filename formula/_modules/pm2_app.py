@@ -136,6 +136,7 @@ class _LogWatch:
         self.new = {p: b"" for p in paths}
 
     def read(self):
+        """Everything written to the log files since this watch began, as text."""
         for path, offset in self.offsets.items():
             size = _size(path)
             if size < offset:  # rotated or truncated: it is all new

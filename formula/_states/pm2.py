@@ -144,13 +144,14 @@ def absent(name, user="root", pm2_home="/root/.pm2", pm2_bin="", backup_keep=5):
         if in_dump:
             others_running = {p["name"] for p in running} - {name}
             if live and others_running == set(saved) - {name}:
-                # the saved list becomes exactly the old one without `name`; --force saves an empty list
+                # the saved list becomes the old one without `name`; --force saves an empty list
                 __salt__["pm2.save"](user, pm2_home, pm2_bin, force=not others_running)
                 done.append("saved (pm2 save)")
             else:
                 __salt__["pm2.unsave"](name, user, pm2_home, backup_keep)
                 done.append(
-                    "removed from dump.pm2 only (pm2 save would have changed other apps' saved state)"
+                    "removed from dump.pm2 only "
+                    "(pm2 save would have changed other apps' saved state)"
                     if live
                     else "removed from dump.pm2 (no pm2 daemon needed)"
                 )
@@ -313,7 +314,8 @@ def _restarted_ready(
             ret.update(
                 result=False,
                 comment=(
-                    f"{name} needs a restart ({'; '.join(reasons)}) but no pm2 daemon runs for {user} "
+                    f"{name} needs a restart ({'; '.join(reasons)}) "
+                    f"but no pm2 daemon runs for {user} "
                     f"in {pm2_home}, and serverfix never starts one: start the apps as {user} "
                     f"(PM2_HOME={pm2_home} pm2 resurrect) and apply again"
                 ),
@@ -341,34 +343,38 @@ def _restarted_ready(
             **pm2,
         )
         ret["changes"]["pid"] = {"old": sorted(p["pid"] for p in procs), "new": outcome["pids"]}
-        if outcome["ok"]:
-            seen = f" (seen: {', '.join(ready['patterns'])})" if ready["patterns"] else ""
-            ret["comment"] = (
-                f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
-                f"stable, ready after {outcome['seconds']}s{seen}"
-            )
-            return ret
-        ret["changes"]["ready"] = False
-        comment = [
-            f"{name} did NOT come up after the restart: {outcome['why']}. Status: "
-            f"{outcome['status']}.",
-            "New log lines (secrets masked):",
-            outcome["log"] or "(none)",
-        ]
-        if ready["rollback"]:
-            report = __salt__["pm2_app.rollback"](
-                name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
-            )
-            ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
-            comment.append(note)
-        else:
-            comment.append("Rollback is off (ready rollback: false): the app was left as it is")
-        ret.update(result=False, comment="\n".join(comment))
+        _outcome(ret, name, reasons, ready, env, started, outcome, pm2)
     except SaltException as exc:
         ret.update(result=False, comment=str(exc))
     finally:
         _log_calls()
     return ret
+
+
+def _outcome(ret, name, reasons, ready, env, started, outcome, pm2):
+    """Fill ``ret`` from what ``pm2_app.restart_and_wait`` returned; roll back on a failure."""
+    if outcome["ok"]:
+        seen = f" (seen: {', '.join(ready['patterns'])})" if ready["patterns"] else ""
+        ret["comment"] = (
+            f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
+            f"stable, ready after {outcome['seconds']}s{seen}"
+        )
+        return
+    ret["changes"]["ready"] = False
+    comment = [
+        f"{name} did NOT come up after the restart: {outcome['why']}. Status: {outcome['status']}.",
+        "New log lines (secrets masked):",
+        outcome["log"] or "(none)",
+    ]
+    if ready["rollback"]:
+        report = __salt__["pm2_app.rollback"](
+            name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
+        )
+        ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
+        comment.append(note)
+    else:
+        comment.append("Rollback is off (ready rollback: false): the app was left as it is")
+    ret.update(result=False, comment="\n".join(comment))
 
 
 def _rollback_report(name, env_file, since, report):

@@ -25,7 +25,8 @@ class NpmDotenv:
             pytest.fail("node is not installed: run ./scripts/test.sh (it installs nodejs)")
         if not (NODE_DIR / "node_modules" / "dotenv" / "package.json").exists():
             pytest.fail(
-                f"{NODE_DIR}/node_modules/dotenv missing: run ./scripts/test.sh (it installs it locally)"
+                f"{NODE_DIR}/node_modules/dotenv missing: "
+                "run ./scripts/test.sh (it installs it locally)"
             )
         self.version = json.loads(
             (NODE_DIR / "node_modules" / "dotenv" / "package.json").read_text()

@@ -1,5 +1,5 @@
 """
-dotenv states and module through the real Salt loader, on real files, checked with the real npm dotenv.
+dotenv states and module through the real Salt loader, on real files, checked with real npm dotenv.
 
 Phase 2 on a realistic backend .env, test mode (byte-identical, exact prediction), idempotence,
 mode/owner (a real non-root user), symlinks, backups (0600, pruned), every bad input (clear message,
@@ -60,7 +60,7 @@ def env_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def app_user():
-    """A real non-root user (and its group) owning the .env, as on the server; removed afterwards."""
+    """A real non-root user (and group) owning the .env, as on the server; removed afterwards."""
     name = f"sfxenv{uuid.uuid4().hex[:8]}"
     subprocess.run(
         [
@@ -328,7 +328,7 @@ def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
     assert not missing.exists() and not (tmp_path / "x.env").exists()
 
 
-@pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp file and directory
+@pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp file and dir
 def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
     path = shared_dir / ".env"
     path.write_text(BACKEND_ENV, encoding="utf-8")

@@ -243,7 +243,8 @@ def test_crash_after_restart_rolls_back(states, modules, box, backend):
     )
     assert ".env.failed-" in rollback["failed_env_saved_as"]
     print(
-        f"\nrollback: failed restart detected -> app recovered in {rollback['seconds_to_recover']}s "
+        "\nrollback: failed restart detected -> app recovered in "
+        f"{rollback['seconds_to_recover']}s "
         f"(whole state {elapsed:.1f}s)"
     )
     assert rollback["seconds_to_recover"] < 10

@@ -174,7 +174,7 @@ def test_unwritable_value_stops_phase2_only(salt_call, make_pillar, env_file):
 
 
 def local_minion(make_pillar, pillar, tmp_path, synced=False):
-    """A salt-call --local config dir in ``tmp_path`` with ``pillar``; returns the salt-call prefix."""
+    """A salt-call --local config dir in ``tmp_path`` with ``pillar``; returns the prefix."""
     root = make_pillar("dotenv_salt_call_show", pillar)
     conf = tmp_path / "minion"
     conf.write_text(
@@ -195,7 +195,7 @@ def local_minion(make_pillar, pillar, tmp_path, synced=False):
 
 
 def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
-    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns salt-call's stdout."""
+    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns the stdout."""
     pillar = settings(env_file)
     pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
     call = local_minion(make_pillar, pillar, tmp_path, synced)

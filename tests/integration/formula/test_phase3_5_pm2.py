@@ -51,7 +51,8 @@ def salt_call(salt_factories, make_pillar, box):
     pillar_root = make_pillar(
         "pm2-phases",
         {
-            # Phase 1 owns the host's Redis (its own tests cover it); the password still goes into the .env
+            # Phase 1 owns the host's Redis (its own tests cover it); the password still goes
+            # into the .env
             "redis": {"enabled": False, "password": "hunter2-redis-pw"},
             "swap": {"enabled": False},
             "verify": {"enabled": False},
@@ -96,7 +97,7 @@ def test_preview_changes_nothing(salt_call, box):
     assert absent["result"] is None and set(absent["changes"]) == {"process", "dump.pm2"}
     assert states["serverfix-env-keys-present"]["result"] is None
     restart = states["serverfix-backend-restarted"]
-    # the watched Phase 2 would change the .env: the preview already says the restart will be pending
+    # the watched Phase 2 would change the .env: the preview already says a restart will be pending
     assert restart["result"] is True and restart["comment"].startswith("RESTART PENDING"), restart
     assert "Phase 1/2 changed something in this run" in restart["comment"]
     assert calls == ["jlist"] and _snapshot(box) == before

@@ -116,7 +116,7 @@ def env_bytes(draw):
 
 def test_vectors_hold_for_installed_npm_dotenv(npm_dotenv):
     results = npm_dotenv.parse_many([case["src"] for case in VECTORS])
-    assert [r for r in results] == [case["npm"] for case in VECTORS]
+    assert list(results) == [case["npm"] for case in VECTORS]
 
 
 PARSER_STATS = {"files": 0}
@@ -127,11 +127,11 @@ PARSER_STATS = {"files": 0}
 def test_parser_equals_npm_on_generated_files(npm_dotenv, files):
     npm = npm_dotenv.parse_many(files)
     PARSER_STATS["files"] += len(files)
-    for data, expected in zip(files, npm):
+    for data, expected in zip(files, npm, strict=True):
         assert dotenv.parse(data) == expected, data
 
 
-# hypothesis shrinks a failure to a small case but generates slowly: the bulk comes from a seeded PRNG
+# hypothesis shrinks a failure to a small case but generates slowly: the bulk is from a seeded PRNG
 def random_text(rng, max_parts=10):
     parts = []
     for _ in range(rng.randint(0, max_parts)):
@@ -177,7 +177,7 @@ def test_parser_equals_npm_on_many_random_files(npm_dotenv):
     rng = random.Random(20241129)
     for _ in range(10):
         files = [random_file(rng) for _ in range(1000)]
-        for data, expected in zip(files, npm_dotenv.parse_many(files)):
+        for data, expected in zip(files, npm_dotenv.parse_many(files), strict=True):
             assert dotenv.parse(data) == expected, data
         PARSER_STATS["files"] += len(files)
 
@@ -186,7 +186,8 @@ def test_parser_figures():
     if not PARSER_STATS["files"]:
         pytest.skip("run together with the parser tests above")
     print(
-        f"parser: {PARSER_STATS['files']} generated files parsed identically by npm dotenv and dotenv.parse"
+        f"parser: {PARSER_STATS['files']} generated files parsed identically by npm dotenv "
+        "and dotenv.parse"
     )
     assert PARSER_STATS["files"] >= 10000
 
@@ -226,10 +227,10 @@ ROUND_TRIP = {
 
 
 def check_round_trip(oracle, cases):
-    """Write each case's values into its file with dotenv.edit; npm dotenv must read back exactly that."""
+    """Write each case's values into its file (dotenv.edit); npm dotenv must read back just that."""
     befores = oracle.parse_many([text for text, _ in cases])
     written, expectations = [], []
-    for (text, values), before in zip(cases, befores):
+    for (text, values), before in zip(cases, befores, strict=True):
         values = dict(values)
         ROUND_TRIP["generated"] += len(values)
         while values:
@@ -250,7 +251,7 @@ def check_round_trip(oracle, cases):
         if values:
             written.append(plan["text"].encode("utf-8", "surrogateescape"))
             expectations.append((dict(before, **values), values))
-    for result, (expected, values) in zip(oracle.parse_many(written), expectations):
+    for result, (expected, values) in zip(oracle.parse_many(written), expectations, strict=True):
         ROUND_TRIP["written"] += len(values)
         ROUND_TRIP["exact" if result == expected else "wrong"] += len(values)
         assert result == expected

@@ -171,7 +171,8 @@ def test_edit_refuses_bad_input(values, message):
 
 
 def test_edit_refuses_a_value_that_would_change_a_neighbour():
-    # an unterminated quote above: writing B as `" # "`-ish text would swallow lines; every form is checked
+    # an unterminated quote above: writing B as `" # "`-ish text would swallow lines;
+    # every form is checked
     text = 'A="abc\nB=old\n'
     plan = dotenv.edit(text, {"B": 'x # "'})
     assert dotenv.parse(plan["text"]) == {"A": '"abc', "B": 'x # "'}
