@@ -300,3 +300,17 @@ def test_round_trip_figures():
         + ROUND_TRIP["refused_no_encoding"]
         + ROUND_TRIP["refused_in_this_file"]
     )
+
+
+# issue 12: npm dotenv ignores a `__proto__` key (and only that one); bytes that are not UTF-8
+PROTO_FILES = [
+    b"__proto__=x\nA=1\n",
+    b"export __proto__='y'\nconstructor=c\nprototype=p\nhasOwnProperty=h\n",
+    b"__proto__=x\n__proto__=z\nB=2\n__PROTO__=upper\n",
+    b"A=caf\xe9\nB=\xff\xfe\n# \xe9\nC=3\n",
+]
+
+
+def test_proto_and_bytes_read_like_npm_dotenv(npm_dotenv):
+    for data, expected in zip(PROTO_FILES, npm_dotenv.parse_many(PROTO_FILES), strict=True):
+        assert dotenv.parse(data) == expected, data
