@@ -447,14 +447,14 @@ def set_(
 
     .. code-block:: bash
 
-        salt '*' dotenv.set /var/www/intranet/backend/.env '{"REDIS_HOST": "127.0.0.1"}'
+        salt '*' dotenv.set /srv/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
     """
     return _apply(
         path, values, (), secret_keys, create, user, group, mode, backup_keep, public_keys
     )
 
 
-def unset(path, keys, backup_keep=5):  # pylint: disable=redefined-outer-name  # Salt CLI arg
+def unset(path, keys, backup_keep=5):  # pylint: disable=redefined-outer-name
     """
     Remove keys (every occurrence, with an inline comment on the same line) from the ``.env`` at
     ``path``; returns what changed. A backup is made first.

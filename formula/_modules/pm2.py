@@ -16,12 +16,10 @@ a readiness check and the ``.env`` rollback are in ``_modules/pm2_app.py``.
 Standard library and salt only.
 """
 
-import glob
 import json
 import logging
 import os
 import pwd
-import re
 import shutil
 import time
 from typing import TYPE_CHECKING, Any
@@ -133,26 +131,6 @@ def _user_entry(user):
         ) from None
 
 
-def _candidate_dirs(user):
-    try:
-        home = pwd.getpwnam(user).pw_dir
-    except KeyError:
-        home = None
-    dirs = list(SANE_PATH)
-    for pattern in USER_BIN_GLOBS:
-        if pattern.startswith("~"):
-            if not home:
-                continue
-            pattern = home + pattern[1:]
-        # newest node version first (nvm keeps several)
-        dirs += sorted(glob.glob(pattern), key=_version_key, reverse=True)
-    return dirs
-
-
-def _version_key(path):
-    return [int(n) for n in re.findall(r"\d+", path)]
-
-
 def find_bin(pm2_bin="", user="root"):
     """
     Absolute path of the pm2 executable to use: ``pm2_bin`` when given; else ``pm2`` looked up
@@ -177,7 +155,7 @@ def find_bin(pm2_bin="", user="root"):
                 f"(as {user}: command -v pm2), or '' to search the usual places"
             )
         return pm2_bin
-    dirs = _candidate_dirs(user)
+    dirs = _u("candidate_dirs")(user, SANE_PATH, USER_BIN_GLOBS)
     found = shutil.which("pm2", path=os.pathsep.join(dirs))
     if not found:
         raise CommandExecutionError(
@@ -216,14 +194,6 @@ def version(pm2_bin="", user="root"):
     return None
 
 
-def _proc_uid(pid):
-    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-        for line in handle:
-            if line.startswith("Uid:"):
-                return int(line.split()[1])
-    return None
-
-
 def daemon_pid(user="root", pm2_home="/root/.pm2"):
     """
     PID of the pm2 daemon running in ``pm2_home``, or ``None`` when none runs (a stale
@@ -244,7 +214,7 @@ def daemon_pid(user="root", pm2_home="/root/.pm2"):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = handle.read().decode("utf-8", "replace")
-        owner = _proc_uid(pid)
+        owner = _u("proc_uid")(pid)
     except OSError:
         return None
     if pid <= 0 or "God Daemon" not in cmdline:
@@ -261,10 +231,7 @@ def daemon_pid(user="root", pm2_home="/root/.pm2"):
 
 
 def _uid_name(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, TypeError):
-        return f"uid {uid}"
+    return _u("uid_name")(uid)
 
 
 def _check_home_owner(user, pm2_home):

@@ -136,7 +136,7 @@ class _LogWatch:
         self.new = {p: b"" for p in paths}
 
     def read(self):
-        """The bytes each log file gained since the last read, by path."""
+        """Everything written to the log files since this watch began, as text."""
         for path, offset in self.offsets.items():
             size = _size(path)
             if size < offset:  # rotated or truncated: it is all new

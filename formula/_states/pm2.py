@@ -343,34 +343,38 @@ def _restarted_ready(  # pylint: disable=too-many-statements  # one decision, re
             **pm2,
         )
         ret["changes"]["pid"] = {"old": sorted(p["pid"] for p in procs), "new": outcome["pids"]}
-        if outcome["ok"]:
-            seen = f" (seen: {', '.join(ready['patterns'])})" if ready["patterns"] else ""
-            ret["comment"] = (
-                f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
-                f"stable, ready after {outcome['seconds']}s{seen}"
-            )
-            return ret
-        ret["changes"]["ready"] = False
-        comment = [
-            f"{name} did NOT come up after the restart: {outcome['why']}. Status: "
-            f"{outcome['status']}.",
-            "New log lines (secrets masked):",
-            outcome["log"] or "(none)",
-        ]
-        if ready["rollback"]:
-            report = __salt__["pm2_app.rollback"](
-                name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
-            )
-            ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
-            comment.append(note)
-        else:
-            comment.append("Rollback is off (ready rollback: false): the app was left as it is")
-        ret.update(result=False, comment="\n".join(comment))
+        _outcome(ret, name, reasons, ready, env, started, outcome, pm2)
     except SaltException as exc:
         ret.update(result=False, comment=__utils__["serverfix_errors.message"](exc))
     finally:
         _log_calls()
     return ret
+
+
+def _outcome(ret, name, reasons, ready, env, started, outcome, pm2):
+    """Fill ``ret`` from what ``pm2_app.restart_and_wait`` returned; roll back on a failure."""
+    if outcome["ok"]:
+        seen = f" (seen: {', '.join(ready['patterns'])})" if ready["patterns"] else ""
+        ret["comment"] = (
+            f"{name} restarted ({'; '.join(reasons)}): {outcome['status']}, pid "
+            f"stable, ready after {outcome['seconds']}s{seen}"
+        )
+        return
+    ret["changes"]["ready"] = False
+    comment = [
+        f"{name} did NOT come up after the restart: {outcome['why']}. Status: {outcome['status']}.",
+        "New log lines (secrets masked):",
+        outcome["log"] or "(none)",
+    ]
+    if ready["rollback"]:
+        report = __salt__["pm2_app.rollback"](
+            name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
+        )
+        ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
+        comment.append(note)
+    else:
+        comment.append("Rollback is off (ready rollback: false): the app was left as it is")
+    ret.update(result=False, comment="\n".join(comment))
 
 
 def _rollback_report(name, env_file, since, report):

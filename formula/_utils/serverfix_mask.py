@@ -39,11 +39,11 @@ URL_CREDENTIALS_RE = re.compile(
 MIN_SECRET_LENGTH = 4  # shorter values ("1", "yes") would mask unrelated text
 
 
-def urls(text):  # pylint: disable=redefined-outer-name  # the public name of the arg
-    """``text`` with the password of every URL in it replaced by ``<secret>``."""
-    if not isinstance(text, str) or "://" not in text:
-        return text
-    return URL_CREDENTIALS_RE.sub(lambda m: m.group(1) + SECRET + "@", text)
+def urls(shown):
+    """``shown`` with the password of every URL in it replaced by ``<secret>``."""
+    if not isinstance(shown, str) or "://" not in shown:
+        return shown
+    return URL_CREDENTIALS_RE.sub(lambda m: m.group(1) + SECRET + "@", shown)
 
 
 def is_public(key, public_keys=None, secret_keys=()):

@@ -9,8 +9,10 @@ Reached from the execution modules as ``__utils__["serverfix_pm2.<function>"]``.
 """
 
 import datetime
+import glob
 import json
 import os
+import pwd
 import re
 
 from salt.exceptions import CommandExecutionError
@@ -28,6 +30,44 @@ JS_NUMBER_RE = re.compile(
     r"|^0[oO][0-7]+$|^0[bB][01]+$"
 )
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def candidate_dirs(user, sane_path, user_globs):
+    """Where to look for pm2: ``sane_path``, then ``user_globs`` (``~`` is ``user``'s home),
+    the newest node version first (nvm keeps several)."""
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        home = None
+    dirs = list(sane_path)
+    for pattern in user_globs:
+        if pattern.startswith("~"):
+            if not home:
+                continue
+            pattern = home + pattern[1:]
+        dirs += sorted(glob.glob(pattern), key=_version_key, reverse=True)
+    return dirs
+
+
+def _version_key(path):
+    return [int(n) for n in re.findall(r"\d+", path)]
+
+
+def proc_uid(pid):
+    """The real uid of process ``pid`` (from /proc), or None; raises OSError when it is gone."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+def uid_name(uid):
+    """The user name of ``uid``, or ``uid N`` when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, TypeError):
+        return f"uid {uid}"
 
 
 def when(epoch):

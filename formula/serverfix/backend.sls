@@ -33,7 +33,7 @@ serverfix-backend-restarted:
         # if pm2's saved start-time env has one of these, dotenv will not override it
         managed_keys: {{ managed_env | list | json }}
         shadowed: {{ backend.shadowed_env | json }}
-        # masked in the log lines a failed restart reports, besides the *PASSWORD*/*SECRET*/... keys
+        # never shown, not even for the formula's own keys; every other .env value is masked anyway
         secret_keys: {{ serverfix.dotenv.secret_keys | json }}
         backup_keep: {{ serverfix.dotenv.backup_keep | json }}
     - redis:

@@ -21,7 +21,7 @@ from tests.support.paths import APPS, NODE_MODULES, node_tool
 
 
 def workdir(prefix="sf-pm2-"):
-    """A temp dir any user can traverse (pytest's tmp is 0700 root: a test user can't use it)."""
+    """A temp dir any user can traverse (pytest's tmp is 0700 root: a test user can't run there)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     path.chmod(0o755)
     return path
@@ -46,6 +46,7 @@ class Pm2Sandbox:
         self.home = self.root / "pm2"
         self.bin = node_tool("pm2")
         self.app_pids = set()
+        self.calls_log = None  # the outside count of pm2 calls (counting_bin)
 
     def counting_bin(self):
         """A pm2 wrapper that logs each call's command, then runs the real pm2: an outside count."""
@@ -169,7 +170,7 @@ class Pm2Sandbox:
             return []
 
     def kill(self):
-        """``pm2 kill`` this PM2_HOME's daemon (only if one runs: the CLI would spawn one)."""
+        """``pm2 kill`` this PM2_HOME's daemon (only if one runs: the CLI spawns one), then PID."""
         pid = self.daemon_pid()
         if pid:
             try:
@@ -213,7 +214,7 @@ def sandbox(user="root"):
 
 @contextmanager
 def system_user(prefix="sfpm2"):
-    """A throwaway login-less user with a home under /var/tmp; removed with its processes."""
+    """A throwaway login-less user with a home under /var/tmp; removed later with its processes."""
     name = f"{prefix}{os.getpid() % 100000}"
     home = workdir("sf-home-")
     subprocess.run(

@@ -177,7 +177,7 @@ def _preflight_errors(modules, *args, **kwargs):
     assert len(info["errors"]) == len(info["arguments"]) and str(err.value).startswith(
         info["errors"][0]
     )
-    return list(zip(info["arguments"], info["errors"], strict=False))
+    return list(zip(info["arguments"], info["errors"], strict=True))
 
 
 def test_missing_pm2_names_the_argument(modules, box):
@@ -211,7 +211,7 @@ def test_non_root_owner_and_no_root_takeover(modules):
         with pytest.raises(CommandExecutionError, match="belongs to " + user):
             modules.pm2.list("root", str(box.home), box.bin, refresh=True)
         assert box.daemon_pid() == owner_daemon
-        # the user's daemon down: reading spawns nothing (trap: a root daemon in the user's home)
+        # the user's daemon down: reading spawns nothing (the trap: a root daemon in their home)
         box.kill()
         procs = modules.pm2.list(**kw, refresh=True)
         assert [p["source"] for p in procs] == ["dump"] and box.daemon_pid() is None

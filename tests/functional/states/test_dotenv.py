@@ -1,5 +1,5 @@
 """
-dotenv states and module through the real Salt loader, on real files, checked with npm dotenv.
+dotenv states and module through the real Salt loader, on real files, checked with real npm dotenv.
 
 Phase 2 on a realistic backend .env, test mode (byte-identical, exact prediction), idempotence,
 mode/owner (a real non-root user), symlinks, backups (0600, pruned), every bad input (clear message,
@@ -328,7 +328,7 @@ def test_missing_file_and_wrong_paths(states, tmp_path, testmode):
     assert not missing.exists() and not (tmp_path / "x.env").exists()
 
 
-@pytest.mark.destructive_test  # chattr +i (immutable) on a temp file and directory
+@pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp file and dir
 def test_unwritable_file_or_directory(states, modules, shared_dir, testmode):
     path = shared_dir / ".env"
     path.write_text(BACKEND_ENV, encoding="utf-8")

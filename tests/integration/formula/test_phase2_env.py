@@ -195,7 +195,7 @@ def local_minion(make_pillar, pillar, tmp_path, synced=False):
 
 
 def show_sls(make_pillar, env_file, tmp_path, sls, synced=False):
-    """``state.show_sls`` (rendering only) with Redis and verify on; returns salt-call's stdout."""
+    """``state.show_sls`` (rendering only) with Redis and verify enabled; returns the stdout."""
     pillar = settings(env_file)
     pillar["redis"]["enabled"] = pillar["verify"]["enabled"] = True
     call = local_minion(make_pillar, pillar, tmp_path, synced)

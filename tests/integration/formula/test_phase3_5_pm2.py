@@ -97,7 +97,7 @@ def test_preview_changes_nothing(salt_call, box):
     assert absent["result"] is None and set(absent["changes"]) == {"process", "dump.pm2"}
     assert states["serverfix-env-keys-present"]["result"] is None
     restart = states["serverfix-backend-restarted"]
-    # the watched Phase 2 would change the .env: the preview says the restart will be pending
+    # the watched Phase 2 would change the .env: the preview already says a restart will be pending
     assert restart["result"] is True and restart["comment"].startswith("RESTART PENDING"), restart
     assert "Phase 1/2 changed something in this run" in restart["comment"]
     assert calls == ["jlist"] and _snapshot(box) == before

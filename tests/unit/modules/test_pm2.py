@@ -209,7 +209,7 @@ def test_node_agrees_which_names_are_ids():
         text=True,
         check=True,
     )
-    is_id = dict(zip(names, json.loads(out.stdout), strict=False))
+    is_id = dict(zip(names, json.loads(out.stdout), strict=True))
     for name, numeric in is_id.items():
         problem = util.name_problem(name)
         assert ("process id" in problem) == numeric, (name, problem)
@@ -310,7 +310,8 @@ def _backups(env_file, contents):
 def test_previous_env_is_the_oldest_differing_backup_since_the_start(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("NEW=1\n", encoding="utf-8")
-    old, ran_with, same = _backups(env_file, ["OLDER=1\n", "RAN=1\n", "NEW=1\n"])
+    made = _backups(env_file, ["OLDER=1\n", "RAN=1\n", "NEW=1\n"])
+    old, ran_with, same = made[0], made[1], made[2]
     assert pm2_app.previous_env(str(env_file), 1000.5) == ran_with  # `old` predates the start
     assert pm2_app.previous_env(str(env_file), 999) == old
     assert pm2_app.previous_env(str(env_file), 1001.5) is None  # only a copy of the current file
@@ -324,7 +325,7 @@ def test_rollback_env_restores_and_keeps_the_failing_file(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
     env_file.chmod(0o640)
-    _, ran_with = _backups(env_file, ["OLDER=1\n", "QUEUE_ENABLED=false\n"])
+    ran_with = _backups(env_file, ["OLDER=1\n", "QUEUE_ENABLED=false\n"])[1]
     done = pm2_app.rollback_env(str(env_file), 1000.5, backup_keep=3)
     assert done["env_restored_from"] == ran_with
     assert env_file.read_text(encoding="utf-8") == "QUEUE_ENABLED=false\n"
