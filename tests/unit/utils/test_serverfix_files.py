@@ -102,6 +102,8 @@ def test_an_attribute_that_cannot_be_copied_is_a_refusal(tmp_path, monkeypatch):
     os.setxattr(path, "user.keep", b"1")
     real = os.setxattr
 
+    # fault injection (a mock on purpose): root can set every attribute a file here has, so a
+    # kernel or LSM that refuses one cannot be produced for real on this host
     def refuse(target, name, value, *args):
         if name == "user.keep":
             raise OSError(errno.EPERM, "Operation not permitted")
