@@ -1,8 +1,8 @@
 """
 Secrets by reference: a state argument given as ``{"pillar": "<pillar:key>"}`` (how the formula
 passes its Redis password) is read from the pillar when the state runs, so the value never sits in
-the compiled state data
-(``state.show_sls``, the rendered SLS in a trace-level log, the state cache): only its pillar key.
+the compiled state data (``state.show_sls``, the rendered SLS in a trace-level log, the state
+cache): only its pillar key.
 """
 
 from collections.abc import Mapping
