@@ -4,6 +4,7 @@ Functional layer: the real Salt loader in-process (saltfactories ``Loaders``), a
 ``Loaders`` syncs ``_modules``/``_states``/``_utils`` from the formula file root, like a minion.
 """
 
+import glob
 import os
 import tempfile
 
@@ -80,13 +81,22 @@ def pm2(workdir):  # pylint: disable=redefined-outer-name
         manager.kill()
 
 
-@pytest.fixture
-def swap_dir():
-    """A fresh directory on ext4 (not tmpfs/overlayfs: swapon fails there); torn down fully."""
+@pytest.fixture(scope="session")
+def swap_base():
+    """The ext4 directory swap tests work under, swept of what a killed earlier run left swapped on
+    (the kernel allows about 30 swap areas; leftovers would make every later swapon fail EPERM)."""
     base = next((c for c in EXT4_CANDIDATES if os.path.isdir(c) and fs_type(c) == "ext4"), None)
     if base is None:
         pytest.skip(f"no ext4 directory among {EXT4_CANDIDATES} for swap tests")
-    root = tempfile.mkdtemp(prefix="serverfix-swap-", dir=base)
+    for left in glob.glob(os.path.join(base, "serverfix-swap-*")):
+        cleanup(left)
+    return base
+
+
+@pytest.fixture
+def swap_dir(swap_base):  # pylint: disable=redefined-outer-name
+    """A fresh directory on ext4 (not tmpfs/overlayfs: swapon fails there); torn down fully."""
+    root = tempfile.mkdtemp(prefix="serverfix-swap-", dir=swap_base)
     try:
         yield root
     finally:

@@ -5,6 +5,7 @@ restores the vm.* sysctls it touched (``sysctl_restore``).
 """
 
 import os
+import re
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -23,10 +24,23 @@ def fs_type(path):
     return out.stdout.strip()
 
 
+def kernel_path(field):
+    r"""A path as /proc/swaps and mountinfo print it (``\040`` for a space...) made a path again."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
 def swap_lines(prefix):
     """``/proc/swaps`` lines for files under ``prefix`` (compared as text: what the kernel says)."""
     with open("/proc/swaps", encoding="utf-8") as handle:
-        return sorted(line.rstrip("\n") for line in handle if line.startswith(prefix))
+        return sorted(
+            line.rstrip("\n") for line in handle if kernel_path(line.split()[0]).startswith(prefix)
+        )
+
+
+def swapoff_under(prefix):
+    """Swap off every swap file under ``prefix`` (names with spaces included)."""
+    for line in swap_lines(prefix):
+        subprocess.run(["swapoff", kernel_path(line.split()[0])], check=False)
 
 
 def active_swap(path):
@@ -34,7 +48,7 @@ def active_swap(path):
     with open("/proc/swaps", encoding="utf-8") as handle:
         for line in list(handle)[1:]:
             fields = line.split()
-            if fields[0] == path:
+            if kernel_path(fields[0]) == path:
                 return int(fields[2]), int(fields[3])
     return None
 
@@ -64,10 +78,10 @@ def snapshot(root, *files):
 
 def cleanup(root):
     """Swap off and unmount whatever is under ``root``, then remove it."""
-    for line in swap_lines(root):
-        subprocess.run(["swapoff", line.split()[0]], check=False)
+    swapoff_under(root)
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-        points = [line.split()[4] for line in handle if line.split()[4].startswith(root)]
+        points = [kernel_path(line.split()[4]) for line in handle]
+    points = [point for point in points if point.startswith(root)]
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", point], check=False)
     shutil.rmtree(root, ignore_errors=True)
@@ -96,8 +110,7 @@ def loop_fs(root, fstype, size_mb):
     try:
         yield point
     finally:
-        for line in swap_lines(point):
-            subprocess.run(["swapoff", line.split()[0]], check=False)
+        swapoff_under(point)
         subprocess.run(["umount", point], check=False)  # the loop device goes with it (autoclear)
         os.unlink(image)
 
