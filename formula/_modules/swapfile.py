@@ -361,8 +361,12 @@ def _build(path, size, method, fs_type):
 
 def _not_permitted(path):
     ok, reason = swap_permitted()
+    if not ok:
+        return CommandExecutionError(f"swapon {path}: {reason}")
+    # swap calls are allowed, so EPERM from swapon is the kernel's cap on swap areas (about 30)
     return CommandExecutionError(
-        f"swapon {path}: {reason}" if not ok else f"swapon {path}: not permitted (EPERM)"
+        f"swapon {path}: refused (EPERM) with {len(active_swaps())} swap areas active: the "
+        "kernel's limit of swap areas is reached. Swap off ones no longer needed (swapon --show)"
     )
 
 

@@ -396,6 +396,31 @@ def test_swap_not_permitted_is_a_clear_error(minion_opts, swap_dir, fstab):
     assert snapshot(swap_dir, fstab) == before
 
 
+def _fill_swap_areas(swap_dir):
+    """Tiny swap files swapped on until the kernel refuses (its cap on swap areas, ~30)."""
+    for number in range(64):
+        path = os.path.join(swap_dir, f"filler-{number}")
+        with open(path, "wb") as handle:
+            handle.write(b"\0" * (64 << 10))
+        os.chmod(path, 0o600)
+        subprocess.run(["mkswap", path], check=True, capture_output=True)
+        if subprocess.run(["swapon", path], check=False, capture_output=True).returncode:
+            os.unlink(path)
+            return number
+    pytest.fail("the kernel took 64 swap areas: no cap to reach")
+
+
+def test_the_kernels_limit_of_swap_areas_is_named(states, swap_dir, fstab):
+    _fill_swap_areas(swap_dir)  # swap_dir's teardown swaps them off again
+    path = os.path.join(swap_dir, "swap-over-the-limit")
+    with open(fstab, "rb") as handle:
+        fstab_before = handle.read()
+    ret = _present(states, path, fstab, test=False)
+    assert ret.result is False and "limit of swap areas is reached" in ret.comment, ret.comment
+    assert "swapon --show" in ret.comment
+    assert not os.path.exists(path) and _read_bytes(fstab) == fstab_before
+
+
 # ------------------------------------------------------------ fstab bytes (issue 12, items 5 and 8)
 
 LATIN1_FSTAB = (
