@@ -332,6 +332,8 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
 
     One ``pm2 jlist`` per run: the result is cached in ``__context__``; a stop or restart makes
     the next read ask pm2 again, a delete just drops that app from the cached list.
+    ``refresh=True`` always asks pm2; ``refresh="after_change"`` only when this run changed
+    something in pm2 (a final check after the changes).
 
     CLI Example:
 

@@ -245,12 +245,17 @@ def preflight(config, pillar=None, phases=None):
     return True
 
 
-def _facts(config, proc_swaps):
+def _facts(config, proc_swaps, reuse_pm2_list=False):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
     facts = utils["serverfix_facts.gather"](
-        cfg, _own(__salt__), utils, proc_swaps=proc_swaps, source=source
+        cfg,
+        _own(__salt__),
+        utils,
+        proc_swaps=proc_swaps,
+        source=source,
+        reuse_pm2_list=reuse_pm2_list,
     )
     return facts, errors
 
@@ -328,7 +333,7 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
     return _report("diagnose", findings, ("critical", "warning", "info"), facts, start)
 
 
-def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
+def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, reuse_pm2_list=False):
     """
     Run the runbook's checks after the fix ("Verifizierung nach Fix" 1-4), read-only, in
     well under 2 s: pass / fail (/ warn / skip / info) per check, in this order:
@@ -363,6 +368,10 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
         Where to read the active swap areas (tests point it at a copy: swap is kernel-global).
     set_retcode
         Set the return code to 1 on a failed check (the ``serverfix.verified`` state passes False).
+    reuse_pm2_list
+        Use the pm2 process list this state run has read already, when the run changed nothing
+        in pm2, instead of a new ``pm2 jlist`` (the ``serverfix.verified`` state). By default a
+        fresh one.
 
     CLI Example:
 
@@ -372,7 +381,7 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    facts, _ = _facts(config, proc_swaps)
+    facts, _ = _facts(config, proc_swaps, reuse_pm2_list)
     checks = __utils__["serverfix_checks.verify"](facts)
     result = _report("verify", checks, ("fail", "warn", "pass", "skip", "info"), facts, start)
     if set_retcode and not result["ok"]:

@@ -99,7 +99,8 @@ def verified(name, config):
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     try:
         config = __utils__["serverfix_pillar.resolve_all"](config, __pillar__)
-        report = __salt__["serverfix.verify"](config, set_retcode=False)
+        # one pm2 jlist per run: the list the pm2 states read (and refreshed after any change)
+        report = __salt__["serverfix.verify"](config, set_retcode=False, reuse_pm2_list=True)
     except SaltException as exc:
         ret["result"] = False
         ret["comment"] = "serverfix.verify could not run: " + __utils__["serverfix_errors.message"](

@@ -45,11 +45,13 @@ LOG_SYMPTOMS = (
 )
 
 
-def gather(cfg, salt, utils, proc_swaps="/proc/swaps", source="config"):
+def gather(cfg, salt, utils, proc_swaps="/proc/swaps", source="config", reuse_pm2_list=False):
     """The :class:`Facts` of this host for the merged settings ``cfg``, read lazily; ``salt`` and
     ``utils`` are the calling module's ``__salt__``/``__utils__`` (the loader hands out functions,
-    not classes)."""
-    return Facts(cfg, salt, utils, proc_swaps=proc_swaps, source=source)
+    not classes). ``reuse_pm2_list``: take the pm2 list this state run has read already."""
+    return Facts(
+        cfg, salt, utils, proc_swaps=proc_swaps, source=source, reuse_pm2_list=reuse_pm2_list
+    )
 
 
 def call(salt, function, *args, **kwargs):
@@ -117,8 +119,11 @@ class Facts:
     is_loopback = staticmethod(is_loopback)
     covered = staticmethod(covered)
 
-    def __init__(self, cfg, salt, utils, proc_swaps="/proc/swaps", source="config"):
+    def __init__(  # pylint: disable=too-many-arguments
+        self, cfg, salt, utils, proc_swaps="/proc/swaps", source="config", reuse_pm2_list=False
+    ):
         self.cfg = cfg
+        self.reuse_pm2_list = reuse_pm2_list
         # the calling module's __salt__ and __utils__ (utils get none of their own)
         self.salt = salt
         self.utils = utils
@@ -257,8 +262,14 @@ class Facts:
     @functools.cached_property
     def pm2(self):
         """``(processes, error)``: the one cached ``pm2 jlist`` of this run."""
-        # refresh: a cached list from an earlier call in this process would be stale
-        return self.call("pm2.list", pm2_bin=self.cfg["pm2"]["bin"], refresh=True, **self.pm2_args)
+        # a state run's context is its own: the verify state reuses the list when the run changed
+        # nothing in pm2; a lone verify call may share a long-lived context, so it asks pm2
+        return self.call(
+            "pm2.list",
+            pm2_bin=self.cfg["pm2"]["bin"],
+            refresh="after_change" if self.reuse_pm2_list else True,
+            **self.pm2_args,
+        )
 
     @functools.cached_property
     def saved(self):

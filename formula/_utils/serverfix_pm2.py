@@ -18,6 +18,7 @@ import re
 from salt.exceptions import CommandExecutionError
 
 CACHE_KEY = "pm2.jlist"
+CHANGED_KEY = "pm2.changed"  # (user, PM2_HOME)s this run changed something in
 SECRETS_KEY = "pm2.secrets"
 CALLS_KEY = "pm2.calls"
 NAMES_KEY = "pm2.names"
@@ -199,10 +200,14 @@ def calls(context, reset=False):
 def mark_stale(context, key, name):
     """App ``name`` of ``key`` (user, PM2_HOME) changed (pid, status): the next read asks pm2."""
     context.setdefault(STALE_KEY, {}).setdefault(key, set()).add(name)
+    context.setdefault(CHANGED_KEY, set()).add(key)
 
 
 def cached(context, key, refresh=False):
-    """The cached summaries of ``key``, or ``None`` when pm2 must be asked (refresh, stale)."""
+    """The cached summaries of ``key``, or ``None`` when pm2 must be asked (refresh, stale).
+    ``refresh="after_change"`` asks pm2 only when this run changed something there."""
+    if refresh == "after_change":
+        refresh = key in context.get(CHANGED_KEY, set())
     stale = context.setdefault(STALE_KEY, {}).setdefault(key, set())
     cache = context.setdefault(CACHE_KEY, {})
     if key in cache and not refresh and not stale:
@@ -243,6 +248,7 @@ def known_secrets(context, key):
 def forget(context, key, name):
     """``name`` is gone: drop it from the cached list (deleting one app changes no other; `save`
     changes none), so the next state of the run needs no new ``jlist``."""
+    context.setdefault(CHANGED_KEY, set()).add(key)
     procs = context.get(CACHE_KEY, {}).get(key)
     if procs is not None:
         procs[:] = [p for p in procs if p["name"] != name]

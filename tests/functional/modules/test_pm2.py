@@ -65,6 +65,20 @@ def test_list_one_cached_jlist_names_only(modules, box):
     assert modules.pm2.calls()["commands"] == ["jlist", "stop", "jlist"]
 
 
+def test_after_change_refresh_asks_pm2_only_when_the_run_changed_something(modules, box):
+    # the verify state at the end of a run: a no-op run needs no second jlist
+    box.start("prisma-studio")
+    box.start("worker")
+    modules.pm2.calls(reset=True)
+    modules.pm2.list(**_kw(box))
+    modules.pm2.list(refresh="after_change", **_kw(box))
+    assert modules.pm2.calls()["commands"] == ["jlist"]
+    modules.pm2.delete("prisma-studio", **_kw(box))  # a change: the final read asks pm2 again
+    procs = modules.pm2.list(refresh="after_change", **_kw(box))
+    assert [p["name"] for p in procs] == ["worker"]
+    assert modules.pm2.calls()["commands"] == ["jlist", "delete", "jlist"]
+
+
 def test_no_daemon_read_from_dump_and_none_started(modules, box):
     box.start("prisma-studio")
     box.pm2("save")

@@ -362,3 +362,15 @@ def test_one_pm2_call_per_run(modules, before, swaps):
         modules.pm2.calls(reset=True)
         function(config=before, proc_swaps=swaps["none"])
         assert modules.pm2.calls()["commands"] == ["jlist"], function
+
+
+def test_the_verify_state_reuses_the_pm2_list_of_a_run_that_changed_nothing(modules, before, swaps):
+    """The serverfix.verified state (reuse_pm2_list=True) after the pm2 states read the list: no
+    second ``jlist`` in a no-op run; a lone ``serverfix.verify`` still asks pm2."""
+    pm2 = before["pm2"]
+    modules.pm2.list(user=pm2["user"], pm2_home=pm2["home"], pm2_bin=pm2["bin"])
+    modules.pm2.calls(reset=True)
+    modules.serverfix.verify(config=before, proc_swaps=swaps["none"], reuse_pm2_list=True)
+    assert modules.pm2.calls()["total"] == 0
+    modules.serverfix.verify(config=before, proc_swaps=swaps["none"])
+    assert modules.pm2.calls()["commands"] == ["jlist"]

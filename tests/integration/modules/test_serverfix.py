@@ -102,7 +102,6 @@ def test_diagnose_json_lists_the_runbooks_problems(salt_call, world):
     wall = time.perf_counter() - start
     assert ret.returncode == 0, ret
     assert problems(ret.data) == RUNBOOK_PROBLEMS
-    assert ret.data["duration_ms"] < 2000
     print(
         f"\nsalt-call serverfix.diagnose: {wall:.2f} s wall, {ret.data['duration_ms']} ms in the "
         "function"
