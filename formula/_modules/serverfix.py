@@ -156,6 +156,18 @@ def _module_preflight(module, keys=None, **kwargs):
     ]
 
 
+def _redis_version_problems(redis):
+    """Messages for a Redis (on PATH, installed or to be installed) older than
+    ``redis:min_version`` ('' = no check)."""
+    minimum = str(redis.get("min_version") or "")
+    if not minimum:
+        return []
+    versions = __utils__["serverfix_redisversion.found"](redis["pkg"], _own(__salt__))
+    return __utils__["serverfix_redisversion.problems"](
+        versions, minimum, f"{PILLAR_KEY}:redis:min_version"
+    )
+
+
 def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
@@ -164,7 +176,8 @@ def preflight(config, pillar=None, phases=None):
     both removed and kept, no Redis bind beyond loopback without ``redis:allow_remote`` and a
     password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
     (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
-    the formula writes it (15 and later), and asks the ``dotenv``, ``pm2`` and
+    the formula writes it (15 and later), that the Redis on PATH, installed or that apt would
+    install is at least ``redis:min_version`` (BullMQ: 6.2), and asks the ``dotenv``, ``pm2`` and
     ``swapfile`` modules for problems with the files and tools their phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
@@ -207,6 +220,8 @@ def preflight(config, pillar=None, phases=None):
             password=redis["password"],
             allow_remove=redis.get("remove_password", False),
         )
+    if redis["enabled"] and in_run("redis"):  # BullMQ needs Redis >= 6.2: refuse an older one
+        errors += _redis_version_problems(redis)
     pm2 = config["pm2"]
     if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
         config["backend"]["restart"] and in_run("backend")
