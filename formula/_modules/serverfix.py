@@ -223,8 +223,19 @@ def preflight(config, pillar=None, phases=None):
     if redis["enabled"] and in_run("redis"):  # BullMQ needs Redis >= 6.2: refuse an older one
         errors += _redis_version_problems(redis)
     pm2 = config["pm2"]
-    if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
-        config["backend"]["restart"] and in_run("backend")
+    startup = pm2.get("startup") and in_run("backend")
+    if startup:  # pm2 startup writes PM2_HOME=<--hp>/.pm2 into the unit
+        try:
+            __salt__["pm2_startup.home_for"](pm2["home"])
+        except SaltException as exc:
+            errors.append(
+                f"{PILLAR_KEY}:pm2:home: {__utils__['serverfix_errors.message'](exc)}; or set "
+                f"{PILLAR_KEY}:pm2:startup: false"
+            )
+    if (
+        (config["remove_processes"] and in_run(*PROCESSES_PHASES))
+        or (config["backend"]["restart"] and in_run("backend"))
+        or startup
     ):
         keys = {
             "user": f"{PILLAR_KEY}:pm2:user",
@@ -260,13 +271,14 @@ def preflight(config, pillar=None, phases=None):
     return True
 
 
-def _facts(config, proc_swaps):
+def _facts(config, proc_swaps, systemd_root="/"):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
     facts = utils["serverfix_facts.gather"](
         cfg, _own(__salt__), utils, proc_swaps=proc_swaps, source=source
     )
+    facts.systemd_root = systemd_root  # read by _utils/serverfix_pm2boot (the boot unit)
     return facts, errors
 
 
@@ -287,7 +299,7 @@ def _report(function, items, order, facts, start):
     return __utils__["serverfix_mask.scrub"](result, facts.secrets())
 
 
-def diagnose(config=None, proc_swaps="/proc/swaps"):
+def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
     """
     Find what the runbook's analysis ("Gefundene Probleme") found, on this host, read-only.
 
@@ -301,7 +313,11 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
     ``redis-eviction-policy``, ``env-unreadable``, ``env-shadowed-by-pm2``, ``backend-missing``,
     ``backend-not-online``, ``backend-restart-pending`` (the .env changed after the backend started,
     or its log shows a troubleshooting symptom whose cause is already fixed), ``memory-low``,
-    ``pm2-unavailable``, ``pillar-invalid``. Troubleshooting symptoms in the backend's log
+    ``pm2-unavailable``, ``pillar-invalid``, ``pm2-boot-unit`` (pm2-<user>.service missing,
+    disabled or for another PM2_HOME) and ``backend-not-saved`` (the backend not in dump.pm2):
+    info while serverfix:pm2:startup is false, else warnings; ``pm2-logs-large`` (a pm2 log over
+    serverfix:pm2:log_warn_size) and ``pm2-logs-unrotated`` (info: neither pm2-logrotate nor a
+    logrotate rule for the PM2_HOME). Troubleshooting symptoms in the backend's log
     (``connect ECONNREFUSED``, ``Queue-System ist deaktiviert``, ``Redis nicht verfügbar - Workers
     werden nicht gestartet``) are attached to the finding that causes them (``backend_log``).
 
@@ -329,6 +345,9 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
         the pillar.
     proc_swaps
         Where to read the active swap areas; tests point it at a copy, since swap is kernel-global.
+    systemd_root
+        The root systemd's unit files are read under for pm2's boot unit (``/``; tests point it
+        at a directory tree, since the unit is host-global).
 
     CLI Example:
 
@@ -338,12 +357,12 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
         salt '*' serverfix.diagnose --out=json
     """
     start = time.perf_counter()
-    facts, pillar_errors = _facts(config, proc_swaps)
+    facts, pillar_errors = _facts(config, proc_swaps, systemd_root)
     findings = __utils__["serverfix_findings.diagnose"](facts, pillar_errors)
     return _report("diagnose", findings, ("critical", "warning", "info"), facts, start)
 
 
-def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
+def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, systemd_root="/"):
     """
     Run the runbook's checks after the fix ("Verifizierung nach Fix" 1-4), read-only, in
     well under 2 s: pass / fail (/ warn / skip / info) per check, in this order:
@@ -356,7 +375,9 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
     size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent from the list and the
     saved dump), ``backend-ready`` (the ready lines logged and no symptom after them; ``warn``
     instead of ``fail`` while serverfix:backend:restart is false and the backend still runs with
-    the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
+    the old .env), ``pm2-boot`` (pm2-<user>.service enabled for the PM2_HOME) and ``pm2-saved``
+    (the backend in dump.pm2): ``warn`` instead of ``fail`` while serverfix:pm2:startup is
+    false, ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
     serverfix:verify:requests times, median against serverfix:verify:limit_ms).
 
     The salt return code is 1 when a check fails. The default outputter ``serverfix_report``
@@ -378,6 +399,8 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
         Where to read the active swap areas (tests point it at a copy: swap is kernel-global).
     set_retcode
         Set the return code to 1 on a failed check (the ``serverfix.verified`` state passes False).
+    systemd_root
+        The root systemd's unit files are read under (``/``; tests give a directory tree).
 
     CLI Example:
 
@@ -387,7 +410,7 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True):
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    facts, _ = _facts(config, proc_swaps)
+    facts, _ = _facts(config, proc_swaps, systemd_root)
     checks = __utils__["serverfix_checks.verify"](facts)
     result = _report("verify", checks, ("fail", "warn", "pass", "skip", "info"), facts, start)
     if set_retcode and not result["ok"]:
