@@ -160,7 +160,8 @@ def plan(name, user="root", pm2_home="/root/.pm2", pm2_bin="", root="/"):
     What :func:`startup` and :func:`save` would do for app ``name``; read-only. Returns
     ``{"boot": status(), "startup": bool (the unit is missing, disabled or for another
     user/PM2_HOME), "backend": its pm2 status or None (not running), "in_dump": bool, "save":
-    bool (online but not in dump.pm2)}``.
+    bool (online but not in dump.pm2), "also_saved" / "also_dropped": the other apps ``pm2 save``
+    would add to / drop from the dump (it stores the whole running list)}``.
 
     CLI Example:
 
@@ -169,16 +170,20 @@ def plan(name, user="root", pm2_home="/root/.pm2", pm2_bin="", root="/"):
         salt '*' pm2_startup.plan intranet-backend
     """
     boot = status(user, pm2_home, root)
-    procs = __salt__["pm2.list"](user, pm2_home, pm2_bin)
-    live = [p for p in procs if p.get("name") == name and p.get("source") == "jlist"]
+    procs = [p for p in __salt__["pm2.list"](user, pm2_home, pm2_bin) if p.get("source") == "jlist"]
+    live = [p for p in procs if p.get("name") == name]
     backend = live[0].get("status") if live else None
-    in_dump = name in __salt__["pm2.saved_names"](user, pm2_home)
+    saved = set(__salt__["pm2.saved_names"](user, pm2_home))
+    running = {p.get("name") for p in procs}
     return {
         "boot": boot,
         "startup": not boot["ok"],
         "backend": backend,
-        "in_dump": in_dump,
-        "save": backend == "online" and not in_dump,
+        "in_dump": name in saved,
+        "save": backend == "online" and name not in saved,
+        # pm2 save stores the whole running list: what it also changes for other apps
+        "also_saved": sorted(running - saved - {name}),
+        "also_dropped": sorted(saved - running - {name}),
     }
 
 

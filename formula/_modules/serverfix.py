@@ -157,12 +157,18 @@ def _module_preflight(module, keys=None, **kwargs):
 
 
 def _redis_version_problems(redis):
-    """Messages for a Redis (on PATH, installed or to be installed) older than
+    """Messages for a Redis (running, on PATH, installed or to be installed) older than
     ``redis:min_version`` ('' = no check)."""
     minimum = str(redis.get("min_version") or "")
     if not minimum:
         return []
-    versions = __utils__["serverfix_redisversion.found"](redis["pkg"], _own(__salt__))
+    versions = __utils__["serverfix_redisversion.found"](
+        redis["pkg"],
+        _own(__salt__),
+        port=redis["port"],
+        host=redis["host"],
+        password=redis["password"],
+    )
     return __utils__["serverfix_redisversion.problems"](
         versions, minimum, f"{PILLAR_KEY}:redis:min_version"
     )
@@ -176,9 +182,9 @@ def preflight(config, pillar=None, phases=None):
     both removed and kept, no Redis bind beyond loopback without ``redis:allow_remote`` and a
     password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
     (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
-    the formula writes it (15 and later), that the Redis on PATH, installed or that apt would
-    install is at least ``redis:min_version`` (BullMQ: 6.2), and asks the ``dotenv``, ``pm2`` and
-    ``swapfile`` modules for problems with the files and tools their phases need.
+    the formula writes it (15 and later), that the Redis running, on PATH, installed or that apt
+    would install is at least ``redis:min_version`` (BullMQ: 6.2), and asks the ``dotenv``,
+    ``pm2`` and ``swapfile`` modules for problems with the files and tools their phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
 

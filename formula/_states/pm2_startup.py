@@ -33,7 +33,12 @@ def _changes(plan):
             "new": f"{boot['unit']}: enabled (pm2 startup systemd)",
         }
     if plan["save"]:
-        changes["dump.pm2"] = {"old": "without the app", "new": "with the app (pm2 save)"}
+        also = [f"also saves {', '.join(plan['also_saved'])}"] if plan["also_saved"] else []
+        also += [f"drops {', '.join(plan['also_dropped'])}"] if plan["also_dropped"] else []
+        changes["dump.pm2"] = {
+            "old": "without the app",
+            "new": "with the app (pm2 save" + "".join(f"; {x}" for x in also) + ")",
+        }
     return changes
 
 

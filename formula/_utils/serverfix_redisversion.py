@@ -1,13 +1,15 @@
 """
 The Redis version the formula's run would end up with, for the preflight: BullMQ needs Redis 6.2
-or later (its compatibility page), and Ubuntu 22.04's package is 6.0.16. Read-only: the version
-``redis-server --version`` prints, and the package's ``Installed`` (else ``Candidate``: what
-``pkg.installed`` would install) from ``apt-cache policy``. Reached as
-``__utils__["serverfix_redisversion.<name>"]``; stdlib and salt only.
+or later (its compatibility page), and Ubuntu 22.04's package is 6.0.16. Read-only: the running
+Redis's ``INFO server``, what ``redis-server --version`` prints, and the package's version:
+installed (``dpkg-query``), else the candidate ``pkg.installed`` would install (``apt-cache
+policy``). Reached as ``__utils__["serverfix_redisversion.<name>"]``; stdlib and salt only.
 """
 
 import re
 import shutil
+
+from salt.exceptions import SaltException
 
 NUMERIC_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)*)(.*)$")
 SERVER_RE = re.compile(r"\bv=([0-9][^\s]*)")
@@ -89,26 +91,54 @@ def _run(salt, argv):
     return ret["stdout"] if ret.get("retcode") == 0 else None
 
 
-def found(pkg, salt):
-    """The Redis versions this run would use, as ``[{"version", "raw", "source"}]``: the
+def info_version(text):
+    """``redis_version`` from an ``INFO server`` reply."""
+    for line in (text or "").splitlines():
+        if line.startswith("redis_version:"):
+            return line.split(":", 1)[1].strip() or None
+    return None
+
+
+def found(pkg, salt, port=None, host="127.0.0.1", password=None):
+    """The Redis versions this run would use, as ``[{"version", "raw", "source"}]``: the Redis
+    that answers ``INFO server`` at ``host``:``port`` (when given and reachable), the
     ``redis-server`` on PATH, and the package ``pkg`` (installed, else the candidate apt would
-    install). Empty when neither can be read (not a Debian-like host, no Redis yet)."""
+    install). Empty when none can be read (not a Debian-like host, no Redis yet)."""
     versions = []
+    if port and "redis_server.command" in salt:
+        try:
+            reply = salt["redis_server.command"](
+                "INFO",
+                "server",
+                host=host,
+                port=port,
+                password=password if isinstance(password, str) and password else None,
+                timeout=1.0,
+            )
+        except SaltException:  # not running, or it wants another password: no evidence
+            reply = None
+        raw = info_version(reply if isinstance(reply, str) else None)
+        if raw:
+            versions.append({"version": raw, "raw": raw, "source": f"running at {host}:{port}"})
     raw = server(_run(salt, ["redis-server", "--version"]))
     if raw:
         versions.append({"version": raw, "raw": raw, "source": "redis-server --version"})
     if pkg:
-        apt = policy(_run(salt, ["apt-cache", "policy", pkg]))
-        key = "installed" if apt["installed"] else "candidate"
-        if apt[key]:
-            versions.append(
-                {
-                    "version": upstream(apt[key]),
-                    "raw": apt[key],
-                    "source": f"apt-cache policy {pkg}: "
-                    + ("installed" if key == "installed" else "what apt would install"),
-                }
+        # dpkg answers in milliseconds; apt-cache policy (over a second) only before the install
+        status = (
+            _run(salt, ["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", pkg]) or ""
+        ).split()
+        if len(status) == 2 and status[0] == "installed":
+            raw, source = status[1], f"dpkg: {pkg} installed"
+        else:
+            apt = policy(_run(salt, ["apt-cache", "policy", pkg]))
+            key = "installed" if apt["installed"] else "candidate"
+            raw = apt[key]
+            source = f"apt-cache policy {pkg}: " + (
+                "installed" if key == "installed" else "what apt would install"
             )
+        if raw:
+            versions.append({"version": upstream(raw), "raw": raw, "source": source})
     return versions
 
 

@@ -7,6 +7,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.loader import DEFAULTS
+from tests.support.redis import RedisServer, fake_info_server
 
 
 def problems(function, *args, **kwargs):
@@ -239,9 +240,45 @@ def test_preflight_refuses_a_redis_older_than_bullmq_needs(
         ]
 
 
-def test_preflight_accepts_this_machines_redis(modules, tmp_path):
+def test_preflight_accepts_this_machines_redis(loaders, modules, tmp_path):
     config = {**DEFAULTS, "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf")}}
     assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True
+    # the real redis-server and package (Debian 12: 7.0.15), read without apt-cache's second
+    found = loaders.utils["serverfix_redisversion.found"]("redis-server", modules)
+    assert {v["source"] for v in found} == {
+        "redis-server --version",
+        "dpkg: redis-server installed",
+    }, found
     assert modules.serverfix.validate_pillar({"redis": {"min_version": "6.2.0"}}) is True
     [error] = problems(modules.serverfix.validate_pillar, {"redis": {"min_version": "six"}})
     assert error.startswith("serverfix:redis:min_version: 'six' is not valid")
+
+
+def test_preflight_refuses_an_old_running_redis(modules, tmp_path, monkeypatch):
+    # Fault injection: the Redis this machine runs is 7.x, so an old one answering INFO server
+    # on the configured port is a stand-in TCP server; apt-cache and redis-server are hidden
+    # (a PATH without the system directories) so only the running version counts.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with fake_info_server("6.0.9") as port:
+        config = {
+            **DEFAULTS,
+            "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf"), "port": port},
+        }
+        errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis"])
+    [error] = [e for e in errors if "min_version" in e]
+    assert error.startswith(
+        f"serverfix:redis:min_version: Redis 6.0.9 (running at 127.0.0.1:{port}: 6.0.9) is older "
+        "than 6.2"
+    ), error
+
+
+def test_preflight_reads_a_running_redis(loaders, modules, tmp_path):
+    with RedisServer(tmp_path) as redis:
+        versions = loaders.utils["serverfix_redisversion.found"]("", modules, port=redis.port)
+        config = {
+            **DEFAULTS,
+            "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf"), "port": redis.port},
+        }
+        assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True
+    running = [v for v in versions if v["source"] == f"running at 127.0.0.1:{redis.port}"]
+    assert running and loaders.utils["serverfix_redisversion.at_least"](running[0]["raw"], "6.2")

@@ -93,6 +93,22 @@ def test_enabled_previews_applies_then_changes_nothing(modules, states, box):
         assert _boot(report, "checks") == {"pm2-boot": "pass", "pm2-saved": "pass"}
 
 
+def test_pm2_save_says_what_else_it_changes_in_the_dump(states, box):
+    # pm2 save stores the whole running list: the preview names the other apps it touches
+    box.start("saved-app")
+    box.save()
+    box.delete("saved-app")
+    box.start("unsaved-app")
+    box.start(APP)
+    ret = states.pm2_startup.enabled(APP, test=True, **_kw(box))
+    assert ret.changes["dump.pm2"]["new"] == (
+        "with the app (pm2 save; also saves unsaved-app; drops saved-app)"
+    ), ret.changes
+    ret = states.pm2_startup.enabled(APP, **_kw(box))
+    assert ret.result is True and sorted(box.saved()) == [APP, "unsaved-app"], ret
+    assert any(".serverfix-" in p.name for p in box.home.iterdir())  # dump.pm2 backed up first
+
+
 def test_a_backend_not_online_is_not_saved(states, box):
     box.start("other-app")
     box.save()
