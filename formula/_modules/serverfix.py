@@ -230,7 +230,7 @@ def preflight(config, pillar=None, phases=None):
         errors += _redis_version_problems(redis)
     pm2 = config["pm2"]
     startup = pm2.get("startup") and in_run("backend")
-    if startup:  # pm2 startup writes PM2_HOME=<--hp>/.pm2 into the unit
+    if startup and "pm2_startup.home_for" in __salt__:  # pm2 startup writes PM2_HOME=<--hp>/.pm2
         try:
             __salt__["pm2_startup.home_for"](pm2["home"])
         except SaltException as exc:
