@@ -13,6 +13,7 @@ Runs inside the minion's own Python: standard library and salt only. Failures fo
 contract: ``CommandExecutionError`` with every problem in ``exc.info["errors"]``.
 """
 
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +239,11 @@ def preflight(config, pillar=None, phases=None):
                 f"{PILLAR_KEY}:pm2:home: {__utils__['serverfix_errors.message'](exc)}; or set "
                 f"{PILLAR_KEY}:pm2:startup: false"
             )
+    if startup and shutil.which("systemctl") is None:
+        errors.append(
+            f"{PILLAR_KEY}:pm2:startup: true runs `pm2 startup systemd`, but systemctl is not on "
+            "PATH (not a systemd host); set it to false"
+        )
     if (
         (config["remove_processes"] and in_run(*PROCESSES_PHASES))
         or (config["backend"]["restart"] and in_run("backend"))

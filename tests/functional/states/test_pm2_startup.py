@@ -135,3 +135,15 @@ def test_preflight_names_the_pillar_key_for_such_a_pm2_home(modules):
         e.startswith("serverfix:pm2:home: pm2_home '/srv/pm2': pm2 startup")
         for e in exc.value.info["errors"]
     ), exc.value.info
+
+
+def test_preflight_refuses_startup_without_systemd(modules, tmp_path, monkeypatch):
+    # fault injection: this host has systemctl; a PATH without it stands for a non-systemd host
+    monkeypatch.setenv("PATH", str(tmp_path))
+    config = settings(pm2={"startup": True})
+    with pytest.raises(CommandExecutionError) as exc:
+        modules.serverfix.preflight(config, pillar={"pm2": {"startup": True}}, phases=["backend"])
+    assert any(
+        e.startswith("serverfix:pm2:startup: true runs `pm2 startup systemd`, but systemctl")
+        for e in exc.value.info["errors"]
+    ), exc.value.info
