@@ -13,6 +13,7 @@ Runs inside the minion's own Python: standard library and salt only. Failures fo
 contract: ``CommandExecutionError`` with every problem in ``exc.info["errors"]``.
 """
 
+import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +157,24 @@ def _module_preflight(module, keys=None, **kwargs):
     ]
 
 
+def _redis_version_problems(redis):
+    """Messages for a Redis (running, on PATH, installed or to be installed) older than
+    ``redis:min_version`` ('' = no check)."""
+    minimum = str(redis.get("min_version") or "")
+    if not minimum:
+        return []
+    versions = __utils__["serverfix_redisversion.found"](
+        redis["pkg"],
+        _own(__salt__),
+        port=redis["port"],
+        host=redis["host"],
+        password=redis["password"],
+    )
+    return __utils__["serverfix_redisversion.problems"](
+        versions, minimum, f"{PILLAR_KEY}:redis:min_version"
+    )
+
+
 def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
@@ -164,8 +183,9 @@ def preflight(config, pillar=None, phases=None):
     both removed and kept, no Redis bind beyond loopback without ``redis:allow_remote`` and a
     password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
     (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
-    the formula writes it (15 and later), and asks the ``dotenv``, ``pm2`` and
-    ``swapfile`` modules for problems with the files and tools their phases need.
+    the formula writes it (15 and later), that the Redis running, on PATH, installed or that apt
+    would install is at least ``redis:min_version`` (BullMQ: 6.2), and asks the ``dotenv``,
+    ``pm2`` and ``swapfile`` modules for problems with the files and tools their phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
 
@@ -207,9 +227,27 @@ def preflight(config, pillar=None, phases=None):
             password=redis["password"],
             allow_remove=redis.get("remove_password", False),
         )
+    if redis["enabled"] and in_run("redis"):  # BullMQ needs Redis >= 6.2: refuse an older one
+        errors += _redis_version_problems(redis)
     pm2 = config["pm2"]
-    if (config["remove_processes"] and in_run(*PROCESSES_PHASES)) or (
-        config["backend"]["restart"] and in_run("backend")
+    startup = pm2.get("startup") and in_run("backend")
+    if startup and "pm2_startup.home_for" in __salt__:  # pm2 startup writes PM2_HOME=<--hp>/.pm2
+        try:
+            __salt__["pm2_startup.home_for"](pm2["home"])
+        except SaltException as exc:
+            errors.append(
+                f"{PILLAR_KEY}:pm2:home: {__utils__['serverfix_errors.message'](exc)}; or set "
+                f"{PILLAR_KEY}:pm2:startup: false"
+            )
+    if startup and shutil.which("systemctl") is None:
+        errors.append(
+            f"{PILLAR_KEY}:pm2:startup: true runs `pm2 startup systemd`, but systemctl is not on "
+            "PATH (not a systemd host); set it to false"
+        )
+    if (
+        (config["remove_processes"] and in_run(*PROCESSES_PHASES))
+        or (config["backend"]["restart"] and in_run("backend"))
+        or startup
     ):
         keys = {
             "user": f"{PILLAR_KEY}:pm2:user",
@@ -245,7 +283,7 @@ def preflight(config, pillar=None, phases=None):
     return True
 
 
-def _facts(config, proc_swaps, reuse_pm2_list=False):
+def _facts(config, proc_swaps, systemd_root="/", reuse_pm2_list=False):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
@@ -257,6 +295,7 @@ def _facts(config, proc_swaps, reuse_pm2_list=False):
         source=source,
         reuse_pm2_list=reuse_pm2_list,
     )
+    facts.systemd_root = systemd_root  # read by _utils/serverfix_pm2boot (the boot unit)
     return facts, errors
 
 
@@ -277,7 +316,7 @@ def _report(function, items, order, facts, start):
     return __utils__["serverfix_mask.scrub"](result, facts.secrets())
 
 
-def diagnose(config=None, proc_swaps="/proc/swaps"):
+def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
     """
     Find what the runbook's analysis ("Gefundene Probleme") found, on this host, read-only.
 
@@ -291,7 +330,11 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
     ``redis-eviction-policy``, ``env-unreadable``, ``env-shadowed-by-pm2``, ``backend-missing``,
     ``backend-not-online``, ``backend-restart-pending`` (the .env changed after the backend started,
     or its log shows a troubleshooting symptom whose cause is already fixed), ``memory-low``,
-    ``pm2-unavailable``, ``pillar-invalid``. Troubleshooting symptoms in the backend's log
+    ``pm2-unavailable``, ``pillar-invalid``, ``pm2-boot-unit`` (pm2-<user>.service missing,
+    disabled or for another PM2_HOME) and ``backend-not-saved`` (the backend not in dump.pm2):
+    info while serverfix:pm2:startup is false, else warnings; ``pm2-logs-large`` (a pm2 log over
+    serverfix:pm2:log_warn_size) and ``pm2-logs-unrotated`` (info: neither pm2-logrotate nor a
+    logrotate rule for the PM2_HOME). Troubleshooting symptoms in the backend's log
     (``connect ECONNREFUSED``, ``Queue-System ist deaktiviert``, ``Redis nicht verfügbar - Workers
     werden nicht gestartet``) are attached to the finding that causes them (``backend_log``).
 
@@ -319,6 +362,9 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
         the pillar.
     proc_swaps
         Where to read the active swap areas; tests point it at a copy, since swap is kernel-global.
+    systemd_root
+        The root systemd's unit files are read under for pm2's boot unit (``/``; tests point it
+        at a directory tree, since the unit is host-global).
 
     CLI Example:
 
@@ -328,12 +374,14 @@ def diagnose(config=None, proc_swaps="/proc/swaps"):
         salt '*' serverfix.diagnose --out=json
     """
     start = time.perf_counter()
-    facts, pillar_errors = _facts(config, proc_swaps)
+    facts, pillar_errors = _facts(config, proc_swaps, systemd_root)
     findings = __utils__["serverfix_findings.diagnose"](facts, pillar_errors)
     return _report("diagnose", findings, ("critical", "warning", "info"), facts, start)
 
 
-def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, reuse_pm2_list=False):
+def verify(
+    config=None, proc_swaps="/proc/swaps", set_retcode=True, systemd_root="/", reuse_pm2_list=False
+):
     """
     Run the runbook's checks after the fix ("Verifizierung nach Fix" 1-4), read-only, in
     well under 2 s: pass / fail (/ warn / skip / info) per check, in this order:
@@ -346,7 +394,9 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, reuse_pm2_li
     size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent from the list and the
     saved dump), ``backend-ready`` (the ready lines logged and no symptom after them; ``warn``
     instead of ``fail`` while serverfix:backend:restart is false and the backend still runs with
-    the old .env), ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
+    the old .env), ``pm2-boot`` (pm2-<user>.service enabled for the PM2_HOME) and ``pm2-saved``
+    (the backend in dump.pm2): ``warn`` instead of ``fail`` while serverfix:pm2:startup is
+    false, ``memory`` (summary), ``http-probe`` (optional: serverfix:verify:url timed
     serverfix:verify:requests times, median against serverfix:verify:limit_ms).
 
     The salt return code is 1 when a check fails. The default outputter ``serverfix_report``
@@ -368,6 +418,8 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, reuse_pm2_li
         Where to read the active swap areas (tests point it at a copy: swap is kernel-global).
     set_retcode
         Set the return code to 1 on a failed check (the ``serverfix.verified`` state passes False).
+    systemd_root
+        The root systemd's unit files are read under (``/``; tests give a directory tree).
     reuse_pm2_list
         Use the pm2 process list this state run has read already, when the run changed nothing
         in pm2, instead of a new ``pm2 jlist`` (the ``serverfix.verified`` state). By default a
@@ -381,7 +433,7 @@ def verify(config=None, proc_swaps="/proc/swaps", set_retcode=True, reuse_pm2_li
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    facts, _ = _facts(config, proc_swaps, reuse_pm2_list)
+    facts, _ = _facts(config, proc_swaps, systemd_root, reuse_pm2_list)
     checks = __utils__["serverfix_checks.verify"](facts)
     result = _report("verify", checks, ("fail", "warn", "pass", "skip", "info"), facts, start)
     if set_retcode and not result["ok"]:

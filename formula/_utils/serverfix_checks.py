@@ -23,6 +23,8 @@ VERIFY_CHECKS = (
     "pm2-online",
     "pm2-removed",
     "backend-ready",
+    "pm2-boot",
+    "pm2-saved",
     "memory",
     "http-probe",
 )
@@ -385,6 +387,7 @@ def _verify_probe(facts):
 def verify(facts):
     """Every check of one run, always all of them, in ``VERIFY_CHECKS`` order."""
     checks = _verify_redis(facts) + _verify_env(facts) + _verify_swap(facts) + _verify_pm2(facts)
+    checks += facts.utils["serverfix_pm2boot.checks"](facts)  # pm2 at boot
     memory = facts.memory
     checks.append(
         _check(

@@ -29,6 +29,7 @@ _DEFAULTS_JSON = r"""
     "redis": {
       "enabled": true,
       "pkg": "redis-server",
+      "min_version": "6.2",
       "service": "redis-server",
       "config": "/etc/redis/redis.conf",
       "host": "127.0.0.1",
@@ -53,7 +54,9 @@ _DEFAULTS_JSON = r"""
     "pm2": {
       "user": "root",
       "home": "/root/.pm2",
-      "bin": ""
+      "bin": "",
+      "startup": false,
+      "log_warn_size": "100M"
     },
     "remove_processes": [
       "prisma-studio"

@@ -502,6 +502,9 @@ def diagnose(facts, pillar_errors=()):
     findings += _diagnose_env(facts)
     findings.append(_diagnose_dotenv_version(facts))
     findings += _diagnose_pm2(facts)
+    # pm2 at boot and pm2's log growth (_utils/serverfix_pm2boot.py)
+    findings += facts.utils["serverfix_pm2boot.findings"](facts)
+    findings += facts.utils["serverfix_pm2boot.log_findings"](facts)
     _diagnose_logs(facts, findings)
     findings += _diagnose_system(facts)
     findings.sort(

@@ -213,6 +213,10 @@ def pillar_schema(parse_size, managed):
         "redis": {
             "enabled": BOOL,
             "pkg": NAME,
+            "min_version": _str_rule(
+                "'' (no check) or a Redis version such as 6.2 or 7.0.15",
+                pattern=r"^[0-9]+(?:\.[0-9]+){0,2}$",
+            ),
             "service": NAME,
             "config": ABS_PATH,
             "host": HOSTNAME,
@@ -258,6 +262,8 @@ def pillar_schema(parse_size, managed):
             "user": NAME,
             "home": ABS_PATH,
             "bin": OPT_ABS_PATH,
+            "startup": BOOL,
+            "log_warn_size": _size_rule(parse_size),
         },
         "remove_processes": _list_rule(
             PM2_NAME, "a list of pm2 process names (e.g. [prisma-studio])"

@@ -3,6 +3,8 @@
 # Phase 5: restart intranet-backend ONLY with the operator's consent (serverfix:backend:restart,
 # default false) and only when a restart is pending; then wait for the runbook's ready lines.
 # Without consent the run reports "RESTART PENDING" and how to allow it, and changes nothing.
+# With serverfix:pm2:startup true, then: pm2 at boot (pm2-<user>.service enabled) and the
+# backend in pm2's saved dump.pm2 once it is online, so the fix survives a reboot.
 ---
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import serverfix, managed_env, state_config with context %}
@@ -52,3 +54,17 @@ serverfix-backend-restarted:
     # `watch`: over salt-ssh that becomes `require` (the master does not know pm2's mod_watch)
     # and makes Salt load every module looking for it (~1 s per run)
     - changes_from: {{ [tplroot ~ '.redis', tplroot ~ '.env'] | json }}
+{%- if pm2.startup %}
+
+serverfix-pm2-startup:
+  pm2_startup.enabled:
+    - name: {{ backend.name | json }}
+    - user: {{ pm2.user | json }}
+    - pm2_home: {{ pm2.home | json }}
+    - pm2_bin: {{ pm2.bin | json }}
+    - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
+    - require:
+      - serverfix-preflight
+      # after the restart: `pm2 save` stores what runs then (a failed restart stops it)
+      - serverfix-backend-restarted
+{%- endif %}

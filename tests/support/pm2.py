@@ -231,3 +231,64 @@ def system_user(prefix="sfpm2"):
             os.kill(pid, signal.SIGKILL)
         subprocess.run(["userdel", name], check=False, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+PM2_UNIT_TEMPLATE = NODE_MODULES / "pm2" / "lib" / "templates" / "init-scripts" / "systemd.tpl"
+
+
+def boot_unit(systemd_root, user, pm2_home, enabled=True, unit_user=None):
+    """The unit ``pm2 startup systemd -u <user> --hp <home>`` writes (pm2's own template), under a
+    test's systemd tree instead of the host's /etc/systemd/system, enabled there with
+    ``systemctl --root`` (offline: no systemd is asked)."""
+    unit = Path(systemd_root) / "etc" / "systemd" / "system" / f"pm2-{user}.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    text = PM2_UNIT_TEMPLATE.read_text(encoding="utf-8")
+    for key, value in {
+        "%USER%": unit_user or user,
+        "%HOME_PATH%": str(pm2_home),
+        "%PM2_PATH%": node_tool("pm2"),
+        "%NODE_PATH%": "/usr/bin",
+        "%SERVICE_NAME%": f"pm2-{user}",
+    }.items():
+        text = text.replace(key, value)
+    unit.write_text(text, encoding="utf-8")
+    if enabled:
+        subprocess.run(
+            ["systemctl", f"--root={systemd_root}", "enable", unit.name],
+            check=True,
+            capture_output=True,
+        )
+    return unit
+
+
+def startup_stub(directory, systemd_root, real_pm2):
+    """A pm2 for ``pm2_bin`` whose ``pm2 startup systemd -u U --hp H`` does what pm2's does, but
+    into ``systemd_root`` (pm2 itself always writes the host's /etc/systemd/system and enables the
+    unit there: host-global), logging its argv to ``<directory>/startup.log``; every other command
+    runs the real pm2. Returns ``(path, log)``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "startup.log"
+    log.touch()
+    stub = directory / "pm2"
+    units = Path(systemd_root) / "etc" / "systemd" / "system"
+    stub.write_text(
+        f"""#!/bin/sh
+if [ "$1" = startup ]; then
+  printf '%s\\n' "$*" >> {log}
+  user=; hp=
+  while [ $# -gt 0 ]; do
+    case "$1" in -u) user=$2; shift;; --hp) hp=$2; shift;; esac; shift
+  done
+  mkdir -p {units}
+  sed -e "s|%USER%|$user|g" -e "s|%HOME_PATH%|$hp/.pm2|g" -e "s|%PM2_PATH%|{real_pm2}|g" \\
+    -e "s|%NODE_PATH%|/usr/bin|g" -e "s|%SERVICE_NAME%|pm2-$user|g" \\
+    {PM2_UNIT_TEMPLATE} > {units}/pm2-$user.service
+  exec systemctl --root={systemd_root} enable pm2-$user.service
+fi
+exec {real_pm2} "$@"
+""",
+        encoding="utf-8",
+    )
+    stub.chmod(0o755)
+    return str(stub), log

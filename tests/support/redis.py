@@ -2,13 +2,15 @@
 Real Redis for the tests, never the host's service on 6379 (the Phase 1 test owns it):
 ``RedisServer`` runs our own ``redis-server`` on a free port with its own dir, stopped by PID;
 ``SysvService`` gives it a real init script + rc2.d link so Salt's service module answers for it
-(this host has no systemd).
+(this host has no systemd). ``fake_info_server``: a stand-in that reports an old Redis version.
 """
 
 import shutil
 import signal
 import socket
 import subprocess
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.host import free_port, wait_for
@@ -162,3 +164,40 @@ class SysvService:
     def __exit__(self, *exc):
         self.link.unlink(missing_ok=True)
         self.script.unlink(missing_ok=True)
+
+
+@contextmanager
+def fake_info_server(version):
+    """Fault injection: a TCP server on a free loopback port that answers every command with an
+    ``INFO server`` reply for Redis ``version`` (the real redis-server here is new, so an old
+    running Redis is faked). Yields the port; serves until the block ends."""
+    body = f"# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n".encode()
+    reply = b"$%d\r\n%s\r\n" % (len(body), body)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(reply)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()

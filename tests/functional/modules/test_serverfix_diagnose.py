@@ -77,6 +77,10 @@ def test_before_server_reports_exactly_the_runbooks_four_problems(modules, befor
         "memory",
         "sysctl-values",
         "env-dotenv-version",  # no node_modules/dotenv here: a current dotenv is assumed
+        # no pm2-root.service for the sandbox's PM2_HOME, no log rotation: report only (info)
+        # while serverfix:pm2:startup is false
+        "pm2-boot-unit",
+        "pm2-logs-unrotated",
     }
     assert (
         report["ok"] is False and report["counts"]["critical"] == 2 and report["duration_ms"] < 2000

@@ -7,6 +7,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.loader import DEFAULTS
+from tests.support.redis import RedisServer, fake_info_server
 
 
 def problems(function, *args, **kwargs):
@@ -178,3 +179,106 @@ def test_preflight_reads_the_backends_dotenv_version(modules, tmp_path, version,
         assert errors == []
     pinned = {**config, "dotenv": {**config["dotenv"], "npm_version": "16.0.0"}}
     assert problems(modules.serverfix.preflight, pinned, pillar={}, phases=["env"]) == []
+
+
+def _fake_tool(directory, name, stdout):
+    """A stand-in ``name`` on PATH that prints ``stdout`` (fault injection, see below)."""
+    path = directory / name
+    path.write_text(f"#!/bin/sh\ncat <<'OUT'\n{stdout}\nOUT\n", encoding="utf-8")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "tools, shown",
+    [
+        (  # Ubuntu 22.04: no Redis yet, apt would install 6.0.16
+            {
+                "apt-cache": "redis-server:\n  Installed: (none)\n  Candidate: 6:6.0.16-1ubuntu1\n",
+                "redis-server": None,
+            },
+            "Redis 6.0.16 (apt-cache policy redis-server: what apt would install: "
+            "6:6.0.16-1ubuntu1)",
+        ),
+        (  # an old Redis already installed by hand (on PATH), apt's own is new enough
+            {
+                "apt-cache": "redis-server:\n  Installed: (none)\n"
+                "  Candidate: 5:7.0.15-1~deb12u1\n",
+                "redis-server": "Redis server v=6.0.9 sha=00000000:0 malloc=jemalloc-5.2.1",
+            },
+            "Redis 6.0.9 (redis-server --version: 6.0.9)",
+        ),
+    ],
+)
+def test_preflight_refuses_a_redis_older_than_bullmq_needs(
+    modules, tmp_path, monkeypatch, tools, shown
+):
+    # Fault injection: this machine has a real Redis 7.x (new enough), so a too-old one is faked
+    # by stand-in `apt-cache`/`redis-server` scripts first on PATH (for this process only; a
+    # tool given as None is hidden by a PATH without the system directories).
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, stdout in tools.items():
+        if stdout is not None:
+            _fake_tool(fake, name, stdout)
+    (fake / "sh").symlink_to("/bin/sh")
+    (fake / "cat").symlink_to("/bin/cat")
+    monkeypatch.setenv("PATH", str(fake))
+    conf = tmp_path / "redis.conf"  # Redis not configured yet: nothing else to refuse
+    config = {**DEFAULTS, "redis": {**DEFAULTS["redis"], "config": str(conf)}}
+    errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis"])
+    [error] = [e for e in errors if "min_version" in e]
+    assert error.startswith(f"serverfix:redis:min_version: {shown} is older than 6.2"), error
+    assert "BullMQ" in error and "packages.redis.io" in error and "backport" in error
+    assert not conf.exists()  # nothing changed
+    # the minimum is the pillar's: lowered, or '' (no check), the same Redis passes
+    for minimum in ("6.0", ""):
+        lowered = {**config, "redis": {**config["redis"], "min_version": minimum}}
+        assert not [
+            e
+            for e in problems(modules.serverfix.preflight, lowered, pillar={}, phases=["redis"])
+            if "min_version" in e
+        ]
+
+
+def test_preflight_accepts_this_machines_redis(loaders, modules, tmp_path):
+    config = {**DEFAULTS, "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf")}}
+    assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True
+    # the real redis-server and package (Debian 12: 7.0.15), read without apt-cache's second
+    found = loaders.utils["serverfix_redisversion.found"]("redis-server", modules)
+    assert {v["source"] for v in found} == {
+        "redis-server --version",
+        "dpkg: redis-server installed",
+    }, found
+    assert modules.serverfix.validate_pillar({"redis": {"min_version": "6.2.0"}}) is True
+    [error] = problems(modules.serverfix.validate_pillar, {"redis": {"min_version": "six"}})
+    assert error.startswith("serverfix:redis:min_version: 'six' is not valid")
+
+
+def test_preflight_refuses_an_old_running_redis(modules, tmp_path, monkeypatch):
+    # Fault injection: the Redis this machine runs is 7.x, so an old one answering INFO server
+    # on the configured port is a stand-in TCP server; apt-cache and redis-server are hidden
+    # (a PATH without the system directories) so only the running version counts.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with fake_info_server("6.0.9") as port:
+        config = {
+            **DEFAULTS,
+            "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf"), "port": port},
+        }
+        errors = problems(modules.serverfix.preflight, config, pillar={}, phases=["redis"])
+    [error] = [e for e in errors if "min_version" in e]
+    assert error.startswith(
+        f"serverfix:redis:min_version: Redis 6.0.9 (running at 127.0.0.1:{port}: 6.0.9) is older "
+        "than 6.2"
+    ), error
+
+
+def test_preflight_reads_a_running_redis(loaders, modules, tmp_path):
+    with RedisServer(tmp_path) as redis:
+        versions = loaders.utils["serverfix_redisversion.found"]("", modules, port=redis.port)
+        config = {
+            **DEFAULTS,
+            "redis": {**DEFAULTS["redis"], "config": str(tmp_path / "r.conf"), "port": redis.port},
+        }
+        assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True
+    running = [v for v in versions if v["source"] == f"running at 127.0.0.1:{redis.port}"]
+    assert running and loaders.utils["serverfix_redisversion.at_least"](running[0]["raw"], "6.2")

@@ -37,6 +37,8 @@ UTIL_NAMES = (
     "serverfix_checks",
     "serverfix_npm",
     "serverfix_errors",
+    "serverfix_pm2boot",
+    "serverfix_redisversion",
 )
 UTILS = utils_dunder(*UTIL_NAMES)
 
