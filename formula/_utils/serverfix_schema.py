@@ -357,7 +357,10 @@ def backup_dir_check(settings, root=PILLAR_KEY):
                 f"can see them; {fix}"
             ]
     if os.path.lexists(path) and not os.path.isdir(path):
-        return [f"{key}: {wanted} exists and is not a directory; remove it or {fix}"]
+        return [
+            f"{key}: {wanted} exists and is not a directory; remove it or choose another "
+            "directory (default /var/backups/serverfix)"
+        ]
     return []
 
 
