@@ -117,8 +117,7 @@ def config_set(path, settings, backup_keep=5, backup_dir="/var/backups/serverfix
     Edit ``path`` in place so its active directives match ``settings`` (see ``config_plan``).
 
     Writes atomically with the file's mode and owner, after a 0600 backup below ``backup_dir``
-    (``path`` mirrored; ``''``: next to it; see ``dotenv.backup``). Returns the
-    (masked) changes; an empty dict when nothing had to change. Raises
+    (``path`` mirrored; ``''``: next to it). Returns the (masked) changes; ``{}`` when none. Raises
     ``CommandExecutionError`` when the file cannot be read, backed up or written (it is then
     unchanged).
 

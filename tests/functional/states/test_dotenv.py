@@ -514,7 +514,10 @@ def test_backup_goes_below_the_backup_dir_not_into_the_app_dir(states, env_file,
     ret = states.dotenv.present(name=str(env_file), values=RUNBOOK, backup_dir=str(backup_dir))
     backup = Path(ret.changes["backup"])
     assert ret.result is True and backup.parent == mirror and f"(backup: {backup})" in ret.comment
-    assert backup.name.startswith(".env.serverfix-") and backup.read_text() == BACKEND_ENV
+    assert (
+        backup.name.startswith(".env.serverfix-")
+        and backup.read_text(encoding="utf-8") == BACKEND_ENV
+    )
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     # every directory the backup made is root-only; the ones that were there keep their mode
     assert set(_modes(tmp_path / "var", mirror).values()) == {0o700}
@@ -530,7 +533,7 @@ def test_the_module_default_is_var_backups_serverfix(modules, env_file):
     mirror = backup_mirror(env_file.parent)
     try:
         made = modules.dotenv.set(str(env_file), {"REDIS_HOST": "127.0.0.1"})["backup"]
-        assert Path(made).parent == mirror and Path(made).read_text() == BACKEND_ENV
+        assert Path(made).parent == mirror and Path(made).read_text(encoding="utf-8") == BACKEND_ENV
         assert not list(env_file.parent.glob("*.bak"))
     finally:
         shutil.rmtree(mirror, ignore_errors=True)
