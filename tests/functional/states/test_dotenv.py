@@ -93,6 +93,7 @@ def shared_dir():
     finally:
         subprocess.run(["chattr", "-R", "-i", str(path)], check=False, capture_output=True)
         shutil.rmtree(path)
+        shutil.rmtree(backup_mirror(path), ignore_errors=True)  # backups made by default
 
 
 def without_backup(changes):
