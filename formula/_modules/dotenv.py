@@ -299,8 +299,8 @@ def _problems(path, create):
         errors.append(f"{shown}: is not writable ({why}); make it writable first")
     if not os.access(directory, os.W_OK | os.X_OK):
         errors.append(
-            f"{shown}: its directory {directory} is not writable ({why}); the edit needs a temp "
-            "file and a backup next to the file"
+            f"{shown}: its directory {directory} is not writable ({why}); the edit writes a "
+            "temp file there"
         )
     return errors
 

@@ -495,7 +495,7 @@ def _diagnose_old_backups(facts):
     purpose: no finding."""
     cfg = facts.cfg
     backup_dir = (cfg.get("backups") or {}).get("dir", "")
-    if not backup_dir or "serverfix_files.list_backups" not in facts.utils:
+    if not backup_dir:
         return []
     files = [cfg["dotenv"]["file"]]
     files += [cfg["redis"]["config"]] if cfg["redis"]["enabled"] else []
