@@ -7,11 +7,13 @@ real redis-server, swapon and sysctl. Tests that change the machine carry
 ``@pytest.mark.destructive_test`` (run with ``--run-destructive``, as scripts/test.sh does).
 """
 
+import shutil
+
 import pytest
 import yaml
 
 from tests.support.dotenv_npm import NpmDotenv
-from tests.support.paths import REPO
+from tests.support.paths import REPO, backup_mirror
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +25,18 @@ def salt_factories_default_root_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def salt_factories_config():
     return {"code_dir": str(REPO), "inject_sitecustomize": False, "start_timeout": 120}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_backups_cleaned(tmp_path_factory):
+    """A module called without ``backup_dir`` backs a temp file up below the real default
+    /var/backups/serverfix (the temp path mirrored): that mirror of this session's temp dirs
+    goes at the end."""
+    mirror = backup_mirror(tmp_path_factory.getbasetemp())
+    try:
+        yield mirror
+    finally:
+        shutil.rmtree(mirror, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

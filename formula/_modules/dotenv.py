@@ -37,6 +37,9 @@ __virtualname__ = "dotenv"
 __func_alias__ = {"set_": "set"}
 
 BACKUP_TAG = "serverfix"
+# where backups go unless ``backup_dir`` says otherwise: outside any app directory, so a
+# backup of a .env is never committed (a .gitignore listing `.env` misses it) or served
+BACKUP_DIR = "/var/backups/serverfix"
 
 
 def __virtual__():
@@ -296,16 +299,18 @@ def _problems(path, create):
         errors.append(f"{shown}: is not writable ({why}); make it writable first")
     if not os.access(directory, os.W_OK | os.X_OK):
         errors.append(
-            f"{shown}: its directory {directory} is not writable ({why}); the edit needs a temp "
-            "file and a backup next to the file"
+            f"{shown}: its directory {directory} is not writable ({why}); the edit writes a "
+            "temp file there"
         )
     return errors
 
 
-def backup(path, keep=5):
+def backup(path, keep=5, backup_dir=BACKUP_DIR):
     """
-    Copy the file at ``path`` to ``<file>.serverfix-<UTC time>.bak`` (mode 0600, same owner) and
-    keep only the newest ``keep`` backups. Returns the backup's path.
+    Copy the file at ``path`` to ``<backup_dir><file>.serverfix-<UTC time>.bak`` (the file's
+    path mirrored below ``backup_dir``, default ``/var/backups/serverfix``, created 0700 when
+    missing; ``''``: next to the file) with mode 0600 and the file's owner, ACLs and extended
+    attributes, and keep only the newest ``keep`` backups there. Returns the backup's path.
 
     CLI Example:
 
@@ -314,7 +319,7 @@ def backup(path, keep=5):
         salt '*' dotenv.backup /var/www/intranet/backend/.env keep=5
     """
     make_backup = __utils__["serverfix_files.backup"]
-    return make_backup(path, keep=int(keep), tag=BACKUP_TAG)
+    return make_backup(path, keep=int(keep), tag=BACKUP_TAG, backup_dir=backup_dir)
 
 
 def _load(path, create):
@@ -341,13 +346,15 @@ def plan(
     mode="0640",
     backup_keep=5,
     public_keys=None,
+    backup_dir=BACKUP_DIR,
 ):
     """
     What :func:`set` / :func:`unset` would change in the file at ``path``, without changing it.
 
     Returns ``{"added", "changed", "removed", "values", "created"?}``: values as
     :func:`edit` shows them (only ``public_keys`` values, see :func:`is_secret`). Raises an
-    error naming the key or path for any bad input.
+    error naming the key or path for any bad input. ``backup_dir`` (where :func:`set` would
+    put its backup) is accepted for the same arguments as :func:`set`; nothing is created.
 
     CLI Example:
 
@@ -355,6 +362,7 @@ def plan(
 
         salt '*' dotenv.plan /var/www/intranet/backend/.env values='{"REDIS_HOST": "127.0.0.1"}'
     """
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)  # nothing is created by a plan
     result, _ = _plan(
         path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys
     )
@@ -377,7 +385,20 @@ def _plan(path, values, remove, secret_keys, create, user, group, mode, backup_k
     return changes, (data, new_data, st, uid, gid)
 
 
-def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys):
+def _apply(
+    path,
+    values,
+    remove,
+    secret_keys,
+    create,
+    user,
+    group,
+    mode,
+    backup_keep,
+    public_keys,
+    backup_dir,
+):
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)
     changes, (data, new_data, st, uid, gid) = _plan(
         path, values, remove, secret_keys, create, user, group, mode, backup_keep, public_keys
     )
@@ -400,10 +421,11 @@ def _apply(path, values, remove, secret_keys, create, user, group, mode, backup_
             f"{path}: changed by something else while being edited; nothing was changed, run again"
         )
     try:
-        changes["backup"] = backup(path, keep=backup_keep)
+        changes["backup"] = backup(path, keep=backup_keep, backup_dir=backup_dir)
     except OSError as exc:
+        where = backup_dir or "next to it"
         raise CommandExecutionError(
-            f"{path}: cannot make the backup next to it ({exc.strerror}); nothing was changed"
+            f"{path}: cannot make the backup ({where}: {exc.strerror}); nothing was changed"
         ) from None
     try:
         __utils__["serverfix_files.atomic_write"](target, new_data)
@@ -433,13 +455,16 @@ def set_(
     mode="0640",
     backup_keep=5,
     public_keys=None,
+    backup_dir=BACKUP_DIR,
 ):
     """
     Set keys in the ``.env`` at ``path`` in place and return what changed (values as
     :func:`plan` shows them).
 
     Every occurrence of a duplicated key is updated; missing keys are appended. Before the first
-    change a backup is made (mode 0600, newest ``backup_keep`` kept); the file is replaced
+    change a backup is made (mode 0600, newest ``backup_keep`` kept) below ``backup_dir``
+    (default ``/var/backups/serverfix``, the file's path mirrored; ``''``: next to the file,
+    see :func:`backup`); the file is replaced
     atomically with its own mode and owner. A missing file is only created with ``create=True``,
     with ``mode`` and ``user``/``group`` (``''``: root).
 
@@ -450,14 +475,25 @@ def set_(
         salt '*' dotenv.set /srv/backend/.env '{"REDIS_HOST": "127.0.0.1", "REDIS_PORT": 6379}'
     """
     return _apply(
-        path, values, (), secret_keys, create, user, group, mode, backup_keep, public_keys
+        path,
+        values,
+        (),
+        secret_keys,
+        create,
+        user,
+        group,
+        mode,
+        backup_keep,
+        public_keys,
+        backup_dir,
     )
 
 
-def unset(path, keys, backup_keep=5):  # pylint: disable=redefined-outer-name
+def unset(path, keys, backup_keep=5, backup_dir=BACKUP_DIR):  # pylint: disable=redefined-outer-name
     """
     Remove keys (every occurrence, with an inline comment on the same line) from the ``.env`` at
-    ``path``; returns what changed. A backup is made first.
+    ``path``; returns what changed. A backup is made first (below ``backup_dir``, as for
+    :func:`set`).
 
     CLI Example:
 
@@ -467,4 +503,4 @@ def unset(path, keys, backup_keep=5):  # pylint: disable=redefined-outer-name
     """
     if isinstance(keys, str):
         keys = [keys]
-    return _apply(path, {}, list(keys), (), False, "", "", "0640", backup_keep, None)
+    return _apply(path, {}, list(keys), (), False, "", "", "0640", backup_keep, None, backup_dir)

@@ -34,6 +34,8 @@ REPORT_LINES = 20
 # after our restart, any of these means the app exited ("waiting restart": it crashed and
 # pm2 waits out --restart-delay; "one-launch-status": it exited and autorestart is off)
 DOWN_STATUSES = ("errored", "stopped", "stopping", "waiting restart", "one-launch-status")
+# where the dotenv module puts the .env's backups (its path mirrored below it)
+BACKUP_DIR = "/var/backups/serverfix"
 
 
 def __virtual__():
@@ -268,12 +270,14 @@ def restart_and_wait(
 # ---------------------------------------------------------------- rollback
 
 
-def previous_env(env_file, since):
+def previous_env(env_file, since, backup_dir=BACKUP_DIR):
     """
     The serverfix backup of ``env_file`` the app ran with before this change, or ``None``: the
     oldest backup made after the app's last start (``since``, epoch seconds) that differs from
     the current file (the dotenv state backs the file up before each change: the backup from
-    this run, or from a run without restart consent). Read-only.
+    this run, or from a run without restart consent). Backups below ``backup_dir`` (the file's
+    path mirrored) and those earlier versions left next to the file count alike, by time.
+    Read-only.
 
     CLI Example:
 
@@ -284,7 +288,8 @@ def previous_env(env_file, since):
     try:
         with open(env_file, "rb") as handle:
             current = handle.read()
-        for path in __utils__["serverfix_files.list_backups"](env_file):
+        found = __utils__["serverfix_files.list_backups"](env_file, backup_dir=backup_dir)
+        for path in found:
             if os.stat(path).st_mtime >= float(since):
                 with open(path, "rb") as handle:
                     if handle.read() != current:
@@ -296,13 +301,14 @@ def previous_env(env_file, since):
     return None
 
 
-def rollback_env(env_file, since, backup_keep=5):
+def rollback_env(env_file, since, backup_keep=5, backup_dir=BACKUP_DIR):
     """
     Put ``env_file`` back to the version the app ran with (:func:`previous_env`); the failing
-    one is kept first as ``<file>.failed-<time>.bak`` (its own tag: a later rollback never takes
-    it for "the .env the app ran with"). Returns ``{"env_restored_from": path,
-    "failed_env_saved_as": path}``, or ``{"env_restored_from": None}`` when there is no backup
-    newer than ``since`` (then nothing is written).
+    one is kept first as ``<file>.failed-<time>.bak`` below ``backup_dir`` (its own tag: a
+    later rollback never takes it for "the .env the app ran with"). Returns
+    ``{"env_restored_from": path, "failed_env_saved_as": path}``, or
+    ``{"env_restored_from": None}`` when there is no backup newer than ``since`` (then nothing
+    is written).
 
     CLI Example:
 
@@ -310,14 +316,15 @@ def rollback_env(env_file, since, backup_keep=5):
 
         salt '*' pm2_app.rollback_env /srv/backend/.env 1796000000
     """
-    source = previous_env(env_file, since) if env_file else None
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)
+    source = previous_env(env_file, since, backup_dir) if env_file else None
     if not source:
         return {"env_restored_from": None}
     try:
         with open(source, "rb") as handle:
             previous = handle.read()
         failed_copy = __utils__["serverfix_files.backup"](
-            env_file, keep=int(backup_keep), tag="failed"
+            env_file, keep=int(backup_keep), tag="failed", backup_dir=backup_dir
         )
         __utils__["serverfix_files.atomic_write"](env_file, previous)
     except OSError as exc:
@@ -328,10 +335,20 @@ def rollback_env(env_file, since, backup_keep=5):
 
 
 def rollback(
-    name, env_file, since, timeout=60, backup_keep=5, user="root", pm2_home="/root/.pm2", pm2_bin=""
+    name,
+    env_file,
+    since,
+    timeout=60,
+    backup_keep=5,
+    user="root",
+    pm2_home="/root/.pm2",
+    pm2_bin="",
+    backup_dir=BACKUP_DIR,
 ):
     """
-    After a failed restart of app ``name``: :func:`rollback_env`, then stop and restart the app
+    After a failed restart of app ``name``: :func:`rollback_env` (the backups below
+    ``backup_dir``, default ``/var/backups/serverfix``, and those next to the file from
+    earlier versions), then stop and restart the app
     and wait until it is online with a stable pid (no ready lines: the previous ``.env`` may not
     enable what they announce). Returns ``{"recovered": bool, "env_restored_from",
     "failed_env_saved_as", "seconds_to_recover", "status", "why"}``; with no backup to restore,
@@ -344,7 +361,7 @@ def rollback(
         salt '*' pm2_app.rollback intranet-backend /srv/backend/.env 1796000000
     """
     began = time.monotonic()
-    restored = rollback_env(env_file, since, backup_keep)
+    restored = rollback_env(env_file, since, backup_keep, backup_dir)
     if not restored["env_restored_from"]:
         return {"recovered": False, "env_restored_from": None}
     outcome = restart_and_wait(

@@ -112,12 +112,12 @@ def config_plan(path, settings):
     return __utils__["serverfix_redisconf.plan"](path, settings)
 
 
-def config_set(path, settings, backup_keep=5):
+def config_set(path, settings, backup_keep=5, backup_dir="/var/backups/serverfix"):
     """
     Edit ``path`` in place so its active directives match ``settings`` (see ``config_plan``).
 
-    Writes atomically with the file's mode and owner, after a 0600 backup. Returns the
-    (masked) changes; an empty dict when nothing had to change. Raises
+    Writes atomically with the file's mode and owner, after a 0600 backup below ``backup_dir``
+    (``path`` mirrored; ``''``: next to it). Returns the (masked) changes; ``{}`` when none. Raises
     ``CommandExecutionError`` when the file cannot be read, backed up or written (it is then
     unchanged).
 
@@ -130,7 +130,7 @@ def config_set(path, settings, backup_keep=5):
     plan = config_plan(path, settings)
     if plan["changes"]:
         try:
-            __utils__["serverfix_files.backup"](path, keep=backup_keep)
+            __utils__["serverfix_files.backup"](path, keep=backup_keep, backup_dir=backup_dir)
             __utils__["serverfix_files.atomic_write"](
                 path, plan["content"].encode("utf-8", "surrogateescape")
             )

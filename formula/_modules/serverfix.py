@@ -184,8 +184,10 @@ def preflight(config, pillar=None, phases=None):
     password, that ``redis:host`` is covered by the Redis bind, that the backend's npm dotenv
     (``dotenv:npm_version`` or its ``node_modules/dotenv/package.json``) reads the ``.env`` as
     the formula writes it (15 and later), that the Redis running, on PATH, installed or that apt
-    would install is at least ``redis:min_version`` (BullMQ: 6.2), and asks the ``dotenv``,
-    ``pm2`` and ``swapfile`` modules for problems with the files and tools their phases need.
+    would install is at least ``redis:min_version`` (BullMQ: 6.2), that ``backups:dir`` can be
+    created and written (read-only: it is made when the first backup needs it), and asks the
+    ``dotenv``, ``pm2`` and ``swapfile`` modules for problems with the files and tools their
+    phases need.
     Returns ``True`` when all is clear; otherwise raises ``CommandExecutionError`` with every
     problem (``exc.info["errors"]``: the messages, each naming the pillar key and the fix).
 
@@ -213,6 +215,12 @@ def preflight(config, pillar=None, phases=None):
 
     # between keys (a kept process removed, a Redis open to other hosts), on what the SLS files use
     errors = __utils__["serverfix_schema.cross_check"](config)
+    # every phase backs up the file it changes: a backup directory it cannot make stops the run
+    backup_dir = config.get("backups", {}).get("dir", "")
+    errors += [
+        f"{PILLAR_KEY}:backups:dir: {problem}"
+        for problem in __utils__["serverfix_files.backup_dir_problems"](backup_dir)
+    ]
     redis = config["redis"]
     if redis["enabled"] and in_run(
         "redis", "env"

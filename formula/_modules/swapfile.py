@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "swapfile"
 
 FSTAB = "/etc/fstab"
+# where the fstab backup goes (its path mirrored below it; '' = next to it)
+BACKUP_DIR = "/var/backups/serverfix"
 PROC_SWAPS = "/proc/swaps"
 PROC_MEMINFO = "/proc/meminfo"
 MOUNTINFO = "/proc/self/mountinfo"
@@ -408,14 +410,16 @@ def _install(path, size, method, fs_type):
     return used
 
 
-def _write_fstab(fstab, text, done=""):
-    """Replace ``fstab`` by ``text`` (a backup first); ``done`` says what already changed."""
+def _write_fstab(fstab, text, done="", backup_dir=BACKUP_DIR):
+    """Replace ``fstab`` by ``text`` (a backup below ``backup_dir`` first); ``done`` says what
+    already changed. Returns the backup's path (``None``: nothing to back up or write)."""
     if text is None:
-        return
+        return None
     data = __utils__["serverfix_fstab.encode"](text)
+    made = None
     try:
         if os.path.exists(fstab):
-            __utils__["serverfix_files.backup"](fstab)
+            made = __utils__["serverfix_files.backup"](fstab, backup_dir=backup_dir)
             __utils__["serverfix_files.atomic_write"](fstab, data)
         else:
             __utils__["serverfix_files.atomic_write"](fstab, data, mode=0o644, uid=0, gid=0)
@@ -423,9 +427,10 @@ def _write_fstab(fstab, text, done=""):
         raise CommandExecutionError(
             f"{done}cannot write {fstab}: {exc.strerror}; fix that and run again"
         ) from None
+    return made
 
 
-def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
+def ensure(path, size, fstab=FSTAB, method="auto", reserve=None, backup_dir=BACKUP_DIR):
     """
     Make ``path`` an active swap file of exactly ``size``, 0600 root, with exactly one line in
     ``fstab``. Refuses (raises, changing nothing) when :func:`plan` raises. A different size
@@ -434,8 +439,12 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
     method
         ``auto`` (``fallocate``, zeros where the file system or the kernel needs them),
         ``fallocate`` or ``zero``.
+    backup_dir
+        Where the backup of ``fstab`` goes before it is edited: its path mirrored below it
+        (default ``/var/backups/serverfix``, created 0700); ``''``: next to it.
 
-    Returns ``{"changes", "comment", "method"}``; ``changes`` is what :func:`plan` predicted.
+    Returns ``{"changes", "comment", "method", "backup"}``; ``changes`` is what :func:`plan`
+    predicted, ``backup`` the fstab backup's path (``None`` when fstab was not edited).
 
     CLI Example:
 
@@ -445,6 +454,7 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
     """
     if method not in ("auto", "fallocate", "zero"):
         raise SaltInvocationError(f"method {method!r}: use auto, fallocate or zero")
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)
     path = os.path.abspath(path)
     try:
         result = plan(path, size, fstab, reserve)
@@ -483,8 +493,10 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
     if action in ("create", "resize", "rebuild"):
         used = _install(path, wanted, method, st["fs_type"])
     done = f"{path} is an active swap file, but " if action != "none" else ""
+    made = None
     if "fstab" in changes:
-        _write_fstab(fstab, __utils__["serverfix_fstab.with_swap"](_fstab(fstab), path), done)
+        with_swap = __utils__["serverfix_fstab.with_swap"](_fstab(fstab), path)
+        made = _write_fstab(fstab, with_swap, done, backup_dir)
     comment = {
         "none": f"{path} is an active {_human(wanted)} swap file",
         "create": f"created {path} ({_human(wanted)}, {used}) and swapped it on",
@@ -498,13 +510,15 @@ def ensure(path, size, fstab=FSTAB, method="auto", reserve=None):
         "comment": comment,
         "method": used,
         "fstab_reason": result["fstab_reason"],
+        "backup": made,
     }
 
 
-def remove(path, fstab=FSTAB):
+def remove(path, fstab=FSTAB, backup_dir=BACKUP_DIR):
     """
     Swap ``path`` off (only when memory can take what is in it), remove its fstab lines and
-    the file. A file there without a swap signature is left alone (it may hold data).
+    the file. A file there without a swap signature is left alone (it may hold data). The
+    backup of ``fstab`` goes below ``backup_dir``, as for :func:`ensure`.
 
     Returns the changes made; raises ``CommandExecutionError`` (changing nothing) when
     :func:`plan_remove` does.
@@ -515,6 +529,7 @@ def remove(path, fstab=FSTAB):
 
         salt '*' swapfile.remove /swapfile
     """
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)
     try:
         changes = plan_remove(path, fstab)
     except CommandExecutionError as exc:
@@ -524,7 +539,8 @@ def remove(path, fstab=FSTAB):
         _swapoff(path)
     if "fstab" in changes:
         done = f"{path} is swapped off, but " if "active" in changes else ""
-        _write_fstab(fstab, __utils__["serverfix_fstab.without"](_fstab(fstab), path), done)
+        without = __utils__["serverfix_fstab.without"](_fstab(fstab), path)
+        _write_fstab(fstab, without, done, backup_dir)
     if "file" in changes:
         os.unlink(path)
     return changes

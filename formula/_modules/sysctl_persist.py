@@ -44,6 +44,8 @@ CONF_DIRS = (
     "/lib/sysctl.d",
 )
 SYSCTL_CONF = "/etc/sysctl.conf"
+# where the backup of an older version of the file goes (its path mirrored; '' = next to it)
+BACKUP_DIR = "/var/backups/serverfix"
 # the drop-in is written whole: never into a directory of packages or of the running system
 VENDOR_DIRS = CONF_DIRS[1:]
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+([./][A-Za-z0-9_-]+)+$")
@@ -402,13 +404,14 @@ def preflight(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
     return True
 
 
-def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
+def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF, backup_dir=BACKUP_DIR):
     """
     Write ``values`` to the running kernel and persist them in ``path`` (atomically, 0644, root,
-    a backup of an older version kept, only when ``path`` is this formula's own file: see
-    :func:`plan`). Refuses, changing nothing, when :func:`plan` raises.
+    only when ``path`` is this formula's own file: see :func:`plan`). A backup of an older
+    version goes below ``backup_dir`` (``path`` mirrored, default ``/var/backups/serverfix``,
+    created 0700; ``''``: next to it). Refuses, changing nothing, when :func:`plan` raises.
 
-    Returns the :func:`plan` it carried out.
+    Returns the :func:`plan` it carried out, with ``backup``: the backup's path (or ``None``).
 
     CLI Example:
 
@@ -416,16 +419,24 @@ def apply(path, values, dirs=CONF_DIRS, sysctl_conf=SYSCTL_CONF):
 
         salt '*' sysctl_persist.apply /etc/sysctl.d/99-zz-serverfix.conf '{"vm.swappiness": 10}'
     """
+    __utils__["serverfix_files.check_backup_dir"](backup_dir)
     try:
         result = plan(path, values, dirs, sysctl_conf)
     except CommandExecutionError as exc:
         problems = __utils__["serverfix_errors.problems"](exc)
         __utils__["serverfix_errors.raise_problems"](problems, prefix="Nothing was changed: ")
     wanted = _wanted(values)
+    result["backup"] = None
     if path in result["changes"]:
         old = _read_bytes(path)
         if old is not None:
-            __utils__["serverfix_files.backup"](path)
+            try:
+                result["backup"] = __utils__["serverfix_files.backup"](path, backup_dir=backup_dir)
+            except OSError as exc:
+                raise CommandExecutionError(
+                    f"{path}: cannot back it up below {backup_dir or 'its directory'} "
+                    f"({exc.strerror}); nothing was changed"
+                ) from None
         __utils__["serverfix_files.write_owned"](
             path,
             _content(wanted, old),

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 __virtualname__ = "dotenv"
 
+# the execution module's default (dotenv.BACKUP_DIR): backups outside any app directory
+BACKUP_DIR = "/var/backups/serverfix"
+
 
 def __virtual__():
     if "dotenv.plan" in __salt__:
@@ -61,6 +64,12 @@ def _refused(ret, exc):
     return ret
 
 
+def _where(name, kwargs):
+    """Where the backup of ``name`` goes, in words (nothing is created)."""
+    backup_dir = kwargs.get("backup_dir", BACKUP_DIR)
+    return f"in {__utils__['serverfix_files.backup_location'](name, backup_dir)}"
+
+
 def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
     salt = __salt__
     try:
@@ -73,7 +82,9 @@ def _run(name, ret, plan_kwargs, apply_func, apply_kwargs):
     if __opts__["test"]:
         ret["result"] = None
         ret["changes"] = changes
-        backup_note = "" if changes.get("created") else " (after a backup)"
+        backup_note = (
+            "" if changes.get("created") else f" (after a backup {_where(name, plan_kwargs)})"
+        )
         ret["comment"] = f"{name}: {_describe(changes, True)}{backup_note}."
         return ret
     try:
@@ -96,6 +107,7 @@ def present(
     mode="0640",
     backup_keep=5,
     public_keys=None,
+    backup_dir=BACKUP_DIR,
 ):
     """
     Ensure the ``.env`` file ``name`` has each key of ``values`` with exactly that value as npm
@@ -120,6 +132,10 @@ def present(
         own owner, group and mode.
     backup_keep
         How many timestamped backups (``<file>.serverfix-<time>.bak``, mode 0600) to keep.
+    backup_dir
+        Where the backups go: the file's path mirrored below it (default
+        ``/var/backups/serverfix``, e.g. ``/var/backups/serverfix/var/www/app/.env.serverfix-
+        <time>.bak``, created 0700); ``''`` puts them next to the file.
 
     .. code-block:: yaml
 
@@ -149,14 +165,16 @@ def present(
         "mode": mode,
         "backup_keep": backup_keep,
         "public_keys": None if public_keys is None else list(public_keys),
+        "backup_dir": backup_dir,
     }
     return _run(name, ret, plan_kwargs, "dotenv.set", plan_kwargs)
 
 
-def absent(name, keys, backup_keep=5):
+def absent(name, keys, backup_keep=5, backup_dir=BACKUP_DIR):
     """
     Ensure none of ``keys`` is in the ``.env`` file ``name`` (every occurrence goes, with an
-    inline comment on its line). A missing file has no keys: nothing to do.
+    inline comment on its line). A missing file has no keys: nothing to do. The backup goes
+    below ``backup_dir`` as for :func:`present`.
 
     .. code-block:: yaml
 
@@ -174,7 +192,7 @@ def absent(name, keys, backup_keep=5):
     return _run(
         name,
         ret,
-        {"remove": list(keys), "backup_keep": backup_keep},
+        {"remove": list(keys), "backup_keep": backup_keep, "backup_dir": backup_dir},
         "dotenv.unset",
-        {"keys": list(keys), "backup_keep": backup_keep},
+        {"keys": list(keys), "backup_keep": backup_keep, "backup_dir": backup_dir},
     )

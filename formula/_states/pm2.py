@@ -37,6 +37,7 @@ ENV_DEFAULTS = {
     "secret_keys": [],
     "shadowed": "fail",
     "backup_keep": 5,
+    "backup_dir": "/var/backups/serverfix",
 }
 REDIS_DEFAULTS = {"host": "", "port": 6379, "password": ""}
 
@@ -222,12 +223,13 @@ def restarted_ready(
         app is up, the seconds to wait for them, and whether a failed restart rolls back.
     env
         ``{"file": "", "managed_keys": [], "secret_keys": [], "shadowed": "fail",
-        "backup_keep": 5}``: the app's ``.env`` (changed after the app started means a restart
-        is pending; the rollback restores it from the serverfix backup), the keys this run
-        manages (``shadowed``: ``fail`` or ``warn`` when pm2's saved start-time environment
-        of the app sets one of them: dotenv never overrides those, so the new value would not
-        take effect), more keys whose values are masked in reported log lines, and how many
-        backups the rollback keeps.
+        "backup_keep": 5, "backup_dir": "/var/backups/serverfix"}``: the app's ``.env``
+        (changed after the app started means a restart is pending; the rollback restores it
+        from the serverfix backup below ``backup_dir``, or one left next to the file), the keys
+        this run manages (``shadowed``: ``fail`` or ``warn`` when pm2's saved start-time
+        environment of the app sets one of them: dotenv never overrides those, so the new
+        value would not take effect), more keys whose values are masked in reported log
+        lines, and how many backups the rollback keeps.
     redis
         ``{"host": "", "port": 6379, "password": ""}``: Redis started after the app means a
         restart is pending ('' host skips the check). The password may be a
@@ -368,7 +370,13 @@ def _outcome(ret, name, reasons, ready, env, started, outcome, pm2):
     ]
     if ready["rollback"]:
         report = __salt__["pm2_app.rollback"](
-            name, env["file"], started, int(ready["timeout"]), int(env["backup_keep"]), **pm2
+            name,
+            env["file"],
+            started,
+            int(ready["timeout"]),
+            int(env["backup_keep"]),
+            backup_dir=env["backup_dir"],
+            **pm2,
         )
         ret["changes"]["rollback"], note = _rollback_report(name, env["file"], started, report)
         comment.append(note)

@@ -90,6 +90,7 @@ def configured(
     backup_keep=5,
     pkg="redis-server",
     remove_password=False,
+    backup_dir="/var/backups/serverfix",
 ):
     """
     Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
@@ -116,6 +117,9 @@ def configured(
 
     IPv6 addresses in ``bind`` are dropped on a host without IPv6 loopback, where Redis would
     otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone.
+
+    The backup of ``name`` goes below ``backup_dir`` (its path mirrored, created 0700;
+    ``''``: next to it), and the comment says where.
 
     .. code-block:: yaml
 
@@ -145,6 +149,7 @@ def configured(
         ret["comment"] = f"{name}: no such file; is the Redis package ({pkg}) installed?"
         return ret
     try:
+        __utils__["serverfix_files.check_backup_dir"](backup_dir)
         __salt__["redis_server.preflight"](name, password=password, allow_remove=remove_password)
         plan = __salt__["redis_server.config_plan"](name, settings)
         aof = _aof_plan(name, settings, plan, port, password)
@@ -159,9 +164,11 @@ def configured(
     if aof:
         first = f"AOF switched on at run time first, {aof['keys']} keys kept; then "
         ret["changes"]["aof"] = {"old": "off (running Redis)", "new": "on, switched at run time"}
+    where = __utils__["serverfix_files.backup_location"](name, backup_dir)
     if __opts__["test"]:
         ret["result"] = None
-        ret["comment"] = f"{name}: {first}would {edits}."
+        backup = f" (after a backup in {where})" if plan["changes"] else ""
+        ret["comment"] = f"{name}: {first}would {edits}{backup}."
         return ret
     try:
         if aof:
@@ -174,10 +181,12 @@ def configured(
                 f"{done['keys']} keys kept; then "
             )
         if plan["changes"]:
-            __salt__["redis_server.config_set"](name, settings, backup_keep=backup_keep)
+            __salt__["redis_server.config_set"](
+                name, settings, backup_keep=backup_keep, backup_dir=backup_dir
+            )
     except SaltException as exc:
         return _failed(ret, exc)
-    backup = " (backup made)" if plan["changes"] else ""
+    backup = f" (backup in {where})" if plan["changes"] else ""
     ret["comment"] = f"{name}: {first}{edits}{backup}."
     return ret
 

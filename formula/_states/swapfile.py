@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 __virtualname__ = "swapfile"
 
+# the execution module's default (swapfile.BACKUP_DIR)
+BACKUP_DIR = "/var/backups/serverfix"
+
 
 def __virtual__():
     if "swapfile.plan" in __salt__:
@@ -43,12 +46,22 @@ def _failed(ret, exc, prefix=""):
     return ret
 
 
-def present(name, size, fstab="/etc/fstab"):
+def _where(fstab, backup_dir):
+    try:
+        __utils__["serverfix_files.check_backup_dir"](backup_dir)
+    except SaltException:
+        return "(backup_dir is not valid)"
+    return __utils__["serverfix_files.backup_location"](fstab, backup_dir)
+
+
+def present(name, size, fstab="/etc/fstab", backup_dir=BACKUP_DIR):
     """
     ``name`` is an active swap file of exactly ``size`` (``2G``, ``512M``...), mode 0600 root,
     with exactly one line in ``fstab``. Created with ``fallocate`` (zeros where the file system
     or the kernel needs them); a different size is resized only when memory can take what is
     in swap. Refuses, creating nothing, without enough free disk space (plus a reserve).
+    ``fstab`` is backed up below ``backup_dir`` before it is edited (its path mirrored,
+    created 0700; ``''``: next to it); the comment says where.
 
     .. code-block:: yaml
 
@@ -76,12 +89,13 @@ def present(name, size, fstab="/etc/fstab"):
         if "fstab" in plan["changes"]:
             words += f"; would make {fstab} hold exactly one line for it that swaps it on at boot"
             words += f" ({plan['fstab_reason']})" if plan.get("fstab_reason") else ""
+            words += f", after a backup in {_where(fstab, backup_dir)}"
         ret["comment"] = words[0].upper() + words[1:] + "."
         if plan["changes"]:
             ret["result"] = None
         return ret
     try:
-        done = __salt__["swapfile.ensure"](name, size, fstab=fstab)
+        done = __salt__["swapfile.ensure"](name, size, fstab=fstab, backup_dir=backup_dir)
     except SaltException as exc:
         return _failed(ret, exc)
     ret["changes"] = done["changes"]
@@ -89,18 +103,20 @@ def present(name, size, fstab="/etc/fstab"):
         done["comment"][0].upper()
         + done["comment"][1:]
         + (
-            f"; {fstab} holds exactly one line for it ({done['fstab_reason']})."
+            f"; {fstab} holds exactly one line for it ({done['fstab_reason']})"
             if "fstab" in done["changes"] and done.get("fstab_reason")
-            else "."
+            else ""
         )
+        + (f" (backup {done['backup']})." if done.get("backup") else ".")
     )
     return ret
 
 
-def absent(name, fstab="/etc/fstab"):
+def absent(name, fstab="/etc/fstab", backup_dir=BACKUP_DIR):
     """
     No swap file at ``name``: swapped off (only when memory can take what is in it), its
     ``fstab`` lines removed, the file deleted. A file there that is not swap is left alone.
+    ``fstab`` is backed up below ``backup_dir`` first, as for :func:`present`.
 
     .. code-block:: yaml
 
@@ -119,10 +135,14 @@ def absent(name, fstab="/etc/fstab"):
         ret["result"] = None
         ret["changes"] = changes
         ret["comment"] = f"Would remove {name} ({', '.join(sorted(changes))})."
+        if "fstab" in changes:
+            ret["comment"] += f" {fstab} is backed up in {_where(fstab, backup_dir)} first."
         return ret
     try:
-        ret["changes"] = __salt__["swapfile.remove"](name, fstab=fstab)
+        ret["changes"] = __salt__["swapfile.remove"](name, fstab=fstab, backup_dir=backup_dir)
     except SaltException as exc:
         return _failed(ret, exc)
     ret["comment"] = f"Removed {name} ({', '.join(sorted(ret['changes']))})."
+    if "fstab" in ret["changes"]:
+        ret["comment"] += f" {fstab} was backed up in {_where(fstab, backup_dir)} first."
     return ret

@@ -28,7 +28,9 @@ def __virtual__():
     )
 
 
-def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):
+def present(
+    name, values, dirs=None, sysctl_conf="/etc/sysctl.conf", backup_dir="/var/backups/serverfix"
+):
     """
     Every ``values`` key set in the running kernel and persisted in the file ``name`` (under
     ``/etc/sysctl.d/``, named to sort after ``99-sysctl.conf``).
@@ -36,6 +38,9 @@ def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):
     dirs
         The sysctl.d directories in precedence order (default: systemd's and procps' list);
         only for checking which file would override ``name``.
+    backup_dir
+        Where the backup of an older version of ``name`` goes (its path mirrored, created
+        0700; ``''``: next to it); the comment names the backup.
 
     .. code-block:: yaml
 
@@ -69,11 +74,12 @@ def present(name, values, dirs=None, sysctl_conf="/etc/sysctl.conf"):
         ret["comment"] = f"Would set {', '.join(what)}.{warn}"
         return ret
     try:
-        done = __salt__["sysctl_persist.apply"](name, values, **kwargs)
+        done = __salt__["sysctl_persist.apply"](name, values, backup_dir=backup_dir, **kwargs)
     except SaltException as exc:
         ret["result"] = False
         ret["comment"] = __utils__["serverfix_errors.message"](exc)
         return ret
     ret["changes"] = done["changes"]
-    ret["comment"] = f"Set {', '.join(what)}.{warn}"
+    backup = f" (backup {done['backup']})" if done.get("backup") else ""
+    ret["comment"] = f"Set {', '.join(what)}{backup}.{warn}"
     return ret

@@ -13,7 +13,8 @@ _DEFAULTS_JSON = r"""
 {
   "serverfix": {
     "backups": {
-      "keep": 5
+      "keep": 5,
+      "dir": "/var/backups/serverfix"
     },
     "dotenv": {
       "file": "/var/www/intranet/backend/.env",

@@ -1,7 +1,8 @@
 """
 File helpers shared by the serverfix modules: atomic writes that keep mode, owner, POSIX ACLs
 and every other extended attribute, the ownership check for files written whole
-(:func:`check_owned`, :func:`write_owned`), timestamped backups, the end of a log file and
+(:func:`check_owned`, :func:`write_owned`), timestamped backups (below a backup directory,
+the file's path mirrored, or next to the file), the end of a log file and
 /proc/meminfo. Standard library and salt only (runs in the minion's Python).
 
 Reached from execution and state modules as ``__utils__["serverfix_files.atomic_write"]``.
@@ -14,7 +15,7 @@ import stat
 import tempfile
 import time
 
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 # directories that belong to packages or to the running system, never to an admin or the formula
 VENDOR_DIRS = ("/usr/lib", "/lib", "/lib64", "/usr/share", "/run", "/proc", "/sys")
@@ -182,37 +183,130 @@ def write_owned(path, data, marker, vendor_dirs=(), **kwargs):
     return atomic_write(os.path.abspath(path), data, **kwargs)
 
 
-def backup(path, keep=5, tag="serverfix"):
+def backup_base(path, backup_dir=""):
     """
-    Copy ``path`` to ``<path>.<tag>-<UTC timestamp>.bak`` with mode 0600, the file's owner and
-    its ACLs and other extended attributes, then delete all but the newest ``keep`` such
-    backups. Returns the backup's path.
+    What the backups of ``path`` are named after (``<this>.<tag>-<UTC time>.bak``): the file's
+    real path mirrored below ``backup_dir`` (``/var/backups/serverfix`` +
+    ``/var/www/app/.env`` -> ``/var/backups/serverfix/var/www/app/.env``), or, for
+    ``backup_dir`` ``''``, the file's real path itself (the backups sit next to the file).
+    Changes nothing.
+    """
+    target = os.path.realpath(path)
+    if not backup_dir:
+        return target
+    return os.path.join(os.path.normpath(os.path.abspath(backup_dir)), target.lstrip("/"))
+
+
+def backup_location(path, backup_dir=""):
+    """The directory the backups of ``path`` go to, with a trailing ``/`` (for comments)."""
+    return os.path.dirname(backup_base(path, backup_dir)) + "/"
+
+
+def check_backup_dir(backup_dir):
+    """Raise ``SaltInvocationError`` naming ``backup_dir`` unless it is an absolute path on one
+    line or ``''``; returns it."""
+    if backup_dir == "":
+        return backup_dir
+    if not isinstance(backup_dir, str) or not backup_dir.startswith("/") or "\n" in backup_dir:
+        raise SaltInvocationError(
+            f"backup_dir {backup_dir!r} is not an absolute path: give a directory such as "
+            "/var/backups/serverfix, or '' to keep backups next to each file"
+        )
+    return backup_dir
+
+
+def _make_dirs(directory):
+    """Create ``directory`` and its missing parents, each 0700 (root-only: a backup of a
+    secret keeps its owner, but no one else may even list the names)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for name in reversed(missing):
+        try:
+            os.mkdir(name, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(name):
+                raise
+            continue  # made meanwhile by a parallel run: not ours to chmod
+        os.chmod(name, 0o700)  # the umask may have taken bits off: exactly 0700
+
+
+def backup_dir_problems(backup_dir):
+    """
+    Why backups cannot be written below ``backup_dir`` (``[]``: they can, or ``backup_dir`` is
+    ``''``): a part of the path that exists and is not a directory, or the deepest existing
+    directory not writable (read-only file system, immutable, permissions). Read-only: a missing
+    directory is created by :func:`backup` when first needed.
+    """
+    if not backup_dir:
+        return []
+    wanted = os.path.normpath(os.path.abspath(backup_dir))
+    existing = wanted
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return [
+            f"{existing} exists and is not a directory, so backups cannot go to {wanted}; "
+            "remove it or choose another backup directory"
+        ]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "written" if existing == wanted else f"created (in {existing})"
+        return [
+            f"{wanted} cannot be {what}: not writable for uid {os.geteuid()} (read-only file "
+            "system, immutable (lsattr), or permissions); choose a writable backup directory"
+        ]
+    return []
+
+
+def backup(path, keep=5, tag="serverfix", backup_dir=""):
+    """
+    Copy ``path`` to ``<base>.<tag>-<UTC timestamp>.bak`` (``<base>``: :func:`backup_base`,
+    the file's path mirrored below ``backup_dir``, or next to the file for ``''``) with mode
+    0600, the file's owner and its ACLs and other extended attributes, then delete all but
+    the newest ``keep`` such backups there (never the older ones next to the file). Missing
+    directories below ``backup_dir`` are created 0700. Returns the backup's path.
     """
     target = os.path.realpath(path)
     with open(target, "rb") as handle:
         data = handle.read()
     st = os.stat(target)
+    base = backup_base(target, backup_dir)
+    if backup_dir:
+        _make_dirs(os.path.dirname(base))
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    name = f"{target}.{tag}-{stamp}.bak"
+    name = f"{base}.{tag}-{stamp}.bak"
     counter = 1
     while os.path.exists(name):  # two changes in one second keep both
-        name = f"{target}.{tag}-{stamp}-{counter}.bak"
+        name = f"{base}.{tag}-{stamp}-{counter}.bak"
         counter += 1
     atomic_write(name, data, mode=0o600, uid=st.st_uid, gid=st.st_gid, xattrs_from=target)
-    prune_backups(target, keep, tag)
+    prune_backups(target, keep, tag, backup_dir)
     return name
 
 
-def list_backups(path, tag="serverfix"):
-    """Backups of ``path`` made by :func:`backup`, oldest first."""
+def _backups_at(base, tag):
+    return glob.glob(glob.escape(base) + f".{tag}-*.bak")
+
+
+def list_backups(path, tag="serverfix", backup_dir="", beside=True):
+    """
+    Backups of ``path`` made by :func:`backup`, oldest first (by time): those below
+    ``backup_dir`` and, with ``beside`` (or for ``backup_dir`` ``''``), those next to the file
+    (where earlier versions put them).
+    """
     target = os.path.realpath(path)
-    found = glob.glob(glob.escape(target) + f".{tag}-*.bak")
+    found = set(_backups_at(backup_base(target, backup_dir), tag))
+    if beside or not backup_dir:
+        found.update(_backups_at(target, tag))
     return sorted(found, key=lambda p: (os.stat(p).st_mtime, p))
 
 
-def prune_backups(path, keep, tag="serverfix"):
-    """Delete all but the newest ``keep`` backups of ``path``; returns the deleted paths."""
-    old = list_backups(path, tag)[:-keep] if keep > 0 else list_backups(path, tag)
+def prune_backups(path, keep, tag="serverfix", backup_dir=""):
+    """Delete all but the newest ``keep`` backups of ``path`` below ``backup_dir`` (next to the
+    file for ``''``); returns the deleted paths."""
+    found = list_backups(path, tag, backup_dir, beside=False)
+    old = found[:-keep] if keep > 0 else found
     for name in old:
         os.unlink(name)
     return old

@@ -5,6 +5,8 @@ The diagnose rules: the runbook's analysis ("Gefundene Probleme") as findings, e
 Used by ``serverfix.diagnose``; reached as ``__utils__["serverfix_findings.diagnose"]``.
 """
 
+import os
+import shlex
 import time
 
 SEVERITY_ORDER = ("critical", "warning", "info")
@@ -483,6 +485,61 @@ def _diagnose_system(facts):
     return findings
 
 
+BACKUP_TAGS = ("serverfix", "failed")  # the dotenv/config backups and the rollback's copies
+
+
+def _diagnose_old_backups(facts):
+    """Backups that earlier versions left next to the files the formula changes (the .env's sit
+    in the app directory: git or the web server can see them). Never moved or deleted by the
+    formula: a finding with the paths and the move. ``backups:dir: ''`` keeps them there on
+    purpose: no finding."""
+    cfg = facts.cfg
+    backup_dir = (cfg.get("backups") or {}).get("dir", "")
+    if not backup_dir:
+        return []
+    files = [cfg["dotenv"]["file"]]
+    files += [cfg["redis"]["config"]] if cfg["redis"]["enabled"] else []
+    files += ["/etc/fstab", cfg["swap"]["sysctl_file"]] if cfg["swap"]["enabled"] else []
+    found, moves = [], []
+    for path in files:
+        try:
+            beside = [
+                name
+                for tag in BACKUP_TAGS
+                for name in facts.utils["serverfix_files.list_backups"](path, tag)
+            ]
+        except (OSError, TypeError, ValueError):
+            continue
+        if beside:
+            found += beside
+            target = facts.utils["serverfix_files.backup_location"](path, backup_dir)
+            quoted = " ".join(shlex.quote(name) for name in beside)
+            moves.append(
+                f"mkdir -p -m 0700 {shlex.quote(target)} && mv {quoted} {shlex.quote(target)}"
+            )
+    if not found:
+        return []
+    env_dir = os.path.dirname(os.path.realpath(cfg["dotenv"]["file"])) + "/"
+    in_app = [name for name in found if name.startswith(env_dir)]
+    return [
+        _finding(
+            "backups-beside-files",
+            "warning" if in_app else "info",
+            f"{len(found)} backup(s) from an earlier version sit next to the files they copy"
+            + (f", {len(in_app)} in the app directory {env_dir}" if in_app else "")
+            + f" (now they go to {backup_dir})",
+            {"files": found, "backup_dir": backup_dir},
+            facts.fix(
+                None,
+                "serverfix:backups:dir",
+                "move them out of the app directory into the backup directory (the formula "
+                "never moves or deletes them; the rollback still finds them there): "
+                + "; ".join(moves),
+            ),
+        )
+    ]
+
+
 def diagnose(facts, pillar_errors=()):
     """The findings of one run, critical first (rule order within a severity); ``pillar_errors``
     (the schema's messages for the raw pillar) become a ``pillar-invalid`` finding."""
@@ -507,6 +564,7 @@ def diagnose(facts, pillar_errors=()):
     findings += facts.utils["serverfix_pm2boot.log_findings"](facts)
     _diagnose_logs(facts, findings)
     findings += _diagnose_system(facts)
+    findings += _diagnose_old_backups(facts)
     findings.sort(
         key=lambda f: SEVERITY_ORDER.index(f["severity"])
     )  # stable: rule order within a severity

@@ -7,6 +7,7 @@ Reached as ``__utils__["serverfix_schema.validate"]``; stdlib and salt only.
 
 import difflib
 import ipaddress
+import os
 import re
 
 PILLAR_KEY = "serverfix"
@@ -188,6 +189,11 @@ def pillar_schema(parse_size, managed):
     return {
         "backups": {
             "keep": _int_rule(1, 1000, 5),
+            "dir": _str_rule(
+                "an absolute path on one line (e.g. /var/backups/serverfix), or '' for next to "
+                "each file",
+                pattern=r"^/",
+            ),
         },
         "dotenv": {
             "file": ABS_PATH,
@@ -323,13 +329,55 @@ def _show(value, rule):
     return SECRET if rule.secret else repr(plain(value))
 
 
+def _inside(path, directory):
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def backup_dir_check(settings, root=PILLAR_KEY):
+    """
+    The problems of ``backups:dir`` in the merged ``settings``: inside the directory of
+    ``dotenv:file`` (or ``/``, which puts every backup next to its file), where the .env's
+    backups could be committed or served, or an existing path that is not a directory.
+    Read-only (one ``lstat``). Values the key rules refuse are skipped.
+    """
+    backups = settings.get("backups") if isinstance(settings.get("backups"), dict) else {}
+    dotenv = settings.get("dotenv") if isinstance(settings.get("dotenv"), dict) else {}
+    wanted, env_file = backups.get("dir"), dotenv.get("file")
+    if not isinstance(wanted, str) or not _single_line(wanted) or not wanted.startswith("/"):
+        return []
+    key, fix = f"{root}:backups:dir", "use a directory outside it (default /var/backups/serverfix)"
+    path = os.path.normpath(wanted)
+    if isinstance(env_file, str) and env_file.startswith("/") and _single_line(env_file):
+        app = os.path.dirname(os.path.normpath(env_file))
+        real = [(path, app), (os.path.realpath(path), os.path.realpath(app))]
+        if path == "/":
+            return [
+                f"{key}: '/' mirrors every file onto itself: the .env's backups would sit in "
+                f"{app}, where git or the web server can see them; {fix}, or '' to keep them "
+                "next to each file on purpose"
+            ]
+        if any(_inside(p, a) for p, a in real):
+            return [
+                f"{key}: {wanted} is inside {app}, the directory of {root}:dotenv:file: the "
+                f".env's backups would sit in the app directory, where git or the web server "
+                f"can see them; {fix}"
+            ]
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return [
+            f"{key}: {wanted} exists and is not a directory; remove it or choose another "
+            "directory (default /var/backups/serverfix)"
+        ]
+    return []
+
+
 def cross_check(settings, root=PILLAR_KEY):
     """
     The problems between keys of the merged ``settings`` (defaults with the pillar on top): a
-    process both removed and kept, and a Redis reachable from other hosts without an explicit
-    ``redis:allow_remote`` and a password. Defensive: values the key rules refuse are skipped.
+    process both removed and kept, a Redis reachable from other hosts without an explicit
+    ``redis:allow_remote`` and a password, and a backup directory inside the app directory
+    (:func:`backup_dir_check`). Defensive: values the key rules refuse are skipped.
     """
-    errors = []
+    errors = backup_dir_check(settings, root)
     backend = settings.get("backend") if isinstance(settings.get("backend"), dict) else {}
     kept = {f"{root}:backend:name": backend.get("name")}
     removed = settings.get("remove_processes")

@@ -38,6 +38,8 @@ serverfix-backend-restarted:
         # never shown, not even for the formula's own keys; every other .env value is masked anyway
         secret_keys: {{ serverfix.dotenv.secret_keys | json }}
         backup_keep: {{ serverfix.dotenv.backup_keep | json }}
+        # the rollback looks there (and next to the .env, for backups of earlier versions)
+        backup_dir: {{ serverfix.backups.dir | json }}
     - redis:
         host: {{ (serverfix.redis.host if serverfix.redis.enabled else '') | json }}
         port: {{ serverfix.redis.port | json }}

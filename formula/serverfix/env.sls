@@ -22,6 +22,7 @@ serverfix-env-keys-present:
     - group: {{ dotenv.group | json }}
     - mode: {{ dotenv.mode | json }}
     - backup_keep: {{ dotenv.backup_keep | json }}
+    - backup_dir: {{ serverfix.backups.dir | json }}  # '' = next to the .env
     - require:
       - serverfix-preflight
 {%- if serverfix.redis.enabled %}

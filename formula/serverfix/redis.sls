@@ -28,6 +28,7 @@ serverfix-redis-config-edited:
     - appendonly: {{ redis.appendonly | json }}
     - appendfsync: {{ redis.appendfsync | json }}
     - backup_keep: {{ serverfix.dotenv.backup_keep | json }}
+    - backup_dir: {{ serverfix.backups.dir | json }}
     - pkg: {{ redis.pkg | json }}
     # an empty password never removes a requirepass set by hand unless the pillar says so
     - remove_password: {{ redis.get('remove_password', False) | json }}

@@ -16,6 +16,7 @@ serverfix-swap-file-present:
   swapfile.present:
     - name: {{ swap.file | json }}
     - size: {{ swap.size | json }}
+    - backup_dir: {{ serverfix.backups.dir | json }}  # of /etc/fstab
     - require:
       - serverfix-preflight
 
@@ -25,6 +26,7 @@ serverfix-swap-sysctl-persisted:
     - values:
         vm.swappiness: {{ swap.swappiness | json }}
         vm.vfs_cache_pressure: {{ swap.vfs_cache_pressure | json }}
+    - backup_dir: {{ serverfix.backups.dir | json }}
     - require:
       - serverfix-preflight
 {%- endif %}

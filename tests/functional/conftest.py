@@ -6,13 +6,14 @@ Functional layer: the real Salt loader in-process (saltfactories ``Loaders``), a
 
 import glob
 import os
+import shutil
 import tempfile
 
 import pytest
 from saltfactories.utils import random_string
 from saltfactories.utils.functional import Loaders
 
-from tests.support.paths import FILE_ROOTS
+from tests.support.paths import FILE_ROOTS, backup_mirror
 from tests.support.pm2 import Pm2Sandbox
 from tests.support.swap import (
     EXT4_CANDIDATES,
@@ -101,6 +102,8 @@ def swap_dir(swap_base):  # pylint: disable=redefined-outer-name
         yield root
     finally:
         cleanup(root)
+        # the fstab / sysctl file backups the modules made below the default backup dir
+        shutil.rmtree(backup_mirror(root), ignore_errors=True)
 
 
 @pytest.fixture

@@ -14,6 +14,13 @@ APPS = REPO / "tests" / "apps"  # the stand-in Node.js apps
 NODE_DIR = REPO / "tests" / "node"  # npm dotenv and pm2, installed locally by scripts/test.sh
 NODE_MODULES = NODE_DIR / "node_modules"
 NODE_BIN = NODE_MODULES / ".bin"
+# the generic modules' default backup directory: a file's backups go to its path mirrored below
+DEFAULT_BACKUP_DIR = "/var/backups/serverfix"
+
+
+def backup_mirror(path, backup_dir=DEFAULT_BACKUP_DIR):
+    """Where the backups of the files in directory ``path`` go below ``backup_dir``."""
+    return Path(f"{backup_dir}{Path(path).resolve()}")
 
 
 def node_tool(name):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.host import wait_for
-from tests.support.paths import APPS, NODE_MODULES, node_tool
+from tests.support.paths import APPS, NODE_MODULES, backup_mirror, node_tool
 
 
 def workdir(prefix="sf-pm2-"):
@@ -210,6 +210,8 @@ def sandbox(user="root"):
     finally:
         box.kill()
         shutil.rmtree(root, ignore_errors=True)
+        # the backups the dotenv module and the rollback made there by default
+        shutil.rmtree(backup_mirror(root), ignore_errors=True)
 
 
 @contextmanager

@@ -290,8 +290,10 @@ def fault_backend_crash(lab):
     )
     after = lab.replica.snapshot()
     fault.nothing_lost(after, env_restored=True)
-    failed_copies = lab.replica.ssh(f"ls {ENV_FILE}.failed-*.bak 2>/dev/null; true").stdout.split()
-    fault.check("the failing .env kept as .env.failed-*.bak", failed_copies)
+    failed_copies = lab.replica.ssh(
+        f"ls /var/backups/serverfix{ENV_FILE}.failed-*.bak 2>/dev/null; true"
+    ).stdout.split()
+    fault.check("the failing .env kept as .env.failed-*.bak in the backup dir", failed_copies)
     fault.check("backend back in its old mode (fallback)", lab.replica.app_mode() == "fallback")
     return fault.done("rolled back: .env restored, backend restarted on it")
 

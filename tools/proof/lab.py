@@ -388,9 +388,10 @@ def guest_file(replica, path):
 
 def backups(replica, path=ENV_FILE):
     """``{backup path: octal mode}`` of serverfix's backups of ``path`` (its symlink target's:
-    ``<target>.*.bak``)."""
+    ``<target>.*.bak`` below the default backup directory /var/backups/serverfix, and next to
+    it, where earlier versions put them)."""
     out = replica.ssh(
-        f't=$(readlink -f {path}); for f in "$t".*.bak; do '
+        f't=$(readlink -f {path}); for f in /var/backups/serverfix"$t".*.bak "$t".*.bak; do '
         '[ -e "$f" ] && stat -c \'%a %n\' "$f"; done; true',
         timeout=30,
     ).stdout

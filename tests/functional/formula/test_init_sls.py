@@ -56,3 +56,24 @@ def test_integers_given_as_strings_reach_the_states_as_ints(modules):
     assert values["vm.swappiness"] == 10 and not isinstance(values["vm.swappiness"], (bool, str))
     config = by_id["serverfix-preflight"]["config"]
     assert config["redis"]["port"] == 6380 and config["swap"]["swappiness"] == 10
+
+
+def test_the_backup_dir_reaches_every_state_that_backs_up(modules):
+    """serverfix:backups:dir (default /var/backups/serverfix) goes to each state as backup_dir."""
+    for pillar, wanted in (
+        ({}, "/var/backups/serverfix"),
+        ({"serverfix": {"backups": {"dir": "/srv/bak"}}}, "/srv/bak"),
+        ({"serverfix": {"backups": {"dir": ""}}}, ""),
+    ):
+        low = modules.state.show_low_sls("serverfix", pillar=pillar)
+        assert isinstance(low, list), low
+        by_id = {chunk["__id__"]: chunk for chunk in low}
+        for sid in (
+            "serverfix-env-keys-present",
+            "serverfix-redis-config-edited",
+            "serverfix-swap-file-present",
+            "serverfix-swap-sysctl-persisted",
+        ):
+            assert by_id[sid]["backup_dir"] == wanted, (sid, pillar)
+        assert by_id["serverfix-backend-restarted"]["env"]["backup_dir"] == wanted
+        assert by_id["serverfix-preflight"]["config"]["backups"]["dir"] == wanted

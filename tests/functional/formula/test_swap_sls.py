@@ -21,6 +21,14 @@ from tests.support.swap import active_swap, read_sysctl
 pytestmark = pytest.mark.destructive_test
 
 FSTAB = "/etc/fstab"
+# the formula's backups of it: below serverfix:backups:dir (default), or next to it (dir: '')
+FSTAB_BACKUPS = ("/var/backups/serverfix/etc/fstab.serverfix-*.bak", FSTAB + ".serverfix-*.bak")
+
+
+def _fstab_backups():
+    return {name for pattern in FSTAB_BACKUPS for name in glob.glob(pattern)}
+
+
 IDS = ("serverfix-swap-file-present", "serverfix-swap-sysctl-persisted")
 
 
@@ -29,7 +37,7 @@ def real_fstab():
     """/etc/fstab exactly as it was afterwards, and none of the backups the run made."""
     with open(FSTAB, "rb") as handle:
         saved = handle.read()
-    backups = set(glob.glob(FSTAB + ".serverfix-*.bak"))
+    backups = _fstab_backups()
     try:
         yield FSTAB
     finally:
@@ -38,7 +46,7 @@ def real_fstab():
         if changed:
             with open(FSTAB, "wb") as handle:
                 handle.write(saved)
-        for name in set(glob.glob(FSTAB + ".serverfix-*.bak")) - backups:
+        for name in _fstab_backups() - backups:
             os.unlink(name)
 
 
@@ -48,7 +56,7 @@ def sysctl_file():
     try:
         yield path
     finally:
-        for name in glob.glob(path + "*"):
+        for name in glob.glob(path + "*") + glob.glob(f"/var/backups/serverfix{path}*"):
             os.unlink(name)
 
 

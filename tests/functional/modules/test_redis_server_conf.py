@@ -83,3 +83,22 @@ def test_include_loop_is_an_error_not_a_hang(modules, tmp_path):
     path.write_text(f"include {path}\n", encoding="utf-8")
     with pytest.raises(CommandExecutionError, match="include nested more than"):
         modules.redis_server.config_get(str(path))
+
+
+def test_config_set_backs_up_below_the_backup_dir(modules, tmp_path):
+    path = tmp_path / "etc" / "redis.conf"
+    path.parent.mkdir()
+    path.write_bytes(b"port 6379\nappendonly no\n")
+    path.chmod(0o640)
+    backup_dir = tmp_path / "backups"
+    changes = modules.redis_server.config_set(
+        str(path), {"appendonly": "yes"}, backup_dir=str(backup_dir)
+    )
+    assert changes == {"appendonly": {"old": "no", "new": "yes"}}
+    [backup] = (backup_dir / str(path.parent).lstrip("/")).glob("redis.conf.serverfix-*.bak")
+    assert backup.read_bytes() == b"port 6379\nappendonly no\n"
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert not list(path.parent.glob("*.bak"))
+    # '' keeps the old place, next to the file
+    modules.redis_server.config_set(str(path), {"appendonly": "no"}, backup_dir="")
+    assert len(list(path.parent.glob("redis.conf.serverfix-*.bak"))) == 1

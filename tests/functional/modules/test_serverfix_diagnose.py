@@ -378,3 +378,21 @@ def test_the_verify_state_reuses_the_pm2_list_of_a_run_that_changed_nothing(modu
     assert modules.pm2.calls()["total"] == 0
     modules.serverfix.verify(config=before, proc_swaps=swaps["none"])
     assert modules.pm2.calls()["commands"] == ["jlist"]
+
+
+def test_backups_left_next_to_the_env_are_a_finding(modules, tmp_path):
+    """Through the real loader: the old place is listed, the formula moves nothing."""
+    env_file = write_env(tmp_path / "app" / ".env", {})
+    old = tmp_path / "app" / ".env.serverfix-20250101T000000.bak"
+    old.write_text("OLD=1\n", encoding="utf-8")
+    config = settings(
+        dotenv={"file": str(env_file)},
+        pm2={"home": str(tmp_path / "pm2")},
+        redis={"port": free_port(), "config": str(tmp_path / "redis.conf")},
+        swap={"enabled": False},
+        backups={"dir": str(tmp_path / "backups")},
+    )
+    report = modules.serverfix.diagnose(config=config, proc_swaps=fake_proc_swaps(tmp_path / "s"))
+    [found] = [f for f in report["findings"] if f["id"] == "backups-beside-files"]
+    assert found["severity"] == "warning" and found["evidence"]["files"] == [str(old)]
+    assert f"{tmp_path}/backups{tmp_path}/app/" in found["fix"]["hint"] and old.exists()

@@ -3,6 +3,8 @@ Preflight through the real loader: valid defaults pass, every kind of bad pillar
 follow Salt's contract: one ``CommandExecutionError`` with every message in ``exc.info["errors"]``.
 """
 
+import subprocess
+
 import pytest
 from salt.exceptions import CommandExecutionError
 
@@ -282,3 +284,47 @@ def test_preflight_reads_a_running_redis(loaders, modules, tmp_path):
         assert modules.serverfix.preflight(config, pillar={}, phases=["redis"]) is True
     running = [v for v in versions if v["source"] == f"running at 127.0.0.1:{redis.port}"]
     assert running and loaders.utils["serverfix_redisversion.at_least"](running[0]["raw"], "6.2")
+
+
+def _with_backup_dir(backup_dir):
+    return {**DEFAULTS, "backups": {**DEFAULTS["backups"], "dir": backup_dir}}
+
+
+def test_preflight_refuses_a_backup_dir_it_cannot_make(modules, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    wanted = str(blocker / "serverfix")
+    pillar = {"backups": {"dir": wanted}}
+    [error] = problems(modules.serverfix.preflight, _with_backup_dir(wanted), pillar, ["redis"])
+    assert error.startswith("serverfix:backups:dir: ") and f"{blocker} exists and is not" in error
+    fresh = str(tmp_path / "new" / "serverfix")
+    config = _with_backup_dir(fresh)
+    assert modules.serverfix.preflight(config, {"backups": {"dir": fresh}}, ["redis"]) is True
+    assert not (tmp_path / "new").exists()  # read-only: made by the first backup
+
+
+@pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp dir
+def test_preflight_refuses_a_backup_dir_it_cannot_write(modules, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    done = subprocess.run(["chattr", "+i", str(locked)], check=False, capture_output=True)
+    if done.returncode:
+        pytest.skip(f"chattr +i not supported here: {done.stderr.decode().strip()}")
+    try:
+        for wanted in (str(locked), str(locked / "serverfix")):
+            config, pillar = _with_backup_dir(wanted), {"backups": {"dir": wanted}}
+            [error] = problems(modules.serverfix.preflight, config, pillar, ["redis"])
+            assert error.startswith(f"serverfix:backups:dir: {wanted} cannot be "), error
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+
+
+def test_preflight_refuses_a_backup_dir_in_the_app_directory(modules):
+    pillar = {"backups": {"dir": "/var/www/intranet/backend/.backups"}}
+    for function, args in (
+        (modules.serverfix.validate_pillar, (pillar,)),
+        (modules.serverfix.preflight, (DEFAULTS, pillar)),
+    ):
+        [error] = problems(function, *args)
+        assert error.startswith("serverfix:backups:dir: /var/www/intranet/backend/.backups is")
+        assert "inside /var/www/intranet/backend, the directory of serverfix:dotenv:file" in error

@@ -563,3 +563,24 @@ def test_a_killed_runs_temp_file_counts_as_free_space(states, modules, swap_dir,
         assert any(tmp in e and "move it away" in e for e in errors), errors
         assert os.path.isdir(tmp)
         os.rmdir(tmp)
+
+
+def test_the_fstab_backup_goes_below_the_backup_dir(states, tmp_path):
+    """No swap call: the swap file is gone already, only its fstab line is left to remove."""
+    fstab = tmp_path / "etc" / "fstab"
+    fstab.parent.mkdir()
+    path = str(tmp_path / "gone.swap")
+    old = FSTAB_BEFORE + f"{path} none swap sw 0 0\n"
+    fstab.write_text(old, encoding="utf-8")
+    backup_dir = tmp_path / "backups"
+    where = f"{backup_dir}{fstab.parent}/"
+    preview = states.swapfile.absent(
+        name=path, fstab=str(fstab), backup_dir=str(backup_dir), test=True
+    )
+    assert preview.result is None and f"backed up in {where} first" in preview.comment
+    assert not backup_dir.exists()
+    ret = states.swapfile.absent(name=path, fstab=str(fstab), backup_dir=str(backup_dir))
+    assert ret.result is True and f"was backed up in {where} first" in ret.comment, ret.comment
+    [backup] = (backup_dir / str(fstab.parent).lstrip("/")).glob("fstab.serverfix-*.bak")
+    assert backup.read_text(encoding="utf-8") == old and fstab.read_text() == FSTAB_BEFORE
+    assert not list(fstab.parent.glob("*.bak"))

@@ -361,3 +361,27 @@ def test_formula_preflight_names_the_pillar_key(modules, confdirs):
     mine = [e for e in raised.value.info["errors"] if link in e]
     assert len(mine) == 1 and mine[0].startswith("serverfix:swap:sysctl_file: "), mine
     assert "is a symlink" in mine[0] and os.path.islink(link)
+
+
+def test_the_older_version_is_backed_up_below_the_backup_dir(states, tmp_path):
+    """No kernel write: the values wanted are the running ones, only the file changes."""
+    dirs = [str(tmp_path / name) for name in ("etc", "run", "usr")]
+    for path in dirs:
+        os.makedirs(path)
+    conf = tmp_path / "sysctl.conf"
+    conf.write_text("", encoding="utf-8")
+    target = os.path.join(dirs[0], "99-zz-serverfix.conf")
+    running = {key: int(read_sysctl(key)) for key in VALUES}
+    old = "# Managed by the serverfix Salt formula\nvm.swappiness = 1\n"
+    with open(target, "w", encoding="utf-8") as handle:
+        handle.write(old)
+    backup_dir = tmp_path / "backups"
+    kwargs = {"name": target, "values": running, "dirs": dirs, "sysctl_conf": str(conf)}
+    preview = states.sysctl_persist.present(test=True, backup_dir=str(backup_dir), **kwargs)
+    assert preview.result is None and set(preview.changes) == {target}, preview.comment
+    assert not backup_dir.exists()
+    ret = states.sysctl_persist.present(backup_dir=str(backup_dir), **kwargs)
+    assert ret.result is True and set(ret.changes) == {target}, ret.comment
+    [backup] = (backup_dir / dirs[0].lstrip("/")).glob("99-zz-serverfix.conf.serverfix-*.bak")
+    assert backup.read_text(encoding="utf-8") == old and f"(backup {backup})" in ret.comment
+    assert not [name for name in os.listdir(dirs[0]) if name.endswith(".bak")]

@@ -19,6 +19,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support.host import IS_ROOT, sha256
+from tests.support.paths import backup_mirror
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="owner, chattr and uid switches need root")
 
@@ -92,6 +93,7 @@ def shared_dir():
     finally:
         subprocess.run(["chattr", "-R", "-i", str(path)], check=False, capture_output=True)
         shutil.rmtree(path)
+        shutil.rmtree(backup_mirror(path), ignore_errors=True)  # backups made by default
 
 
 def without_backup(changes):
@@ -141,11 +143,16 @@ def test_phase2_on_a_realistic_backend_env(states, env_file, npm_dotenv):
 
 
 @pytest.mark.destructive_test  # adds (and removes) a system user
-def test_mode_owner_backups_and_pruning(states, env_file, app_user):
+def test_mode_owner_backups_and_pruning(states, env_file, app_user, tmp_path):
     os.chown(env_file, app_user.pw_uid, app_user.pw_gid)
+    backup_dir = tmp_path / "backups"
+    mirror = Path(str(backup_dir) + str(env_file.parent))
     for round_ in range(4):
         ret = states.dotenv.present(
-            name=str(env_file), values={"QUEUE_CONCURRENCY": round_ + 1}, backup_keep=2
+            name=str(env_file),
+            values={"QUEUE_CONCURRENCY": round_ + 1},
+            backup_keep=2,
+            backup_dir=str(backup_dir),
         )
         assert ret.result is True and ret.changes["backup"]
         st = env_file.stat()
@@ -154,7 +161,8 @@ def test_mode_owner_backups_and_pruning(states, env_file, app_user):
             app_user.pw_gid,
             0o640,
         )
-    backups = sorted(env_file.parent.glob(".env.serverfix-*.bak"), key=lambda p: p.stat().st_mtime)
+    assert not list(env_file.parent.glob("*.bak"))  # none in the app directory
+    backups = sorted(mirror.glob(".env.serverfix-*.bak"), key=lambda p: p.stat().st_mtime)
     assert len(backups) == 2  # the two oldest were pruned
     assert backups[-1] == Path(ret.changes["backup"])
     for backup in backups:
@@ -171,11 +179,14 @@ def test_symlinked_env_edits_the_target(states, tmp_path, env_file):
     link = tmp_path / "app" / ".env"
     link.parent.mkdir()
     link.symlink_to(env_file)
-    ret = states.dotenv.present(name=str(link), values={"REDIS_HOST": "127.0.0.1"})
+    ret = states.dotenv.present(
+        name=str(link), values={"REDIS_HOST": "127.0.0.1"}, backup_dir=str(tmp_path / "b")
+    )
     assert ret.result is True and ret.changes["changed"] == ["REDIS_HOST"]
     assert link.is_symlink() and os.readlink(link) == str(env_file)
     assert "REDIS_HOST=127.0.0.1" in env_file.read_text(encoding="utf-8")
-    assert Path(ret.changes["backup"]).parent == env_file.parent
+    # named after the target (the file really changed), mirrored below the backup directory
+    assert Path(ret.changes["backup"]).parent == Path(f"{tmp_path}/b{env_file.parent}")
 
 
 @pytest.mark.destructive_test  # adds (and removes) a system user
@@ -264,6 +275,11 @@ BAD_INPUTS = [
         "backup_keep 0",
         {"values": {"A": 1}, "backup_keep": 0},
         "backup_keep 0 is not a whole number",
+    ),
+    (
+        "relative backup_dir",
+        {"values": {"A": 1}, "backup_dir": "backups"},
+        "backup_dir 'backups' is not an absolute path",
     ),
 ]
 
@@ -473,3 +489,64 @@ def test_non_utf8_bytes_kept_byte_for_byte(states, env_file):
     assert env_file.read_bytes() == data.replace(b"localhost", b"127.0.0.1") + b"N=1\n"
     assert states.dotenv.absent(name=str(env_file), keys=["N"]).result is True
     assert env_file.read_bytes() == data.replace(b"localhost", b"127.0.0.1")
+
+
+# ---------------------------------------------------------------- the backup directory
+
+
+def _modes(top, bottom):
+    """Mode of every directory from ``top`` down to ``bottom`` (both included)."""
+    found, path = {}, bottom
+    while True:
+        found[str(path)] = stat.S_IMODE(path.stat().st_mode)
+        if path == top:
+            return found
+        path = path.parent
+
+
+def test_backup_goes_below_the_backup_dir_not_into_the_app_dir(states, env_file, tmp_path):
+    backup_dir = tmp_path / "var" / "backups" / "serverfix"
+    mirror = backup_mirror(env_file.parent, backup_dir)
+    preview = states.dotenv.present(
+        name=str(env_file), values=RUNBOOK, test=True, backup_dir=str(backup_dir)
+    )
+    assert preview.result is None and f"(after a backup in {mirror}/)" in preview.comment
+    assert not (tmp_path / "var").exists()  # the preview created nothing, not even the dir
+    ret = states.dotenv.present(name=str(env_file), values=RUNBOOK, backup_dir=str(backup_dir))
+    backup = Path(ret.changes["backup"])
+    assert ret.result is True and backup.parent == mirror and f"(backup: {backup})" in ret.comment
+    assert (
+        backup.name.startswith(".env.serverfix-")
+        and backup.read_text(encoding="utf-8") == BACKEND_ENV
+    )
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    # every directory the backup made is root-only; the ones that were there keep their mode
+    assert set(_modes(tmp_path / "var", mirror).values()) == {0o700}
+    assert not list(env_file.parent.glob("*.bak"))
+
+
+def test_backup_dir_empty_keeps_the_backup_next_to_the_file(states, env_file):
+    ret = states.dotenv.present(name=str(env_file), values=RUNBOOK, backup_dir="")
+    assert ret.result is True and Path(ret.changes["backup"]).parent == env_file.parent
+
+
+def test_the_module_default_is_var_backups_serverfix(modules, env_file):
+    mirror = backup_mirror(env_file.parent)
+    try:
+        made = modules.dotenv.set(str(env_file), {"REDIS_HOST": "127.0.0.1"})["backup"]
+        assert Path(made).parent == mirror and Path(made).read_text(encoding="utf-8") == BACKEND_ENV
+        assert not list(env_file.parent.glob("*.bak"))
+    finally:
+        shutil.rmtree(mirror, ignore_errors=True)
+
+
+def test_a_backup_dir_that_cannot_be_made_changes_nothing(states, env_file, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+    checksum = sha256(env_file)
+    ret = states.dotenv.present(
+        name=str(env_file), values=RUNBOOK, backup_dir=str(blocker / "backups")
+    )
+    assert ret.result is False and "cannot make the backup" in ret.comment
+    assert str(blocker / "backups") in ret.comment and ret.changes == {}
+    assert sha256(env_file) == checksum

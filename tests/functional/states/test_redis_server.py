@@ -166,3 +166,17 @@ def test_include_before_the_managed_lines_is_fine(states, tmp_path):
     assert ret.result is True, ret.comment
     assert "bind" not in ret.changes
     assert local.read_text(encoding="utf-8") == "bind 0.0.0.0\nmaxmemory 100mb\n"
+
+
+def test_the_comment_names_where_the_backup_went(states, loaded_redis, tmp_path):
+    conf = str(loaded_redis.conf)
+    backup_dir = tmp_path / "backups"
+    where = f"{backup_dir}{loaded_redis.conf.parent.resolve()}/"
+    kwargs = {"name": conf, "bind": ["127.0.0.1"], "port": loaded_redis.port}
+    preview = states.redis_server.configured(test=True, backup_dir=str(backup_dir), **kwargs)
+    assert preview.result is None and f"(after a backup in {where})" in preview.comment
+    assert not backup_dir.exists()  # the preview made nothing, not even the directory
+    ret = states.redis_server.configured(backup_dir=str(backup_dir), **kwargs)
+    assert ret.result is True and f"(backup in {where})" in ret.comment, ret.comment
+    assert len(list(backup_dir.glob("**/*.serverfix-*.bak"))) == 1
+    assert not list(loaded_redis.conf.parent.glob("*.serverfix-*.bak"))

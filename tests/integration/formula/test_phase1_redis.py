@@ -46,7 +46,8 @@ def _purge_redis():
         capture_output=True,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
-    subprocess.run(["rm", "-rf", "/etc/redis"], check=True)
+    # its config and the formula's backups of it (below the default serverfix:backups:dir)
+    subprocess.run(["rm", "-rf", "/etc/redis", "/var/backups/serverfix/etc/redis"], check=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,8 +127,11 @@ def test_apply_installs_configures_and_starts_redis(salt_cli, salt_minion, integ
     # loopback only: 127.0.0.1, and ::1 where the host has IPv6 loopback
     listeners = set(redis_server.listening_addresses(6379))
     assert listeners and listeners <= {"127.0.0.1", "::1"}, listeners
-    backups = [n for n in os.listdir("/etc/redis") if n.startswith("redis.conf.serverfix-")]
-    assert len(backups) == 1 and oct(os.stat(f"/etc/redis/{backups[0]}").st_mode & 0o777) == "0o600"
+    # below serverfix:backups:dir (default /var/backups/serverfix), none next to the file
+    where = "/var/backups/serverfix/etc/redis"
+    backups = [n for n in os.listdir(where) if n.startswith("redis.conf.serverfix-")]
+    assert len(backups) == 1 and oct(os.stat(f"{where}/{backups[0]}").st_mode & 0o777) == "0o600"
+    assert not [n for n in os.listdir("/etc/redis") if n.startswith("redis.conf.serverfix-")]
 
 
 def test_second_apply_reports_zero_changes(salt_cli, salt_minion):

@@ -326,15 +326,46 @@ def test_rollback_env_restores_and_keeps_the_failing_file(tmp_path):
     env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
     env_file.chmod(0o640)
     ran_with = _backups(env_file, ["OLDER=1\n", "QUEUE_ENABLED=false\n"])[1]
-    done = pm2_app.rollback_env(str(env_file), 1000.5, backup_keep=3)
+    backup_dir = str(tmp_path / "backups")
+    done = pm2_app.rollback_env(str(env_file), 1000.5, backup_keep=3, backup_dir=backup_dir)
     assert done["env_restored_from"] == ran_with
     assert env_file.read_text(encoding="utf-8") == "QUEUE_ENABLED=false\n"
     assert env_file.stat().st_mode & 0o777 == 0o640
-    assert ".env.failed-" in done["failed_env_saved_as"]
+    # the failing copy goes to the backup directory too, not into the app directory
+    assert done["failed_env_saved_as"].startswith(f"{backup_dir}{tmp_path}/.env.failed-")
     with open(done["failed_env_saved_as"], encoding="utf-8") as handle:
         assert handle.read() == "QUEUE_ENABLED=true\n"
     # the failing copy has its own tag: never taken for "the .env the app ran with"
-    assert done["failed_env_saved_as"] not in files.list_backups(str(env_file))
+    assert done["failed_env_saved_as"] not in files.list_backups(
+        str(env_file), backup_dir=backup_dir
+    )
+
+
+def _backup_in(backup_dir, env_file, stamp, text, mtime):
+    path = f"{backup_dir}{env_file}.serverfix-{stamp}.bak"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_previous_env_finds_backups_in_the_dir_and_those_left_next_to_the_file(tmp_path):
+    env_file = tmp_path / "app" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("NEW=1\n", encoding="utf-8")
+    backup_dir = str(tmp_path / "backups")
+    # an earlier version's backup next to the file, and none in the directory: it is found
+    [beside] = _backups(env_file, ["BESIDE=1\n"])
+    assert pm2_app.previous_env(str(env_file), 999, backup_dir) == beside
+    # a backup in the directory made after the app's start wins over an older one beside it
+    newer = _backup_in(backup_dir, env_file, "20260201T000000", "RAN=1\n", 2000)
+    assert pm2_app.previous_env(str(env_file), 1500, backup_dir) == newer
+    # by time, wherever it is: the oldest differing one since the start
+    assert pm2_app.previous_env(str(env_file), 999, backup_dir) == beside
+    done = pm2_app.rollback_env(str(env_file), 1500, backup_dir=backup_dir)
+    assert done["env_restored_from"] == newer and env_file.read_text() == "RAN=1\n"
+    assert os.path.exists(beside)  # never moved or deleted
 
 
 def test_redis_started_without_a_redis_module_or_host():

@@ -9,6 +9,7 @@ instead of an exception.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -321,3 +322,49 @@ def test_output_per_minion_and_fallback():
     text = report_output.output({"web1": SAMPLE, "web2": "Minion did not return"})
     assert text.startswith("web1: serverfix.verify: FAILED")
     assert "web2" in text and "Minion did not return" in text
+
+
+def _old_backups(path, *stamps):
+    made = []
+    for stamp in stamps:
+        name = f"{path}.{stamp}.bak"
+        with open(name, "w", encoding="utf-8") as handle:
+            handle.write("OLD=1\n")
+        made.append(name)
+    return made
+
+
+def test_diagnose_lists_backups_left_next_to_the_files(tmp_path):
+    env_file = tmp_path / "app" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("QUEUE_ENABLED=true\n", encoding="utf-8")
+    redis_conf = tmp_path / "etc" / "redis.conf"
+    redis_conf.parent.mkdir()
+    redis_conf.write_text("port 6379\n", encoding="utf-8")
+    beside = _old_backups(env_file, "serverfix-20250101T000000", "failed-20250102T000000")
+    beside += _old_backups(redis_conf, "serverfix-20250103T000000")
+    backup_dir = str(tmp_path / "backups")
+    pillar = {
+        "dotenv": {"file": str(env_file)},
+        "redis": {"config": str(redis_conf)},
+        "swap": {"enabled": False},
+        "backups": {"dir": backup_dir},
+    }
+    report = serverfix.diagnose(config=merge_settings(pillar))
+    [found] = [f for f in report["findings"] if f["id"] == "backups-beside-files"]
+    assert found["severity"] == "warning"  # two sit in the app directory
+    assert sorted(found["evidence"]["files"]) == sorted(beside)
+    assert f"2 in the app directory {env_file.parent}/" in found["title"]
+    assert found["fix"]["pillar"] == "serverfix:backups:dir"
+    assert "move them out of the app directory" in found["fix"]["hint"]
+    assert f"mv {beside[0]} {beside[1]} {backup_dir}{env_file.parent}/" in found["fix"]["hint"]
+    assert all(os.path.exists(name) for name in beside)  # diagnose moves nothing
+    # backups:dir '' keeps them there on purpose: no finding
+    report = serverfix.diagnose(config=merge_settings({**pillar, "backups": {"dir": ""}}))
+    assert "backups-beside-files" not in {f["id"] for f in report["findings"]}
+    # only outside the app directory: info
+    for name in beside[:2]:
+        os.unlink(name)
+    report = serverfix.diagnose(config=merge_settings(pillar))
+    [found] = [f for f in report["findings"] if f["id"] == "backups-beside-files"]
+    assert found["severity"] == "info" and found["evidence"]["files"] == beside[2:]

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 import pytest
-from salt.exceptions import CommandExecutionError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support.loader import import_salt_module
 from tests.support.paths import UTILS_DIR
@@ -183,3 +183,107 @@ def test_vendor_dir_reached_through_a_symlinked_directory(tmp_path):
     (tmp_path / "alias").symlink_to(vendor)
     with pytest.raises(CommandExecutionError, match="directory of packages"):
         files.check_owned(str(tmp_path / "alias" / "x.conf"), MARKER, [str(vendor)])
+
+
+# ---------------------------------------------------------------- the backup directory
+
+
+@pytest.mark.parametrize(
+    "path, backup_dir, expected",
+    [
+        (
+            "/var/www/intranet/backend/.env",
+            "/var/backups/serverfix",
+            "/var/backups/serverfix/var/www/intranet/backend/.env",
+        ),
+        (
+            "/etc/redis/redis.conf",
+            "/var/backups/serverfix/",
+            "/var/backups/serverfix/etc/redis/redis.conf",
+        ),
+        ("/etc/fstab", "/srv//backups/./x/..", "/srv/backups/etc/fstab"),
+        ("/var/www/app/../app/.env", "/b", "/b/var/www/app/.env"),
+        ("/etc/fstab", "", "/etc/fstab"),  # '': next to the file, as before
+    ],
+)
+def test_backup_base_mirrors_the_path_below_the_dir(path, backup_dir, expected):
+    assert files.backup_base(path, backup_dir) == expected
+    assert files.backup_location(path, backup_dir) == os.path.dirname(expected) + "/"
+
+
+def test_backup_base_follows_a_symlink_to_the_file_that_changes(tmp_path):
+    real = tmp_path / "shared" / ".env"
+    real.parent.mkdir()
+    real.write_bytes(b"A=1\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".env").symlink_to(real)
+    assert files.backup_base(str(tmp_path / "app" / ".env"), "/b") == f"/b{real}"
+
+
+def test_backup_goes_below_the_dir_made_0700_and_prunes_only_there(tmp_path):
+    path = tmp_path / "app" / ".env"
+    path.parent.mkdir()
+    path.write_bytes(b"A=1\n")
+    beside = [f"{path}.serverfix-2020010{i}T000000.bak" for i in range(3)]
+    for i, name in enumerate(beside):  # left by an earlier version, older than any new one
+        with open(name, "wb") as handle:
+            handle.write(b"old\n")
+        os.utime(name, (1_600_000_000 + i, 1_600_000_000 + i))
+    backup_dir = tmp_path / "backups"
+    made = [files.backup(str(path), keep=2, backup_dir=str(backup_dir)) for _ in range(3)]
+    mirror = f"{backup_dir}{path.parent}"
+    assert all(os.path.dirname(name) == mirror for name in made)
+    assert not os.path.exists(made[0]) and all(os.path.exists(n) for n in made[1:])  # pruned
+    assert all(os.path.exists(name) for name in beside)  # never deleted, never moved
+    assert os.stat(made[-1]).st_mode & 0o777 == 0o600
+    directory = mirror
+    while directory != str(tmp_path):  # every directory it made is 0700
+        assert os.stat(directory).st_mode & 0o777 == 0o700, directory
+        directory = os.path.dirname(directory)
+    # the rollback sees both places, oldest first; pruning sees only the directory
+    assert files.list_backups(str(path), backup_dir=str(backup_dir)) == beside + made[1:]
+    assert files.list_backups(str(path), backup_dir=str(backup_dir), beside=False) == made[1:]
+    assert files.list_backups(str(path)) == beside
+
+
+@needs_acl
+def test_backup_in_the_dir_keeps_acl_and_xattrs(tmp_path):
+    path = _shared_env(tmp_path)
+    name = files.backup(str(path), backup_dir=str(tmp_path / "b"))
+    assert name.startswith(f"{tmp_path}/b{tmp_path}/.env.serverfix-")
+    assert os.stat(name).st_mode & 0o777 == 0o600
+    assert "user:nobody:r--" in _getfacl(name)
+    assert os.getxattr(name, "user.serverfix-test") == b"label \xff"
+
+
+def test_backup_dir_problems(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    assert files.backup_dir_problems("") == []
+    assert files.backup_dir_problems(str(tmp_path / "new" / "dir")) == []
+    assert not (tmp_path / "new").exists()  # read-only: made when the first backup needs it
+    for wanted in (blocker, blocker / "below"):
+        (problem,) = files.backup_dir_problems(str(wanted))
+        assert f"{blocker} exists and is not a directory" in problem
+
+
+def test_backup_dir_problems_unwritable(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    done = subprocess.run(["chattr", "+i", str(locked)], check=False, capture_output=True)
+    if done.returncode:
+        pytest.skip(f"chattr +i not supported here: {done.stderr.decode().strip()}")
+    try:
+        (problem,) = files.backup_dir_problems(str(locked / "serverfix"))
+        assert f"{locked}/serverfix cannot be created (in {locked})" in problem
+        (problem,) = files.backup_dir_problems(str(locked))
+        assert f"{locked} cannot be written" in problem
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+
+
+@pytest.mark.parametrize("bad", ["backups", "./b", 5, None, "/b\nc"])
+def test_check_backup_dir_refuses_what_is_not_absolute(bad):
+    with pytest.raises(SaltInvocationError, match="backup_dir .* is not an absolute path"):
+        files.check_backup_dir(bad)
+    assert files.check_backup_dir("") == "" and files.check_backup_dir("/b") == "/b"

@@ -212,3 +212,63 @@ def test_unreadable_package_json_is_named(tmp_path):
 def test_npm_version_key(value):
     assert errors({"dotenv": {"npm_version": value}}) == []
     assert errors({"dotenv": {"npm_version": "v16 latest"}})
+
+
+# item 12: the backup directory (serverfix:backups:dir)
+ENV = "/var/www/intranet/backend/.env"
+
+
+@pytest.mark.parametrize("value", ["backups", "./b", "~/b", "/b\nc", 5, True, None, []])
+def test_backup_dir_must_be_absolute_or_empty(value):
+    [message] = errors({"backups": {"dir": value}})
+    assert message.startswith("serverfix:backups:dir: ") and "an absolute path" in message
+    assert "or '' for next to each file" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/var/www/intranet/backend",
+        "/var/www/intranet/backend/",
+        "/var/www/intranet/backend/backups",
+        "/var/www/intranet/backend/.serverfix/bak",
+        "/var/www/intranet/x/../backend/b",
+    ],
+)
+def test_backup_dir_inside_the_app_directory_is_refused(value):
+    [message] = errors({"backups": {"dir": value}, "dotenv": {"file": ENV}})
+    assert message.startswith("serverfix:backups:dir: ")
+    assert "inside /var/www/intranet/backend, the directory of serverfix:dotenv:file" in message
+    assert "use a directory outside it (default /var/backups/serverfix)" in message
+
+
+def test_backup_dir_root_puts_every_backup_next_to_its_file():
+    [message] = errors({"backups": {"dir": "/"}})
+    assert message.startswith("serverfix:backups:dir: '/'") and "use a directory outside" in message
+
+
+@pytest.mark.parametrize(
+    "value", ["", "/var/backups/serverfix", "/var/www/intranet/backend2", "/var/www/intranet"]
+)
+def test_backup_dir_outside_the_app_directory_passes(value):
+    assert errors({"backups": {"dir": value}, "dotenv": {"file": ENV}}) == []
+
+
+def test_backup_dir_inside_the_app_directory_through_a_symlink_is_refused(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "app")
+    pillar = {
+        "backups": {"dir": f"{tmp_path}/link/bak"},
+        "dotenv": {"file": f"{tmp_path}/app/.env"},
+    }
+    [message] = errors(pillar)
+    assert message.startswith("serverfix:backups:dir: ") and "inside" in message
+
+
+def test_backup_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x", encoding="utf-8")
+    [message] = errors({"backups": {"dir": str(tmp_path / "file")}})
+    assert message == (
+        f"serverfix:backups:dir: {tmp_path / 'file'} exists and is not a directory; remove it "
+        "or choose another directory (default /var/backups/serverfix)"
+    )
