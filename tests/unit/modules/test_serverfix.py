@@ -37,6 +37,8 @@ UTIL_NAMES = (
     "serverfix_checks",
     "serverfix_npm",
     "serverfix_errors",
+    "serverfix_redismem",
+    "serverfix_redisreport",
 )
 UTILS = utils_dunder(*UTIL_NAMES)
 
