@@ -118,6 +118,10 @@ class RedisMemory:
     def _log_lines(self):
         """``(lines of Redis's log tail, where, error)``: redis.conf's ``logfile``, else the
         service's journal."""
+        port = _unquote(self.conf.get("port", "6379"))
+        if port != str(self.facts.redis_target["port"]):  # another Redis's log
+            config = self.facts.cfg["redis"]["config"]
+            return [], None, f"{config} is for port {port}, not the backend's Redis"
         logfile = _unquote(self.conf.get("logfile", ""))
         if logfile:
             return (
@@ -258,9 +262,9 @@ def checks(facts):
     )
     warnings = mem.warnings
     items = warnings["items"]
-    warn_check = _check(
+    warn_check = _check(  # no log to read (another Redis's config, no journal): skip
         "redis-warnings",
-        "warn" if items else "pass",
+        "warn" if items else "skip" if warnings["error"] else "pass",
         f"{len(items)} startup warning(s) from Redis since its last start"
         + (f" ({warnings['error']})" if warnings["error"] else ""),
         {"lines": [i["line"] for i in items], "log": warnings["source"]},
