@@ -82,11 +82,11 @@ def size_text(num_bytes):
     return str(num_bytes)
 
 
-def auto_maxmemory(mem_total, cgroup_limit=None):
+def auto_maxmemory(total, limit=None):
     """The ``maxmemory`` for ``maxmemory: auto`` in bytes: 1/8 of the usable RAM (the smaller of
-    ``mem_total`` and ``cgroup_limit``, ``None`` = no limit), at least 64 MB, at most 1 GB,
+    ``total`` and the cgroup ``limit``, ``None`` = no limit), at least 64 MB, at most 1 GB,
     rounded down to whole MB. 4 GiB -> 512 MB; 24 GiB -> 1 GB (the ceiling)."""
-    usable = min(mem_total, cgroup_limit) if cgroup_limit else mem_total
+    usable = min(total, limit) if limit else total
     share = min(max(usable // AUTO_DIVISOR, AUTO_FLOOR), AUTO_CEILING)
     return share - share % (1 << 20)
 

@@ -83,14 +83,14 @@ def test_host_memory_root_cgroup_limit_and_max(tmp_path):
     meminfo = _meminfo(tmp_path / "meminfo", 4 * GIB // 1024)
     root = tmp_path / "cgroup"
     _cgroup(root, "", "max")  # no limit: MemTotal
-    assert redismem.resolve_maxmemory("auto", meminfo=meminfo, cgroup_root=str(root))[
-        "value"
-    ] == ("512mb")
+    assert redismem.resolve_maxmemory("auto", meminfo=meminfo, cgroup_root=str(root))["value"] == (
+        "512mb"
+    )
     _cgroup(root, "", str(GIB))  # a container's own root
     assert redismem.host_memory(meminfo=meminfo, cgroup_root=str(root))["usable"] == GIB
-    assert redismem.resolve_maxmemory("auto", meminfo=meminfo, cgroup_root=str(root))[
-        "value"
-    ] == ("128mb")
+    assert redismem.resolve_maxmemory("auto", meminfo=meminfo, cgroup_root=str(root))["value"] == (
+        "128mb"
+    )
     # no cgroup v2 at all (a v1 host): MemTotal
     no_v2 = redismem.host_memory(meminfo=meminfo, cgroup_root=str(tmp_path / "absent"))
     assert no_v2["cgroup_limit"] is None and no_v2["usable"] == 4 * GIB
