@@ -175,6 +175,17 @@ def _redis_version_problems(redis):
     )
 
 
+def _sysctl_values(swap):
+    """The sysctls swap.sls persists (``overcommit_memory`` '' or null: left alone)."""
+    values = {
+        "vm.swappiness": swap["swappiness"],
+        "vm.vfs_cache_pressure": swap["vfs_cache_pressure"],
+    }
+    if swap.get("overcommit_memory") not in ("", None):
+        values["vm.overcommit_memory"] = swap["overcommit_memory"]
+    return values
+
+
 def preflight(config, pillar=None, phases=None):
     """
     Every check that must pass before the formula changes anything; read-only.
@@ -282,16 +293,13 @@ def preflight(config, pillar=None, phases=None):
             "sysctl_persist",
             {"path": f"{PILLAR_KEY}:swap:sysctl_file", "values": f"{PILLAR_KEY}:swap"},
             path=swap["sysctl_file"],
-            values={
-                "vm.swappiness": swap["swappiness"],
-                "vm.vfs_cache_pressure": swap["vfs_cache_pressure"],
-            },
+            values=_sysctl_values(swap),
         )
     _problems(errors)
     return True
 
 
-def _facts(config, proc_swaps, systemd_root="/", reuse_pm2_list=False):
+def _facts(config, proc_swaps, paths=None, systemd_root="/", reuse_pm2_list=False):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
@@ -301,6 +309,7 @@ def _facts(config, proc_swaps, systemd_root="/", reuse_pm2_list=False):
         utils,
         proc_swaps=proc_swaps,
         source=source,
+        paths=paths,
         reuse_pm2_list=reuse_pm2_list,
     )
     facts.systemd_root = systemd_root  # read by _utils/serverfix_pm2boot (the boot unit)
@@ -324,7 +333,14 @@ def _report(function, items, order, facts, start):
     return __utils__["serverfix_mask.scrub"](result, facts.secrets())
 
 
-def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
+def diagnose(
+    config=None,
+    proc_swaps="/proc/swaps",
+    meminfo="/proc/meminfo",
+    cgroup_root="/sys/fs/cgroup",
+    thp_enabled="/sys/kernel/mm/transparent_hugepage/enabled",
+    systemd_root="/",
+):
     """
     Find what the runbook's analysis ("Gefundene Probleme") found, on this host, read-only.
 
@@ -342,7 +358,12 @@ def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
     disabled or for another PM2_HOME) and ``backend-not-saved`` (the backend not in dump.pm2):
     info while serverfix:pm2:startup is false, else warnings; ``pm2-logs-large`` (a pm2 log over
     serverfix:pm2:log_warn_size) and ``pm2-logs-unrotated`` (info: neither pm2-logrotate nor a
-    logrotate rule for the PM2_HOME). Troubleshooting symptoms in the backend's log
+    logrotate rule for the PM2_HOME); about the Redis that answers: ``redis-maxmemory``
+    (not the wanted maxmemory; ``auto`` sizes it from the host's RAM), ``redis-thp`` (THP
+    ``[always]`` and Redis's ``disable-thp`` not ``yes``), ``redis-warning-overcommit``,
+    ``redis-warning-thp``, ``redis-warning-somaxconn`` and ``redis-warning`` (Redis's own
+    ``WARNING`` lines since its last start, from its ``logfile`` or the journal; ``info`` when
+    the cause is fixed since). Troubleshooting symptoms in the backend's log
     (``connect ECONNREFUSED``, ``Queue-System ist deaktiviert``, ``Redis nicht verfügbar - Workers
     werden nicht gestartet``) are attached to the finding that causes them (``backend_log``).
 
@@ -373,6 +394,10 @@ def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
     systemd_root
         The root systemd's unit files are read under for pm2's boot unit (``/``; tests point it
         at a directory tree, since the unit is host-global).
+    meminfo, cgroup_root, thp_enabled
+        Where to read ``MemTotal``, the cgroup v2 tree (``memory.max``: with MemTotal, the RAM
+        ``serverfix:redis:maxmemory: auto`` is sized from) and the transparent huge pages mode;
+        tests point them at files of their own.
 
     CLI Example:
 
@@ -382,13 +407,21 @@ def diagnose(config=None, proc_swaps="/proc/swaps", systemd_root="/"):
         salt '*' serverfix.diagnose --out=json
     """
     start = time.perf_counter()
-    facts, pillar_errors = _facts(config, proc_swaps, systemd_root)
+    paths = {"meminfo": meminfo, "cgroup_root": cgroup_root, "thp_enabled": thp_enabled}
+    facts, pillar_errors = _facts(config, proc_swaps, paths, systemd_root)
     findings = __utils__["serverfix_findings.diagnose"](facts, pillar_errors)
     return _report("diagnose", findings, ("critical", "warning", "info"), facts, start)
 
 
 def verify(
-    config=None, proc_swaps="/proc/swaps", set_retcode=True, systemd_root="/", reuse_pm2_list=False
+    config=None,
+    proc_swaps="/proc/swaps",
+    set_retcode=True,
+    meminfo="/proc/meminfo",
+    cgroup_root="/sys/fs/cgroup",
+    thp_enabled="/sys/kernel/mm/transparent_hugepage/enabled",
+    systemd_root="/",
+    reuse_pm2_list=False,
 ):
     """
     Run the runbook's checks after the fix ("Verifizierung nach Fix" 1-4), read-only, in
@@ -397,7 +430,9 @@ def verify(
     ``redis-service`` (active and enabled), ``redis-ping`` (PING -> PONG over the exact
     REDIS_HOST/REDIS_PORT/REDIS_PASSWORD of the .env, AUTH inside the socket),
     ``redis-loopback-only`` (and REDIS_HOST resolving to a listened address),
-    ``redis-eviction-policy``, ``env-keys`` (the .env keys as the pillar says),
+    ``redis-eviction-policy``, ``redis-maxmemory`` (the wanted maxmemory), ``redis-thp`` (THP
+    not ``always``, or Redis's ``disable-thp yes``; warn), ``redis-warnings`` (none of Redis's
+    startup warnings since its last start; warn), ``env-keys`` (the .env keys as the pillar says),
     ``env-not-shadowed`` (pm2's saved env does not override them), ``swap`` (active, with its
     size), ``sysctl``, ``pm2-online`` (every app), ``pm2-removed`` (absent from the list and the
     saved dump), ``backend-ready`` (the ready lines logged and no symptom after them; ``warn``
@@ -424,6 +459,8 @@ def verify(
         The merged settings (map.jinja); by default defaults.yaml merged with the pillar.
     proc_swaps
         Where to read the active swap areas (tests point it at a copy: swap is kernel-global).
+    meminfo, cgroup_root, thp_enabled
+        As in :func:`diagnose`.
     set_retcode
         Set the return code to 1 on a failed check (the ``serverfix.verified`` state passes False).
     systemd_root
@@ -441,7 +478,8 @@ def verify(
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    facts, _ = _facts(config, proc_swaps, systemd_root, reuse_pm2_list)
+    paths = {"meminfo": meminfo, "cgroup_root": cgroup_root, "thp_enabled": thp_enabled}
+    facts, _ = _facts(config, proc_swaps, paths, systemd_root, reuse_pm2_list)
     checks = __utils__["serverfix_checks.verify"](facts)
     result = _report("verify", checks, ("fail", "warn", "pass", "skip", "info"), facts, start)
     if set_retcode and not result["ok"]:

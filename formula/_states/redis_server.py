@@ -91,6 +91,7 @@ def configured(
     pkg="redis-server",
     remove_password=False,
     backup_dir="/var/backups/serverfix",
+    service="redis-server",
 ):
     """
     Edit the redis.conf at ``name`` in place: loopback bind, protected mode, ``supervised auto``,
@@ -116,7 +117,9 @@ def configured(
     runs, so it is not in the compiled state data.
 
     IPv6 addresses in ``bind`` are dropped on a host without IPv6 loopback, where Redis would
-    otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone.
+    otherwise fail to start. ``maxmemory`` ``''`` leaves that directive alone; ``auto`` sizes it
+    for this host (``serverfix_redismem.auto_maxmemory``: 1/8 of the smaller of MemTotal and
+    the cgroup v2 limit over ``service``, 64mb to 1gb), and the changes show the value chosen.
 
     The backup of ``name`` goes below ``backup_dir`` (its path mirrored, created 0700;
     ``''``: next to it), and the comment says where.
@@ -140,8 +143,10 @@ def configured(
         "appendfsync": appendfsync,
         "requirepass": password or None,
     }
-    if maxmemory not in ("", None):
-        settings["maxmemory"] = str(maxmemory)
+    # auto -> the size for this host's RAM (pseudo-files under /proc and /sys, read-only)
+    maxmemory = __utils__["serverfix_redismem.resolve_maxmemory"](maxmemory, service=service)
+    if maxmemory["value"]:
+        settings["maxmemory"] = maxmemory["value"]
     if not __salt__["file.file_exists"](name):
         if __opts__["test"]:
             return _predict_package_default(ret, name, pkg, settings)

@@ -16,6 +16,9 @@ VERIFY_CHECKS = (
     "redis-ping",
     "redis-loopback-only",
     "redis-eviction-policy",
+    "redis-maxmemory",
+    "redis-thp",
+    "redis-warnings",
     "env-keys",
     "env-not-shadowed",
     "swap",
@@ -388,6 +391,7 @@ def verify(facts):
     """Every check of one run, always all of them, in ``VERIFY_CHECKS`` order."""
     checks = _verify_redis(facts) + _verify_env(facts) + _verify_swap(facts) + _verify_pm2(facts)
     checks += facts.utils["serverfix_pm2boot.checks"](facts)  # pm2 at boot
+    checks += facts.utils["serverfix_redisreport.checks"](facts)  # Redis memory safety
     memory = facts.memory
     checks.append(
         _check(

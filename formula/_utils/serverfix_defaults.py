@@ -43,7 +43,7 @@ _DEFAULTS_JSON = r"""
       "password": "",
       "remove_password": false,
       "db": 0,
-      "maxmemory": "",
+      "maxmemory": "auto",
       "maxmemory_policy": "noeviction",
       "appendonly": true,
       "appendfsync": "everysec"
@@ -68,6 +68,7 @@ _DEFAULTS_JSON = r"""
       "size": "2G",
       "swappiness": 10,
       "vfs_cache_pressure": 50,
+      "overcommit_memory": 1,
       "sysctl_file": "/etc/sysctl.d/99-zz-serverfix.conf"
     },
     "backend": {

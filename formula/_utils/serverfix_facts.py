@@ -18,7 +18,17 @@ import time
 SECRET = "<secret>"
 REDIS_TIMEOUT = 1.0  # seconds per Redis connection: loopback answers in milliseconds
 LOG_LINES = 200
-SYSCTL_KEYS = {"vm.swappiness": "swappiness", "vm.vfs_cache_pressure": "vfs_cache_pressure"}
+SYSCTL_KEYS = {
+    "vm.swappiness": "swappiness",
+    "vm.vfs_cache_pressure": "vfs_cache_pressure",
+    "vm.overcommit_memory": "overcommit_memory",  # '' or null in the pillar: left alone
+}
+# where the Redis memory facts read the host (serverfix_redisreport); tests pass their own
+MEMORY_PATHS = {
+    "meminfo": "/proc/meminfo",
+    "cgroup_root": "/sys/fs/cgroup",
+    "thp_enabled": "/sys/kernel/mm/transparent_hugepage/enabled",
+}
 
 # The runbook's troubleshooting symptoms as the backend logs them, the findings that cause them
 # and the runbook's fix for each.
@@ -45,12 +55,21 @@ LOG_SYMPTOMS = (
 )
 
 
-def gather(cfg, salt, utils, proc_swaps="/proc/swaps", source="config", reuse_pm2_list=False):
+def gather(  # pylint: disable=too-many-arguments
+    cfg, salt, utils, proc_swaps="/proc/swaps", source="config", paths=None, reuse_pm2_list=False
+):
     """The :class:`Facts` of this host for the merged settings ``cfg``, read lazily; ``salt`` and
     ``utils`` are the calling module's ``__salt__``/``__utils__`` (the loader hands out functions,
-    not classes). ``reuse_pm2_list``: take the pm2 list this state run has read already."""
+    not classes); ``paths`` overrides :data:`MEMORY_PATHS`; ``reuse_pm2_list``: take the pm2 list
+    this state run has read already."""
     return Facts(
-        cfg, salt, utils, proc_swaps=proc_swaps, source=source, reuse_pm2_list=reuse_pm2_list
+        cfg,
+        salt,
+        utils,
+        proc_swaps=proc_swaps,
+        source=source,
+        paths=paths,
+        reuse_pm2_list=reuse_pm2_list,
     )
 
 
@@ -120,9 +139,17 @@ class Facts:
     covered = staticmethod(covered)
 
     def __init__(  # pylint: disable=too-many-arguments
-        self, cfg, salt, utils, proc_swaps="/proc/swaps", source="config", reuse_pm2_list=False
+        self,
+        cfg,
+        salt,
+        utils,
+        proc_swaps="/proc/swaps",
+        source="config",
+        paths=None,
+        reuse_pm2_list=False,
     ):
         self.cfg = cfg
+        self.paths = dict(MEMORY_PATHS, **{k: v for k, v in (paths or {}).items() if v})
         self.reuse_pm2_list = reuse_pm2_list
         # the calling module's __salt__ and __utils__ (utils get none of their own)
         self.salt = salt
@@ -423,7 +450,13 @@ class Facts:
         return {
             key: {"current": current.get(key), "wanted": int(swap[name])}
             for key, name in SYSCTL_KEYS.items()
+            if swap.get(name) not in ("", None)
         }
+
+    @functools.cached_property
+    def redis_memory(self):
+        """Redis's maxmemory, THP and startup warnings (``serverfix_redisreport.RedisMemory``)."""
+        return self.utils["serverfix_redisreport.memory"](self, self.paths)
 
     def env_differences(self):
         """``(missing keys, {key: {found, wanted}})`` of the wanted keys; secrets masked."""

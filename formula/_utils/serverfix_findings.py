@@ -556,6 +556,8 @@ def diagnose(facts, pillar_errors=()):
         )
     if facts.cfg["redis"]["enabled"]:
         findings += _diagnose_redis(facts)
+        # maxmemory, transparent huge pages, Redis's own startup warnings
+        findings += facts.utils["serverfix_redisreport.findings"](facts)
     findings += _diagnose_env(facts)
     findings.append(_diagnose_dotenv_version(facts))
     findings += _diagnose_pm2(facts)

@@ -239,9 +239,10 @@ def pillar_schema(parse_size, managed):
             ),
             "db": _int_rule(0, 15, 0),
             "maxmemory": _Rule(
-                "'' (no limit) or a Redis memory size such as 256mb or 1gb",
+                "auto (sized for this host's RAM), '' (leave redis.conf's as it is), 0 (no "
+                "limit) or a Redis memory size such as 256mb or 1gb",
                 lambda v: (
-                    v == ""
+                    v in ("", "auto")
                     or (_is_int(v) and v >= 0)
                     or (isinstance(v, str) and bool(REDIS_MEMORY_RE.match(v)))
                 ),
@@ -280,6 +281,10 @@ def pillar_schema(parse_size, managed):
             "size": _size_rule(parse_size),
             "swappiness": _int_rule(0, 200, 10),
             "vfs_cache_pressure": _int_rule(0, 1000, 50),
+            "overcommit_memory": _Rule(
+                "0, 1 or 2 (1: Redis's advice), or '' / null to leave it alone",
+                lambda v: v in ("", None) or (_is_int(as_int(v)) and as_int(v) in (0, 1, 2)),
+            ),
             "sysctl_file": _str_rule(
                 "an absolute path under /etc/sysctl.d/ ending in .conf",
                 pattern=r"^/etc/sysctl\.d/[^/]+\.conf$",

@@ -24,6 +24,7 @@ serverfix-redis-config-edited:
     - port: {{ redis.port | json }}
     - password: {{ state_config.redis.password | json }}  # a pillar reference
     - maxmemory: {{ redis.maxmemory | json }}
+    - service: {{ redis.service | json }}  # maxmemory auto: its cgroup's memory limit counts
     - maxmemory_policy: {{ redis.maxmemory_policy | json }}
     - appendonly: {{ redis.appendonly | json }}
     - appendfsync: {{ redis.appendfsync | json }}

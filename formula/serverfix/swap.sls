@@ -26,6 +26,9 @@ serverfix-swap-sysctl-persisted:
     - values:
         vm.swappiness: {{ swap.swappiness | json }}
         vm.vfs_cache_pressure: {{ swap.vfs_cache_pressure | json }}
+{%- if swap.overcommit_memory is not none and swap.overcommit_memory != '' %}
+        vm.overcommit_memory: {{ swap.overcommit_memory | json }}
+{%- endif %}
     - backup_dir: {{ serverfix.backups.dir | json }}
     - require:
       - serverfix-preflight

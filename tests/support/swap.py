@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 EXT4_CANDIDATES = ("/var/tmp", "/root", "/srv", "/")
-SYSCTL_KEYS = ("vm.swappiness", "vm.vfs_cache_pressure")
+SYSCTL_KEYS = ("vm.swappiness", "vm.vfs_cache_pressure", "vm.overcommit_memory")
 
 
 def fs_type(path):

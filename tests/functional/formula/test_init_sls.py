@@ -77,3 +77,19 @@ def test_the_backup_dir_reaches_every_state_that_backs_up(modules):
             assert by_id[sid]["backup_dir"] == wanted, (sid, pillar)
         assert by_id["serverfix-backend-restarted"]["env"]["backup_dir"] == wanted
         assert by_id["serverfix-preflight"]["config"]["backups"]["dir"] == wanted
+
+
+def test_memory_safety_reaches_the_states(modules):
+    # defaults: maxmemory auto (sized on the minion, for the Redis service's cgroup) and
+    # vm.overcommit_memory 1 in the swap sysctls; '' / null / "0" as the pillar says
+    by_id = {chunk["__id__"]: chunk for chunk in modules.state.show_low_sls("serverfix")}
+    conf = by_id["serverfix-redis-config-edited"]
+    assert (conf["maxmemory"], conf["service"]) == ("auto", "redis-server")
+    assert by_id["serverfix-swap-sysctl-persisted"]["values"]["vm.overcommit_memory"] == 1
+    for given, sent in (("", None), (None, None), ("0", 0)):
+        pillar = {"serverfix": {"swap": {"overcommit_memory": given}, "redis": {"maxmemory": 0}}}
+        low = modules.state.show_low_sls("serverfix", pillar=pillar)
+        by_id = {chunk["__id__"]: chunk for chunk in low}
+        values = by_id["serverfix-swap-sysctl-persisted"]["values"]
+        assert values.get("vm.overcommit_memory") == sent, (given, values)
+        assert by_id["serverfix-redis-config-edited"]["maxmemory"] == 0

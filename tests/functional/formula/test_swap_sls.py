@@ -128,6 +128,45 @@ def test_swap_sls_predicts_applies_and_is_idempotent(
     assert all(state.result is True and not state.changes for state in again.values()), again
 
 
+def test_overcommit_memory_is_persisted_with_the_swap_sysctls(
+    modules, swap_dir, real_fstab, sysctl_file, sysctl_restore
+):
+    """vm.overcommit_memory (default 1: Redis's advice) goes into the same sysctl.d file, now
+    and for the boot; '' leaves it alone (not in the file, the kernel's value untouched)."""
+    with open("/proc/sys/vm/overcommit_memory", "w", encoding="ascii") as handle:
+        handle.write("0")
+    pillar = _pillar(swap_dir, sysctl_file)
+    assert DEFAULTS["swap"]["overcommit_memory"] == 1
+    sid = IDS[1]
+    predicted = _by_id(modules.state.sls("serverfix.swap", pillar=pillar, test=True))[sid]
+    assert predicted.changes["vm.overcommit_memory"] == {"old": "0", "new": "1"}
+    assert read_sysctl("vm.overcommit_memory") == "0"
+    real = _by_id(modules.state.sls("serverfix.swap", pillar=pillar))[sid]
+    assert real.result is True and real.changes == predicted.changes
+    assert read_sysctl("vm.overcommit_memory") == "1"
+    with open(sysctl_file, encoding="utf-8") as handle:
+        assert "vm.overcommit_memory = 1" in handle.read().splitlines()
+    again = _by_id(modules.state.sls("serverfix.swap", pillar=pillar))[sid]
+    assert again.result is True and not again.changes
+
+    with open("/proc/sys/vm/overcommit_memory", "w", encoding="ascii") as handle:
+        handle.write("0")
+    for alone in ("", None):
+        pillar = _pillar(swap_dir, sysctl_file, overcommit_memory=alone)
+        result = _by_id(modules.state.sls("serverfix.swap", pillar=pillar))[sid]
+        assert result.result is True and "vm.overcommit_memory" not in result.changes
+        with open(sysctl_file, encoding="utf-8") as handle:
+            assert "overcommit" not in handle.read()
+        assert read_sysctl("vm.overcommit_memory") == "0"
+
+
+def test_swap_sls_bad_overcommit_memory_stops_in_preflight(modules, swap_dir, sysctl_file):
+    pillar = _pillar(swap_dir, sysctl_file, overcommit_memory=5)
+    result = _by_id(modules.state.sls("serverfix.swap", pillar=pillar, test=True))
+    assert result["serverfix-preflight"].result is False
+    assert "serverfix:swap:overcommit_memory" in result["serverfix-preflight"].comment
+
+
 def test_swap_sls_disabled_has_no_phase_4_states(modules, swap_dir, sysctl_file):
     pillar = _pillar(swap_dir, sysctl_file, enabled=False)
     ids = set(_by_id(modules.state.sls("serverfix.swap", pillar=pillar, test=True)))

@@ -35,7 +35,12 @@ def base_settings(pm2, env_file, backend, port, **sections):
     return settings(
         dotenv={"file": str(env_file)},
         pm2={"home": str(pm2.home), "bin": pm2.bin},
-        redis=dict({"port": port, "service": "serverfix-diag-absent"}, **sections.pop("redis", {})),
+        # maxmemory '' (left alone): these Redis run without one; test_serverfix_redis_memory.py
+        # covers the maxmemory finding
+        redis=dict(
+            {"port": port, "service": "serverfix-diag-absent", "maxmemory": ""},
+            **sections.pop("redis", {}),
+        ),
         backend=dict({"name": backend}, **sections.pop("backend", {})),
         swap={"file": str(pm2.home.parent / "swapfile")},
         **sections,

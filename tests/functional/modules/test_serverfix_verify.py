@@ -56,7 +56,8 @@ def fixed_settings(pm2, env_file, backend_name, redis, service, swap_file, **sec
     return settings(
         dotenv={"file": str(env_file)},
         pm2={"home": str(pm2.home), "bin": pm2.bin},
-        redis={"port": redis.port, "password": PASSWORD, "service": service},
+        # maxmemory '' (left alone): test_serverfix_redis_memory.py checks maxmemory
+        redis={"port": redis.port, "password": PASSWORD, "service": service, "maxmemory": ""},
         backend=dict({"name": backend_name}, **sections.pop("backend", {})),
         remove_processes=["verify-studio"],
         swap={
@@ -64,6 +65,7 @@ def fixed_settings(pm2, env_file, backend_name, redis, service, swap_file, **sec
             "size": "32M",
             "swappiness": int(read_sysctl("vm.swappiness")),
             "vfs_cache_pressure": int(read_sysctl("vm.vfs_cache_pressure")),
+            "overcommit_memory": int(read_sysctl("vm.overcommit_memory")),
         },
         **sections,
     )
@@ -97,6 +99,9 @@ def test_before_server_fails(modules, workdir, pm2):
         "redis-ping": "fail",
         "redis-loopback-only": "fail",
         "redis-eviction-policy": "fail",
+        "redis-maxmemory": "skip",  # Redis does not answer
+        "redis-thp": "skip",
+        "redis-warnings": "skip",
         "env-keys": "fail",
         "env-not-shadowed": "pass",
         "swap": "fail",
@@ -163,6 +168,8 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             expected = {cid: "pass" for cid in statuses(report)}
             # pm2-boot: the host has no pm2-root.service for the sandbox (report only)
             expected.update({"memory": "info", "backend-ready": "warn", "pm2-boot": "warn"})
+            # maxmemory '' and redis.conf (the host's) not this Redis's: nothing to read
+            expected.update({"redis-maxmemory": "skip", "redis-warnings": "skip"})
             assert statuses(report) == expected, json.dumps(report["checks"], indent=1)
             assert report["ok"] is True  # a warning does not fail the run
             checks = {c["id"]: c for c in report["checks"]}
@@ -190,9 +197,10 @@ def test_fix_applied_then_backend_restarted(modules, states, workdir, pm2, swapf
             start = time.perf_counter()
             report = modules.serverfix.verify(config=config)
             wall = time.perf_counter() - start
-            found = statuses(report)
-            assert found.pop("pm2-boot") == "warn"  # no boot unit for the sandbox (report only)
-            assert set(found.values()) == {"pass", "info"}, json.dumps(report["checks"], indent=1)
+            shown = statuses(report)
+            assert shown.pop("pm2-boot") == "warn"  # no boot unit for the sandbox (report only)
+            assert (shown.pop("redis-maxmemory"), shown.pop("redis-warnings")) == ("skip", "skip")
+            assert set(shown.values()) == {"pass", "info"}, json.dumps(report["checks"], indent=1)
             assert report["ok"] is True
             print(f"\nverify on the fixed server: {wall:.2f} s")
 
@@ -284,6 +292,9 @@ def test_report_shape_is_stable(modules, workdir, pm2):
         "redis-ping",
         "redis-loopback-only",
         "redis-eviction-policy",
+        "redis-maxmemory",
+        "redis-thp",
+        "redis-warnings",
         "env-keys",
         "env-not-shadowed",
         "swap",
@@ -298,7 +309,7 @@ def test_report_shape_is_stable(modules, workdir, pm2):
     ]
     for check in report["checks"]:
         assert list(check) == ["id", "status", "title", "evidence", "fix"]
-    assert "missing.env does not exist" in report["checks"][4]["title"]
+    assert "missing.env does not exist" in report["checks"][7]["title"]
 
 
 def test_secret_env_values_never_shown(modules, workdir, pm2):

@@ -180,3 +180,34 @@ def test_the_comment_names_where_the_backup_went(states, loaded_redis, tmp_path)
     assert ret.result is True and f"(backup in {where})" in ret.comment, ret.comment
     assert len(list(backup_dir.glob("**/*.serverfix-*.bak"))) == 1
     assert not list(loaded_redis.conf.parent.glob("*.serverfix-*.bak"))
+
+
+def _host_maxmemory():
+    """What ``maxmemory: auto`` is on this host (the rule's own test has the numbers)."""
+    from tests.support.loader import import_salt_module  # pylint: disable=import-outside-toplevel
+    from tests.support.paths import UTILS_DIR  # pylint: disable=import-outside-toplevel
+
+    rule = import_salt_module(UTILS_DIR / "serverfix_redismem.py", "serverfix_state_redismem")
+    return rule.resolve_maxmemory("auto", service="redis-server")["value"]
+
+
+@pytest.mark.parametrize(
+    ("maxmemory", "written"), [("auto", None), (0, "0"), ("256mb", "256mb"), ("", "")]
+)
+def test_maxmemory_auto_is_previewed_applied_and_idempotent(states, tmp_path, maxmemory, written):
+    conf = tmp_path / "redis.conf"
+    conf.write_text("port 6379\nmaxmemory-policy noeviction\n", encoding="utf-8")
+    wanted = _host_maxmemory() if written is None else written
+    kwargs = {"name": str(conf), "bind": ["127.0.0.1"], "appendonly": False}
+    preview = states.redis_server.configured(maxmemory=maxmemory, test=True, **kwargs)
+    if wanted == "":  # '' leaves maxmemory alone
+        assert "maxmemory" not in preview.changes
+        return
+    assert preview.result is None
+    assert preview.changes["maxmemory"] == {"old": None, "new": wanted}  # the chosen value
+    assert "maxmemory " not in conf.read_text(encoding="utf-8")  # test mode wrote nothing
+    real = states.redis_server.configured(maxmemory=maxmemory, **kwargs)
+    assert real.result is True and real.changes == preview.changes
+    assert f"\nmaxmemory {wanted}\n" in conf.read_text(encoding="utf-8")
+    again = states.redis_server.configured(maxmemory=maxmemory, **kwargs)
+    assert again.result is True and again.changes == {}, again.comment

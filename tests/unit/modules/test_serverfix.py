@@ -40,6 +40,8 @@ UTIL_NAMES = (
     "serverfix_errors",
     "serverfix_pm2boot",
     "serverfix_redisversion",
+    "serverfix_redismem",
+    "serverfix_redisreport",
 )
 UTILS = utils_dunder(*UTIL_NAMES)
 

@@ -272,3 +272,23 @@ def test_backup_dir_that_is_a_file_is_refused(tmp_path):
         f"serverfix:backups:dir: {tmp_path / 'file'} exists and is not a directory; remove it "
         "or choose another directory (default /var/backups/serverfix)"
     )
+
+
+@pytest.mark.parametrize("value", ["auto", "", 0, "0", "256mb", "1gb"])
+def test_redis_maxmemory_auto_empty_zero_and_sizes_are_valid(value):
+    assert not errors({"redis": {"maxmemory": value}})
+
+
+@pytest.mark.parametrize("value", [1, 0, 2, "1", "", None])
+def test_swap_overcommit_memory_valid(value):
+    assert not errors({"swap": {"overcommit_memory": value}})
+
+
+@pytest.mark.parametrize("value", [3, -1, "yes", True, "01"])
+def test_swap_overcommit_memory_invalid_names_the_key(value):
+    found = errors({"swap": {"overcommit_memory": value}})
+    assert found and "serverfix:swap:overcommit_memory" in str(found)
+
+
+def test_memory_safety_defaults():
+    assert DEFAULTS["redis"]["maxmemory"] == "auto" and DEFAULTS["swap"]["overcommit_memory"] == 1
