@@ -24,8 +24,9 @@ drop_cgroup() {  # $1: the cgroup's name; removes it and what nspawn made below 
 
 memory_bytes() {  # REPLICA_MEMORY (4G, 512M, 4294967296) -> bytes; "off" -> nothing
   [ "$MEMORY" = off ] && return 0
-  numfmt --from=iec "$MEMORY" 2>/dev/null ||
+  [[ $MEMORY =~ ^[1-9][0-9]*[KMGT]?$ ]] ||
     die "REPLICA_MEMORY=$MEMORY is not a size: give e.g. 4G (the runbook's server), 8G, or off (this host's RAM)"
+  numfmt --from=iec "$MEMORY"
 }
 
 limit_memory() {  # $1: the cgroup's name; moves this (sub)shell into a memory cgroup limited to REPLICA_MEMORY
