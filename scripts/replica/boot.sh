@@ -40,6 +40,7 @@ up() {
   mkdir -p "$R"
   { cp --sparse=always "$golden" "$RUN/root.img" && mount -o loop "$RUN/root.img" "$R"; } || die "mounting $RUN/root.img failed"
   save_host_sysctls
+  echo "$MEMORY" > "$RUN/memory"   # for `env` and `down` run later, maybe without REPLICA_MEMORY
   guest_net_unit > "$R/etc/systemd/system/replica-net.service"
   guest_swap_unit > "$R/etc/systemd/system/replica-swap.service"
   chroot "$R" systemctl enable -q replica-net.service replica-swap.service
@@ -104,6 +105,8 @@ reboot_guest() {  # a marker in the guest's /run (tmpfs) tells the rebooted gues
 }
 
 env_facts() {
+  local size
+  size=$(cat "$RUN/memory" 2>/dev/null || echo "$MEMORY")   # what the running replica has
   cat <<EOT
 REPLICA_NAME=$NAME
 REPLICA_IP=$IP
@@ -113,8 +116,8 @@ REPLICA_KNOWN_HOSTS=$RUN/known_hosts
 REPLICA_RUN=$RUN
 REPLICA_ROOTFS=$R
 REPLICA_UP=$([ -f "$RUN/nspawn.pid" ] && echo 1 || echo 0)
-REPLICA_MEMORY=$MEMORY
+REPLICA_MEMORY=$size
 REPLICA_MEMORY_CGROUP=$(cat "$RUN/memory-cgroup" 2>/dev/null || true)
-REPLICA_LXCFS=$([ "$MEMORY" = off ] || echo "$LXCFS_DIR")
+REPLICA_LXCFS=$([ "$size" = off ] || echo "$LXCFS_DIR")
 EOT
 }
