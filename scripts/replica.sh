@@ -21,12 +21,17 @@
 # the sysctls it recorded at `up`. One replica at a time (a lock), unless REPLICA_LOCK_WAIT says to wait.
 #
 # The parts, one job each, sourced below: scripts/replica/image.sh (cache keys, build, golden),
-# net.sh (veth + NAT), cgroup.sh (nspawn's own cgroup), sysctl.sh (host sysctls and guest swap),
-# boot.sh (the boot loop, up, down, reboot, env).
+# net.sh (veth + NAT), cgroup.sh (nspawn's own cgroup, the memory limit), lxcfs.sh (the guest's
+# /proc/meminfo), sysctl.sh (host sysctls, guest swap), boot.sh (the boot loop, up, down, reboot, env).
 #
-# Host needs root, debootstrap, systemd-container, zstd, e2fsprogs, nftables, iproute2 (scripts/lib/setup.sh).
+# The guest has the server's RAM (REPLICA_MEMORY, default 4G): a memory cgroup limit on the boot loop,
+# and /proc/meminfo (with cpuinfo, stat, uptime) from an lxcfs that `up` starts for it. Swap lines in
+# its /etc/fstab are switched on at boot (replica-swap.service, sysctl.sh) as the VM's systemd would.
+#
+# Host needs root, debootstrap, systemd-container, zstd, e2fsprogs, nftables, iproute2, lxcfs (scripts/lib/setup.sh).
 # Knobs: REPLICA_DIR (cache + run dirs, default /var/cache/serverfix/replica), REPLICA_NAME (default replica),
 # REPLICA_SUBNET (guest 10.231.<n>.2, default 7), REPLICA_LOCK_WAIT (seconds, default 0),
+# REPLICA_MEMORY (the guest's RAM: 4G, 8G, ...; off = no limit, this host's /proc/meminfo),
 # DEBIAN_MIRROR / DEBIAN_SECURITY_MIRROR (default: the ones this host's apt uses), NPM_REGISTRY (default:
 # this host's npm config).
 # shellcheck source-path=SCRIPTDIR
@@ -53,7 +58,8 @@ PM2_VERSION=7.0.4
 BUILD_REV=1                                            # bump when build() changes what it produces
 BASE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,sudo,ca-certificates,procps,less
 EXTRA_PACKAGES="nodejs npm python3-venv"               # python3-venv: a salt-minion venv for the master/minion test
-SYSCTL_KEYS="vm.swappiness vm.vfs_cache_pressure net.ipv4.ip_forward"   # host-global knobs we or the formula touch
+SYSCTL_KEYS="vm.swappiness vm.vfs_cache_pressure vm.overcommit_memory net.ipv4.ip_forward"   # knobs we or the formula touch
+MEMORY=${REPLICA_MEMORY:-4G}                           # the server's RAM (the runbook's 4 GB VM); off: this host's
 
 SSH=(ssh -i "$KEY" -o BatchMode=yes -o ConnectTimeout=3 -o StrictHostKeyChecking=yes
      -o "UserKnownHostsFile=$RUN/known_hosts" -o LogLevel=ERROR "root@$IP")
@@ -69,6 +75,8 @@ die() { say "ERROR: $*"; exit 1; }
 . "$REPO/scripts/replica/net.sh"
 # shellcheck source=replica/cgroup.sh
 . "$REPO/scripts/replica/cgroup.sh"
+# shellcheck source=replica/lxcfs.sh
+. "$REPO/scripts/replica/lxcfs.sh"
 # shellcheck source=replica/sysctl.sh
 . "$REPO/scripts/replica/sysctl.sh"
 # shellcheck source=replica/boot.sh

@@ -12,7 +12,7 @@
 venv=${SERVERFIX_VENV:-/var/cache/serverfix/venv}
 
 # the replica host (scripts/replica.sh) and salt-ssh from the venv
-SF_REPLICA_APT=(python3-venv openssh-client debootstrap systemd-container zstd e2fsprogs nftables iproute2
+SF_REPLICA_APT=(python3-venv openssh-client debootstrap systemd-container zstd e2fsprogs nftables iproute2 lxcfs
                 procps util-linux)
 # shellcheck disable=SC2034  # used by scripts/test.sh
 # the whole suite: the replica's, plus sshd for the integration tests, node/npm for tests/node, file

@@ -1,20 +1,25 @@
 # shellcheck shell=bash
 # scripts/replica.sh, part: the running replica. `up` copies the golden image, records the host's
 # sysctls, pins the guest's host keys and starts the boot loop detached; `down` undoes all of it;
-# `reboot` reboots the guest and waits until it is back.
+# `reboot` reboots the guest and waits until it is back. lxcfs (lxcfs.sh) runs from `up` to `down`;
+# the memory limit (cgroup.sh) is on the boot loop, so each boot of the guest has it.
 
 boot() {  # the boot loop (detached, holds the lock): nspawn exits 133 when the guest reboots -> start it again
-  local rc
+  local rc binds
   own_cgroup "$NAME"
+  limit_memory "$NAME"   # the server's RAM, for the guest and what it starts
+  mapfile -t binds < <(lxcfs_binds)
   echo $$ > "$RUN/boot.pid"
   while :; do
     "${NSPAWN[@]}" --boot -D "$R" -M "$NAME" --console=passive --system-call-filter=@swap \
-      --network-veth-extra="$VETH:host0" >>"$RUN/nspawn.log" 2>&1 </dev/null &
+      --network-veth-extra="$VETH:host0" "${binds[@]}" >>"$RUN/nspawn.log" 2>&1 </dev/null &
     echo $! > "$RUN/nspawn.pid"
     veth_up
     rc=0; wait $! || rc=$?
     echo "nspawn exit $rc" >>"$RUN/nspawn.log"
-    swapoff_guest
+    # what a VM's reboot resets: its swap is off and its kernel's sysctls are back to the defaults
+    swapoff_guest >>"$RUN/nspawn.log" 2>&1
+    restore_host_sysctls
     if [ "$rc" != 133 ] || [ -e "$RUN/stop" ]; then break; fi
   done
   rm -f "$RUN/nspawn.pid"
@@ -23,6 +28,7 @@ boot() {  # the boot loop (detached, holds the lock): nspawn exits 133 when the 
 up() {
   local golden end t0=$SECONDS k
   golden=$(GOLDEN)
+  memory_bytes >/dev/null   # a bad REPLICA_MEMORY stops here, not in the detached boot loop
   if [ ! -f "$golden" ]; then golden; fi
   down
   mkdir -p "$W" "$(dirname "$LOCK")"
@@ -34,12 +40,15 @@ up() {
   mkdir -p "$R"
   { cp --sparse=always "$golden" "$RUN/root.img" && mount -o loop "$RUN/root.img" "$R"; } || die "mounting $RUN/root.img failed"
   save_host_sysctls
+  echo "$MEMORY" > "$RUN/memory"   # for `env` and `down` run later, maybe without REPLICA_MEMORY
   guest_net_unit > "$R/etc/systemd/system/replica-net.service"
-  chroot "$R" systemctl enable -q replica-net.service
+  guest_swap_unit > "$R/etc/systemd/system/replica-swap.service"
+  chroot "$R" systemctl enable -q replica-net.service replica-swap.service
+  lxcfs_up
   # pin the guest's host keys (no trust-on-first-use)
   for k in "$R"/etc/ssh/ssh_host_*_key.pub; do echo "$IP $(cut -d' ' -f1,2 "$k")"; done > "$RUN/known_hosts"
   ip link delete "$VETH" 2>/dev/null || true   # a leftover of a killed run would make nspawn fail
-  setsid bash "$SELF" boot </dev/null >/dev/null 2>&1 &     # holds the lock (fd 9) while the guest runs
+  setsid bash "$SELF" boot </dev/null >/dev/null 2>>"$RUN/nspawn.log" &   # holds the lock (fd 9) while the guest runs
   exec 9>&-
   end=$((SECONDS + 90))
   while [ $SECONDS -lt $end ]; do
@@ -73,6 +82,8 @@ down() {
   restore_host_sysctls   # the guest's sysctls hit the host kernel
   net_down
   drop_cgroup "$NAME"
+  drop_memory_cgroup
+  lxcfs_down
   if mountpoint -q "$R" && ! umount "$R"; then   # the loop device goes with the last umount
     swapoff_guest; umount "$R" || die "cannot unmount $R (busy: $(grep -c . /proc/swaps) swap lines; see /proc/swaps)"
   fi
@@ -94,6 +105,8 @@ reboot_guest() {  # a marker in the guest's /run (tmpfs) tells the rebooted gues
 }
 
 env_facts() {
+  local size
+  size=$(cat "$RUN/memory" 2>/dev/null || echo "$MEMORY")   # what the running replica has
   cat <<EOT
 REPLICA_NAME=$NAME
 REPLICA_IP=$IP
@@ -103,5 +116,8 @@ REPLICA_KNOWN_HOSTS=$RUN/known_hosts
 REPLICA_RUN=$RUN
 REPLICA_ROOTFS=$R
 REPLICA_UP=$([ -f "$RUN/nspawn.pid" ] && echo 1 || echo 0)
+REPLICA_MEMORY=$size
+REPLICA_MEMORY_CGROUP=$(cat "$RUN/memory-cgroup" 2>/dev/null || true)
+REPLICA_LXCFS=$([ "$size" = off ] || echo "$LXCFS_DIR")
 EOT
 }

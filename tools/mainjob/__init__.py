@@ -9,7 +9,8 @@ job on the replica of the server, over salt-ssh with the roster entry ``hetzner`
    mode;
 5. ``serverfix.verify`` passes (and POST /reservations is fast);
 6. re-apply: zero changes (with and without the flag);
-7. reboot: Redis up, prisma-studio still gone, backend online in queue mode, the fstab swap line;
+7. reboot: Redis up, prisma-studio still gone, backend online in queue mode, /swapfile on from
+   fstab, the persisted sysctls back;
 8. POST /reservations p50/p95 before (step 1) vs after (step 5).
 
 ``steps.py`` holds the steps (tests/e2e/test_replica_salt_ssh.py calls them, one test each),

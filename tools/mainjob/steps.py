@@ -334,8 +334,52 @@ def reapply(job):
     )
 
 
+SWAP_UNIT = (
+    "replica-swap.service"  # the replica's swapon --all from fstab at boot (docs/replica.md)
+)
+SYSCTL_FILE = "/etc/sysctl.d/99-zz-serverfix.conf"  # the formula's default sysctl_file
+RUNBOOK_SYSCTLS = ("vm.swappiness", "vm.vfs_cache_pressure")
+
+
+def persisted_sysctls(text):
+    """``{key: value}`` from the text of a sysctl.d file (comments and blank lines skipped)."""
+    found = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, value = line.lstrip("-").split("=", 1)
+        found[key.strip()] = " ".join(value.split())
+    return found
+
+
+def sysctls_after_boot(replica):
+    """``{key: (persisted, running)}`` for each key of the formula's sysctl file in the guest."""
+    text = replica.ssh(f"cat {SYSCTL_FILE} 2>/dev/null; true", timeout=30).stdout
+    persisted = persisted_sysctls(text)
+    if not persisted:
+        return {}
+    out = replica.ssh("sysctl -n " + " ".join(sorted(persisted)), timeout=30, check=False).stdout
+    running = [" ".join(line.split()) for line in out.splitlines()]
+    return {
+        key: (persisted[key], running[i] if i < len(running) else None)
+        for i, key in enumerate(sorted(persisted))
+    }
+
+
+def swap_from_fstab_at_boot(replica, swap_file="/swapfile"):
+    """Whether this boot's ``SWAP_UNIT`` ran and switched ``swap_file`` on (its journal says so)."""
+    out = replica.ssh(
+        f"systemctl is-active {SWAP_UNIT}; journalctl -b -q -o cat -u {SWAP_UNIT}",
+        timeout=30,
+        check=False,
+    ).stdout.splitlines()
+    return bool(out) and out[0] == "active" and f"swapon {swap_file}" in out[1:]
+
+
 def reboot(job):
-    """7. Reboot: Redis up, prisma-studio gone, backend online in queue mode, fstab's swap line."""
+    """7. Reboot: Redis up, prisma-studio gone, backend online in queue mode, swap on from fstab,
+    the persisted sysctls back."""
     replica, entry = job.replica, job.entry("reboot")
     job.say("rebooting the replica (systemctl reboot)")
     seconds = replica.reboot()
@@ -343,6 +387,8 @@ def reboot(job):
     queue_on = wait_for(lambda: replica.app_mode() == "queue", 30)
     snap = replica.snapshot()
     procs = pm2_by_name(snap)
+    sysctls = sysctls_after_boot(replica)
+    entry["sysctl"] = {key: {"file": f, "running": r} for key, (f, r) in sysctls.items()}
     checks = {
         "redis-server active": snap["redis_active"] == "active" and snap["redis_ping"] == "PONG",
         "redis-server enabled": snap["redis_enabled"] == "enabled",
@@ -351,17 +397,25 @@ def reboot(job):
         f"{BACKEND} online": procs.get(BACKEND, {}).get("status") == "online",
         "backend in queue mode": bool(queue_on),
         "fstab swap line present": len(snap["fstab_swap"]) == 1,
-        "sysctl file present": snap["files"]["/etc/sysctl.d/99-zz-serverfix.conf"] is not None,
+        # the kernel's /proc/swaps (the replica does not put lxcfs's over it)
+        "/swapfile active": snap["swap_active"],
+        "swap switched on from fstab at this boot": swap_from_fstab_at_boot(replica),
+        "sysctl file present": snap["files"][SYSCTL_FILE] is not None,
+        "sysctls hold their persisted values": all(key in sysctls for key in RUNBOOK_SYSCTLS)
+        and all(f == r for f, r in sysctls.values()),
     }
     entry["lines"].append(
         f"back in {seconds:.1f} s: "
         + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
     )
     entry["lines"].append(
-        "(swap is not switched on from fstab inside systemd-nspawn: the fstab line is checked)"
+        "sysctls after the reboot: "
+        + ", ".join(f"{key} = {r} (file {f})" for key, (f, r) in sysctls.items())
+        + f"; swap from /etc/fstab by {SWAP_UNIT} (swapon --all, what the VM's fstab generator"
+        " does; the replica undid the swap and sysctls between the boots)"
     )
     entry["checks"] = checks
-    check(all(checks.values()), (checks, snap))
+    check(all(checks.values()), (checks, sysctls, snap))
 
 
 def latency(job):
