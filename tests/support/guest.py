@@ -102,7 +102,7 @@ def main():
             if line.split()[:1] == [os.fsencode(swap_file)]
         ]
     sysctl = {}
-    for key in ("vm.swappiness", "vm.vfs_cache_pressure"):
+    for key in ("vm.swappiness", "vm.vfs_cache_pressure", "vm.overcommit_memory"):
         with open("/proc/sys/" + key.replace(".", "/"), encoding="ascii") as handle:
             sysctl[key] = int(handle.read())
     redis_pkg = run("dpkg-query", "-W", "-f=${Status}", "redis-server")

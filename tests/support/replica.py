@@ -30,6 +30,7 @@ HEALTH_URL_IN_GUEST = f"http://127.0.0.1:{APP_PORT}/health"
 VENV_BIN = Path(os.environ.get("SERVERFIX_VENV", "/var/cache/serverfix/venv")) / "bin"
 APP_DIR = "/var/www/intranet/backend"  # where the server keeps the backend
 ENV_FILE = f"{APP_DIR}/.env"
+BACKUP_DIR = "/var/backups/serverfix"  # the formula's default serverfix:backups:dir
 BACKEND = "intranet-backend"  # its pm2 process
 RESTART_FLAG = 'pillar={"serverfix": {"backend": {"restart": true}}}'  # the operator's consent
 THIN_DIR = "/var/tmp/serverfix-salt"  # salt-ssh's thin Salt on the guest (the roster's thin_dir)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from tests.support.replica import ENV_FILE, RESTART_FLAG
+from tests.support.replica import BACKUP_DIR, ENV_FILE, RESTART_FLAG
 from tools.proof.argv import cmdline, descendants
 from tools.proof.lab import (
     backend_up,
@@ -223,8 +223,8 @@ def fault_env_symlink(lab):
     )
     made = backups(lab.replica)
     fault.check(
-        "backups next to the target, 0600",
-        made and all(p.startswith(target) and m == "600" for p, m in made.items()),
+        "backups of the target in the backup directory, 0600",
+        made and all(p.startswith(BACKUP_DIR + target) and m == "600" for p, m in made.items()),
     )
     return fault.done("handled: the target edited, the link kept")
 

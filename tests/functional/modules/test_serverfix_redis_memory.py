@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.diagnose import settings, statuses
 from tests.support.redis import RedisServer
-from tests.support.swap import read_sysctl
+from tests.support.swap import read_sysctl, write_sysctl
 
 GIB = 1 << 30
 
@@ -139,3 +139,22 @@ def test_warnings_of_an_older_run_do_not_count(modules, tmp_path, host):
         server.start()
         found = _findings(modules.serverfix.diagnose(config=config, **host))
         assert "redis-warning-somaxconn" not in found
+
+
+@pytest.mark.destructive_test
+def test_an_overcommit_warning_fixed_since_redis_started_passes_verify(
+    modules, tmp_path, host, sysctl_restore
+):
+    # kernel-global: vm.overcommit_memory is 0 while our Redis starts (it logs the warning), then
+    # 1 as Phase 4 sets it after Phase 1 started Redis; sysctl_restore writes the old value back
+    write_sysctl("vm.overcommit_memory", "0")
+    logfile = tmp_path / "redis-own.log"
+    with RedisServer(tmp_path, extra=(f"logfile {logfile}", "tcp-backlog 16")) as server:
+        config = _config(tmp_path, server)
+        write_sysctl("vm.overcommit_memory", "1")
+        report = modules.serverfix.verify(config=config, set_retcode=False, **host)
+        [check] = [c for c in report["checks"] if c["id"] == "redis-warnings"]
+        assert check["status"] == "pass" and "1 fixed since" in check["title"], check
+        assert "overcommit_memory" in check["evidence"]["lines"][0]
+        found = _findings(modules.serverfix.diagnose(config=config, **host))
+        assert found["redis-warning-overcommit"]["severity"] == "info"
