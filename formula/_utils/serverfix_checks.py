@@ -35,21 +35,11 @@ STATUS_ORDER = ("fail", "warn", "pass", "skip", "info")
 PROBE_BUDGET = 1.0  # seconds for the whole HTTP probe, so verify stays under 2 s
 
 
-def _check(cid, status, title, evidence, fix=None):
-    return {
-        "id": cid,
-        "status": status,
-        "title": title,
-        "evidence": evidence,
-        "fix": fix or {"state": None, "pillar": None, "hint": ""},
-    }
-
-
 def _verify_redis(facts):
     cfg = facts.cfg["redis"]
     if not cfg["enabled"]:
         return [
-            _check(cid, "skip", "serverfix:redis:enabled is false", {})
+            facts.check(cid, "skip", "serverfix:redis:enabled is false", {})
             for cid in (
                 "redis-service",
                 "redis-ping",
@@ -64,7 +54,7 @@ def _verify_redis(facts):
     )
     fix = facts.fix("serverfix.redis", "serverfix:redis")
     checks = [
-        _check(
+        facts.check(
             "redis-service",
             "pass" if running and enabled else "fail",
             f"service {service}: {'running' if running else 'not running'}, "
@@ -83,7 +73,7 @@ def _verify_redis(facts):
     where = f"{target['host']}:{target['port']}"
     auth = " with AUTH" if target["password"] else ""
     checks.append(
-        _check(
+        facts.check(
             "redis-ping",
             "pass" if ping["ok"] else "fail",
             f"PING {where}{auth} (from the {target['source']}) -> "
@@ -105,7 +95,7 @@ def _verify_redis(facts):
     uncovered = [a for a in facts.resolved if not facts.covered(a, listening or [])]
     ok = bool(listening) and not public and not (facts.resolved and facts.resolved[0] in uncovered)
     checks.append(
-        _check(
+        facts.check(
             "redis-loopback-only",
             "pass" if ok else "fail",
             f"port {target['port']} listens on {', '.join(listening or []) or 'nothing'}"
@@ -123,7 +113,7 @@ def _verify_redis(facts):
     policy, error = facts.eviction_policy
     wanted = cfg["maxmemory_policy"]
     checks.append(
-        _check(
+        facts.check(
             "redis-eviction-policy",
             "pass" if policy == wanted else "fail",
             f"maxmemory-policy {policy or '?'} (wanted {wanted})",
@@ -138,7 +128,9 @@ def _verify_env(facts):
     env, error = facts.env
     fix = facts.fix("serverfix.env", "serverfix:queue")
     if env is None:
-        env_check = _check("env-keys", "fail", f".env not readable: {error}", {"error": error}, fix)
+        env_check = facts.check(
+            "env-keys", "fail", f".env not readable: {error}", {"error": error}, fix
+        )
     else:
         missing, different = facts.env_differences()
         ok = not missing and not different
@@ -147,7 +139,7 @@ def _verify_env(facts):
             key: show(key, value, None, facts.listed_secret_keys)
             for key, value in facts.wanted.items()
         }
-        env_check = _check(
+        env_check = facts.check(
             "env-keys",
             "pass" if ok else "fail",
             f"{len(facts.wanted) - len(missing) - len(different)}/{len(facts.wanted)} keys as the "
@@ -164,7 +156,7 @@ def _verify_env(facts):
         )
     shadowed = facts.shadowed()
     mode = facts.cfg["backend"]["shadowed_env"]
-    shadow_check = _check(
+    shadow_check = facts.check(
         "env-not-shadowed",
         ("fail" if mode == "fail" else "warn") if shadowed else "pass",
         (
@@ -182,8 +174,8 @@ def _verify_swap(facts):
     swap = facts.cfg["swap"]
     if not swap["enabled"]:
         return [
-            _check("swap", "skip", "serverfix:swap:enabled is false", {}),
-            _check("sysctl", "skip", "serverfix:swap:enabled is false", {}),
+            facts.check("swap", "skip", "serverfix:swap:enabled is false", {}),
+            facts.check("sysctl", "skip", "serverfix:swap:enabled is false", {}),
         ]
     status, error = facts.swapfile
     status = status or {}
@@ -191,7 +183,7 @@ def _verify_swap(facts):
     size = int(status.get("size_bytes") or 0)  # the file's size; /proc/swaps shows one page less
     active = bool(status.get("active"))
     ok = active and size >= wanted
-    swap_check = _check(
+    swap_check = facts.check(
         "swap",
         "pass" if ok else "fail",
         f"{swap['file']}: {'active' if active else 'not active'}, {facts.mb(size)} MB (wanted "
@@ -207,7 +199,7 @@ def _verify_swap(facts):
         facts.fix("serverfix.swap", "serverfix:swap"),
     )
     differ = [k for k, v in facts.sysctl.items() if v["current"] != v["wanted"]]
-    sysctl_check = _check(
+    sysctl_check = facts.check(
         "sysctl",
         "fail" if differ else "pass",
         ", ".join(
@@ -225,7 +217,7 @@ def _verify_pm2(facts):
     backend = facts.backend_name
     if procs is None:
         return [
-            _check(
+            facts.check(
                 cid,
                 "fail",
                 f"pm2's list cannot be read: {error}",
@@ -236,7 +228,7 @@ def _verify_pm2(facts):
         ]
     offline = {p["name"]: p.get("status") for p in procs if p.get("status") != "online"}
     checks = [
-        _check(
+        facts.check(
             "pm2-online",
             "fail" if offline or facts.backend is None else "pass",
             (
@@ -258,7 +250,7 @@ def _verify_pm2(facts):
     in_dump = sorted(set(saved or []) & set(unwanted))
     ok = not running and not in_dump and saved_error is None
     checks.append(
-        _check(
+        facts.check(
             "pm2-removed",
             "pass" if ok else "fail",
             (
@@ -310,7 +302,7 @@ def _verify_backend_ready(facts):
             f"{backend} has not logged {', '.join(repr(p) for p in missing)} since its start"
             + (f" ({error})" if error else "")
         )
-    return _check(
+    return facts.check(
         "backend-ready",
         status,
         title,
@@ -361,12 +353,12 @@ def _verify_probe(facts):
     probe = facts.cfg["verify"]
     url = probe["url"]
     if not url:
-        return _check("http-probe", "skip", "no serverfix:verify:url set", {})
+        return facts.check("http-probe", "skip", "no serverfix:verify:url set", {})
     count, limit = int(probe["requests"]), int(probe["limit_ms"])
     times, errors = _probe(url, count, limit)
     median = round(statistics.median(times), 1) if times else None
     ok = bool(times) and not errors and median <= limit
-    return _check(
+    return facts.check(
         "http-probe",
         "pass" if ok else "fail",
         f"{len(times)}/{count} GET {url}: median {median} ms (limit {limit} ms)"
@@ -394,7 +386,7 @@ def verify(facts):
     checks += facts.utils["serverfix_redisreport.checks"](facts)  # Redis memory safety
     memory = facts.memory
     checks.append(
-        _check(
+        facts.check(
             "memory",
             "info",
             f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available "

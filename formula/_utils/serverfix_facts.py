@@ -95,6 +95,28 @@ def fix(state=None, pillar=None, hint=""):
     return {"state": state, "pillar": pillar, "hint": hint}
 
 
+def finding(fid, severity, title, evidence, fix=None):  # pylint: disable=redefined-outer-name
+    """A diagnose finding: the one shape of ``serverfix.diagnose``'s ``findings`` entries."""
+    return {
+        "id": fid,
+        "severity": severity,
+        "title": title,
+        "evidence": evidence,
+        "fix": fix or {"state": None, "pillar": None, "hint": ""},
+    }
+
+
+def check(cid, status, title, evidence, fix=None):  # pylint: disable=redefined-outer-name
+    """A verify check: the one shape of ``serverfix.verify``'s ``checks`` entries."""
+    return {
+        "id": cid,
+        "status": status,
+        "title": title,
+        "evidence": evidence,
+        "fix": fix or {"state": None, "pillar": None, "hint": ""},
+    }
+
+
 def mb(num_bytes):
     """Bytes as MB with one decimal."""
     return round(num_bytes / (1 << 20), 1)
@@ -134,6 +156,8 @@ class Facts:
 
     # the evidence helpers, for the rules in serverfix_findings / serverfix_checks
     fix = staticmethod(fix)
+    finding = staticmethod(finding)
+    check = staticmethod(check)
     mb = staticmethod(mb)
     is_loopback = staticmethod(is_loopback)
     covered = staticmethod(covered)

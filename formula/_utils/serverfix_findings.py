@@ -14,10 +14,6 @@ MEMORY_LOW_PERCENT = 10  # MemAvailable below this share of RAM is a warning
 QUEUE_KEY = "QUEUE_ENABLED"
 
 
-def _finding(fid, severity, title, evidence, fix):
-    return {"id": fid, "severity": severity, "title": title, "evidence": evidence, "fix": fix}
-
-
 def _redis_evidence(facts):
     target = facts.redis_target
     listening = facts.listening[0] or []
@@ -44,7 +40,7 @@ def _diagnose_redis(facts):
     if listen_error and not facts.ping["ok"]:
         evidence["error"] = listen_error
         return [
-            _finding(
+            facts.finding(
                 "redis-unchecked",
                 "warning",
                 f"Redis cannot be checked: {listen_error}",
@@ -55,7 +51,7 @@ def _diagnose_redis(facts):
     if not listening and not facts.ping["ok"]:
         state = "not installed" if facts.package_installed is False else "not running"
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-not-running",
                 "critical",
                 f"Redis is {state}: nothing listens on port {target['port']} (the queue runs in "
@@ -73,7 +69,7 @@ def _diagnose_redis(facts):
     if listening and (first is None or not facts.covered(first, listening)):
         evidence["resolves_to"] = facts.resolved
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-host-mismatch",
                 "critical",
                 f"REDIS_HOST {target['host']!r} resolves to "
@@ -91,7 +87,7 @@ def _diagnose_redis(facts):
         error = facts.ping["error"] or ""
         auth = any(word in error for word in ("NOAUTH", "WRONGPASS", "invalid password", "AUTH"))
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-auth-failed" if auth else "redis-not-answering",
                 "critical",
                 f"Redis at {where} does not answer PING with PONG: {error}",
@@ -108,7 +104,7 @@ def _diagnose_redis(facts):
     public = [a for a in listening if not facts.is_loopback(a)]
     if public:
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-not-loopback-only",
                 "warning",
                 f"Redis listens on {', '.join(public)}, not only on loopback",
@@ -118,7 +114,7 @@ def _diagnose_redis(facts):
         )
         if not target["password"]:
             findings.append(
-                _finding(
+                facts.finding(
                     "redis-remote-without-password",
                     "critical",
                     f"Redis listens on {', '.join(public)} and the backend uses no password: "
@@ -136,7 +132,7 @@ def _diagnose_redis(facts):
     wanted = facts.cfg["redis"]["maxmemory_policy"]
     if policy is not None and policy != wanted:
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-eviction-policy",
                 "warning",
                 f"Redis maxmemory-policy is {policy}, not {wanted} (queue jobs and their locks "
@@ -147,7 +143,7 @@ def _diagnose_redis(facts):
         )
     elif policy is None and facts.ping["ok"]:
         findings.append(
-            _finding(
+            facts.finding(
                 "redis-eviction-policy-unknown",
                 "info",
                 f"maxmemory-policy could not be read: {error}",
@@ -165,7 +161,7 @@ def _diagnose_dotenv_version(facts):
     found = facts.utils["serverfix_npm.dotenv_version"](dotenv["file"], dotenv.get("npm_version"))
     problem = facts.utils["serverfix_npm.version_problem"](found, key)
     if problem:
-        return _finding(
+        return facts.finding(
             "env-dotenv-version", "warning", problem, found, facts.fix("serverfix.env", key)
         )
     if found["version"] is None:
@@ -175,7 +171,7 @@ def _diagnose_dotenv_version(facts):
         )
     else:
         title = f"The backend reads its .env with npm dotenv {found['version']} ({found['source']})"
-    return _finding("env-dotenv-version", "info", title, found, facts.fix(None, key))
+    return facts.finding("env-dotenv-version", "info", title, found, facts.fix(None, key))
 
 
 def _diagnose_env(facts):
@@ -183,7 +179,7 @@ def _diagnose_env(facts):
     path = facts.cfg["dotenv"]["file"]
     if env is None:
         return [
-            _finding(
+            facts.finding(
                 "env-unreadable",
                 "critical",
                 f"The backend's .env cannot be read: {error}",
@@ -210,7 +206,7 @@ def _diagnose_env(facts):
     else:
         title = f"{path} differs from the pillar in {len(missing) + len(different)} key(s)"
     return [
-        _finding(
+        facts.finding(
             "env-queue-config",
             "critical" if queue_wrong else "warning",
             title,
@@ -235,7 +231,7 @@ def _diagnose_pm2(facts):
     )
     if procs is None:
         return [
-            _finding(
+            facts.finding(
                 "pm2-unavailable",
                 "warning",
                 f"pm2's process list cannot be read: {error}",
@@ -246,7 +242,7 @@ def _diagnose_pm2(facts):
     memory = facts.memory
     if facts.backend is None:
         findings.append(
-            _finding(
+            facts.finding(
                 "backend-missing",
                 "critical",
                 f"{backend} is not in pm2's list",
@@ -258,7 +254,7 @@ def _diagnose_pm2(facts):
         )
     elif facts.backend.get("status") != "online":
         findings.append(
-            _finding(
+            facts.finding(
                 "backend-not-online",
                 "critical",
                 f"{backend} is {facts.backend.get('status')}, not online",
@@ -296,7 +292,7 @@ def _diagnose_pm2(facts):
         if saved_error:
             evidence["dump_error"] = saved_error
         findings.append(
-            _finding(
+            facts.finding(
                 "pm2-unwanted-processes",
                 "warning",
                 title,
@@ -311,7 +307,7 @@ def _diagnose_pm2(facts):
     shadowed = facts.shadowed()
     if shadowed:
         findings.append(
-            _finding(
+            facts.finding(
                 "env-shadowed-by-pm2",
                 "warning",
                 f"pm2 passes {', '.join(shadowed)} from {backend}'s saved start environment: "
@@ -364,7 +360,7 @@ def _diagnose_logs(facts, findings):
             else "the .env changed after it started"
         )
         findings.append(
-            _finding(
+            facts.finding(
                 "backend-restart-pending",
                 "warning",
                 f"{backend} still runs with the old settings: {reason}",
@@ -380,7 +376,7 @@ def _diagnose_logs(facts, findings):
     log_error = facts.logs[1]
     if log_error and facts.backend is not None:
         findings.append(
-            _finding(
+            facts.finding(
                 "backend-log-unreadable",
                 "info",
                 f"{backend}'s log cannot be read: {log_error}",
@@ -399,7 +395,7 @@ def _diagnose_system(facts):
     swapfile, _ = facts.swapfile
     if swaps_error:
         findings.append(
-            _finding(
+            facts.finding(
                 "swap-unknown",
                 "info",
                 f"Active swap cannot be read: {swaps_error}",
@@ -409,7 +405,7 @@ def _diagnose_system(facts):
         )
     elif not swaps and swap["enabled"]:  # swap:enabled false: no swap is what was asked for
         findings.append(
-            _finding(
+            facts.finding(
                 "swap-missing",
                 "warning",
                 f"No swap: 0 B swap for {memory['total_mb']} MB RAM, {memory['used_percent']} % "
@@ -431,7 +427,7 @@ def _diagnose_system(facts):
         )
     elif swap["enabled"] and not (swapfile or {}).get("active"):
         findings.append(
-            _finding(
+            facts.finding(
                 "swap-file-inactive",
                 "info",
                 f"{swap['file']} is not active; other swap: {facts.mb(total_swap)} MB",
@@ -444,7 +440,7 @@ def _diagnose_system(facts):
         )
     if memory["available_percent"] is not None and memory["available_percent"] < MEMORY_LOW_PERCENT:
         findings.append(
-            _finding(
+            facts.finding(
                 "memory-low",
                 "warning",
                 f"Only {memory['available_mb']} MB ({memory['available_percent']} %) of RAM "
@@ -461,7 +457,7 @@ def _diagnose_system(facts):
         f"{name} {p['memory_mb']} MB ({p['percent']} %)" for name, p in memory["processes"].items()
     )
     findings.append(
-        _finding(
+        facts.finding(
             "memory",
             "info",
             f"RAM {memory['total_mb']} MB, {memory['available_mb']} MB available "
@@ -474,7 +470,7 @@ def _diagnose_system(facts):
     differ = {k: v for k, v in facts.sysctl.items() if v["current"] != v["wanted"]}
     if swap["enabled"] and differ:
         findings.append(
-            _finding(
+            facts.finding(
                 "sysctl-values",
                 "info",
                 "; ".join(f"{k}={v['current']} (wanted {v['wanted']})" for k, v in differ.items()),
@@ -522,7 +518,7 @@ def _diagnose_old_backups(facts):
     env_dir = os.path.dirname(os.path.realpath(cfg["dotenv"]["file"])) + "/"
     in_app = [name for name in found if name.startswith(env_dir)]
     return [
-        _finding(
+        facts.finding(
             "backups-beside-files",
             "warning" if in_app else "info",
             f"{len(found)} backup(s) from an earlier version sit next to the files they copy"
@@ -546,7 +542,7 @@ def diagnose(facts, pillar_errors=()):
     findings = []
     if pillar_errors:
         findings.append(
-            _finding(
+            facts.finding(
                 "pillar-invalid",
                 "critical",
                 "The serverfix pillar is not valid",

@@ -15,14 +15,6 @@ LOGROTATE_MODULE = "pm2-logrotate"
 BOOT_CHECKS = ("pm2-boot", "pm2-saved")
 
 
-def _finding(fid, severity, title, evidence, fix):
-    return {"id": fid, "severity": severity, "title": title, "evidence": evidence, "fix": fix}
-
-
-def _check(cid, status, title, evidence, fix):
-    return {"id": cid, "status": status, "title": title, "evidence": evidence, "fix": fix}
-
-
 def _boot(facts):
     """``(status, error)`` of the boot unit for the configured pm2 user and PM2_HOME."""
     pm2 = facts.cfg["pm2"]
@@ -63,7 +55,7 @@ def findings(facts):
     if boot is None or not boot["ok"]:
         problems = [error] if boot is None else boot["problems"]
         found.append(
-            _finding(
+            facts.finding(
                 "pm2-boot-unit",
                 severity,
                 "pm2 does not start at boot: " + "; ".join(problems),
@@ -75,7 +67,7 @@ def findings(facts):
         in_dump, dump_error = _in_dump(facts)
         if not in_dump:
             found.append(
-                _finding(
+                facts.finding(
                     "backend-not-saved",
                     severity,
                     f"{facts.backend_name} is not in pm2's saved dump.pm2: it does not come "
@@ -94,7 +86,7 @@ def checks(facts):
     boot, error = _boot(facts)
     ok = boot is not None and boot["ok"]
     result = [
-        _check(
+        facts.check(
             "pm2-boot",
             "pass" if ok else bad,
             f"{boot['unit']} enabled for {facts.cfg['pm2']['home']}"
@@ -107,7 +99,7 @@ def checks(facts):
     ]
     in_dump, dump_error = _in_dump(facts)
     result.append(
-        _check(
+        facts.check(
             "pm2-saved",
             "pass" if in_dump else bad,
             f"{facts.backend_name} is in dump.pm2 (pm2 resurrect starts it at boot)"
@@ -187,7 +179,7 @@ def log_findings(facts, logrotate_dir=LOGROTATE_DIR):
     found = []
     if large:
         found.append(
-            _finding(
+            facts.finding(
                 "pm2-logs-large",
                 "warning",
                 f"{len(large)} pm2 log file(s) over {pm2.get('log_warn_size')}: "
@@ -204,7 +196,7 @@ def log_findings(facts, logrotate_dir=LOGROTATE_DIR):
         )
     if not rotated:
         found.append(
-            _finding(
+            facts.finding(
                 "pm2-logs-unrotated",
                 "info",
                 f"pm2's logs are not rotated ({evidence['total_mb']} MB now): they grow "

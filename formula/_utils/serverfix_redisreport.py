@@ -16,20 +16,6 @@ JOURNAL_LINES = 400
 DISABLE_THP_DEFAULT = "yes"
 
 
-def _finding(fid, severity, title, evidence, fix):
-    return {"id": fid, "severity": severity, "title": title, "evidence": evidence, "fix": fix}
-
-
-def _check(cid, status, title, evidence, fix=None):
-    return {
-        "id": cid,
-        "status": status,
-        "title": title,
-        "evidence": evidence,
-        "fix": fix or {"state": None, "pillar": None, "hint": ""},
-    }
-
-
 def _unquote(value):
     value = (value or "").strip()
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
@@ -184,7 +170,7 @@ def findings(facts):
     if item["wanted"] is not None and item["current"] != item["wanted"]:
         now = "0 (no limit)" if item["current"] == 0 else item["current_text"]
         found.append(
-            _finding(
+            facts.finding(
                 "redis-maxmemory",
                 "warning",
                 f"Redis maxmemory is {now}, not {item['wanted_value']} ({_basis_text(item)}): "
@@ -196,7 +182,7 @@ def findings(facts):
     thp = mem.thp
     if not thp["covered"]:
         found.append(
-            _finding(
+            facts.finding(
                 "redis-thp",
                 "warning",
                 f"Transparent huge pages are [always] and Redis's disable-thp is "
@@ -219,7 +205,7 @@ def findings(facts):
         fixed = all(i["fixed_now"] for i in items)
         suffix = " (fixed since; the line goes at Redis's next start)" if fixed else ""
         found.append(
-            _finding(
+            facts.finding(
                 "redis-warning" if kind == "other" else f"redis-warning-{kind}",
                 "info" if fixed else "warning",
                 items[0]["title"] + suffix,
@@ -233,19 +219,21 @@ def findings(facts):
 def checks(facts):
     """``redis-maxmemory``, ``redis-thp`` and ``redis-warnings``, in that order."""
     if not facts.cfg["redis"]["enabled"]:
-        return [_check(cid, "skip", "serverfix:redis:enabled is false", {}) for cid in CHECK_IDS]
+        return [
+            facts.check(cid, "skip", "serverfix:redis:enabled is false", {}) for cid in CHECK_IDS
+        ]
     if not facts.ping["ok"]:
-        return [_check(cid, "skip", "Redis does not answer", {}) for cid in CHECK_IDS]
+        return [facts.check(cid, "skip", "Redis does not answer", {}) for cid in CHECK_IDS]
     mem = facts.redis_memory
     fix = facts.fix("serverfix.redis", "serverfix:redis:maxmemory")
     item = mem.maxmemory
     if item["wanted"] is None:
-        mm_check = _check(
+        mm_check = facts.check(
             "redis-maxmemory", "skip", "serverfix:redis:maxmemory '' leaves it alone", item
         )
     else:
         ok = item["current"] == item["wanted"]
-        mm_check = _check(
+        mm_check = facts.check(
             "redis-maxmemory",
             "pass" if ok else "fail",
             f"maxmemory {item['current_text']}"
@@ -254,7 +242,7 @@ def checks(facts):
             fix,
         )
     thp = mem.thp
-    thp_check = _check(  # the formula does not change THP: warn, not fail
+    thp_check = facts.check(  # the formula does not change THP: warn, not fail
         "redis-thp",
         "pass" if thp["covered"] else "warn",
         f"transparent huge pages [{thp['mode']}], disable-thp {thp['disable_thp']} ({thp['from']})",
@@ -266,7 +254,7 @@ def checks(facts):
     # Redis's start in Phase 1) passes: only its log line is left, until Redis's next start
     still = [i for i in items if not i["fixed_now"]]
     fixed_text = f", {len(items) - len(still)} fixed since" if len(still) < len(items) else ""
-    warn_check = _check(  # no log to read (another Redis's config, no journal): skip
+    warn_check = facts.check(  # no log to read (another Redis's config, no journal): skip
         "redis-warnings",
         "warn" if still else "skip" if warnings["error"] and not items else "pass",
         f"{len(items)} startup warning(s) from Redis since its last start{fixed_text}"
