@@ -95,26 +95,24 @@ def fix(state=None, pillar=None, hint=""):
     return {"state": state, "pillar": pillar, "hint": hint}
 
 
-def finding(fid, severity, title, evidence, fix=None):  # pylint: disable=redefined-outer-name
-    """A diagnose finding: the one shape of ``serverfix.diagnose``'s ``findings`` entries."""
+def _entry(ident, level, value, title, evidence, fix):  # pylint: disable=redefined-outer-name
     return {
-        "id": fid,
-        "severity": severity,
+        "id": ident,
+        level: value,
         "title": title,
         "evidence": evidence,
         "fix": fix or {"state": None, "pillar": None, "hint": ""},
     }
+
+
+def finding(fid, severity, title, evidence, fix=None):  # pylint: disable=redefined-outer-name
+    """A diagnose finding: the one shape of ``serverfix.diagnose``'s ``findings`` entries."""
+    return _entry(fid, "severity", severity, title, evidence, fix)
 
 
 def check(cid, status, title, evidence, fix=None):  # pylint: disable=redefined-outer-name
     """A verify check: the one shape of ``serverfix.verify``'s ``checks`` entries."""
-    return {
-        "id": cid,
-        "status": status,
-        "title": title,
-        "evidence": evidence,
-        "fix": fix or {"state": None, "pillar": None, "hint": ""},
-    }
+    return _entry(cid, "status", status, title, evidence, fix)
 
 
 def mb(num_bytes):
