@@ -4,6 +4,7 @@ machine's kernel. 64M files on ext4 (and small loop-mounted ext2/xfs/btrfs/ext4 
 tests make), a temporary fstab each: the real /etc/fstab is never touched here.
 """
 
+import glob
 import json
 import os
 import stat
@@ -176,8 +177,10 @@ def test_fstab_ends_with_exactly_one_line(states, swap_dir, fstab):
     real = _present(states, path, fstab, test=False)
     assert real.result is True and real.changes == predicted.changes
     assert _lines_for(fstab, path) == [f"{path} none swap sw 0 0"]
-    backups = [n for n in os.listdir(swap_dir) if n.startswith("fstab.serverfix-")]
+    # below the states' default backup_dir, the fstab's path mirrored; none beside it
+    backups = glob.glob(f"/var/backups/serverfix{os.path.realpath(fstab)}.serverfix-*.bak")
     assert len(backups) == 1, "the old fstab is kept as a backup"
+    assert not [n for n in os.listdir(swap_dir) if n.startswith("fstab.serverfix-")]
 
 
 def test_admins_own_fstab_options_are_kept(states, swap_dir, fstab):

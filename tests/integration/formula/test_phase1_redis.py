@@ -93,7 +93,14 @@ def test_preview_changes_nothing(salt_cli, salt_minion, integration_settings):
     predicted = states["serverfix-redis-config-edited"]
     assert predicted["result"] is None
     # planned against the config file inside the package: exactly what the real run will change
-    assert set(predicted["changes"]) == {"supervised", "maxmemory-policy", "appendonly"}, predicted
+    # maxmemory: auto (the default), sized on the minion from its RAM (64mb..1gb)
+    assert set(predicted["changes"]) == {
+        "supervised",
+        "maxmemory-policy",
+        "appendonly",
+        "maxmemory",
+    }, predicted
+    assert predicted["changes"]["maxmemory"]["new"][-2:] in ("mb", "gb"), predicted
     assert states["serverfix-redis-service-running"]["result"] is None
     assert states["serverfix-redis-service-running"]["changes"] == {"redis-server": True}
     assert snapshot(integration_settings) == before
@@ -216,8 +223,7 @@ def test_config_change_restarts_redis(salt_cli, salt_minion):
         "serverfix-redis-config-edited",
         "serverfix-redis-service-running",
     ]
-    assert by_id(ret.data)["serverfix-redis-config-edited"]["changes"] == {
-        "maxmemory": {"old": None, "new": "64mb"}
-    }
+    changes = by_id(ret.data)["serverfix-redis-config-edited"]["changes"]
+    assert list(changes) == ["maxmemory"] and changes["maxmemory"]["new"] == "64mb", changes
     new_pids = _redis_pids()
     assert new_pids and new_pids != old_pids  # restarted, not just "running"
