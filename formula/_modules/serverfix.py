@@ -299,7 +299,7 @@ def preflight(config, pillar=None, phases=None):
     return True
 
 
-def _facts(config, proc_swaps, paths=None, systemd_root="/", reuse_pm2_list=False):
+def _facts(config, proc_swaps, paths=None, reuse_pm2_list=False):
     """``(facts, pillar problems)`` of this host for ``config`` (see :func:`diagnose`)."""
     utils = _own(__utils__)
     cfg, errors, source = utils["serverfix_settings.load"](config, __pillar__, utils)
@@ -312,7 +312,6 @@ def _facts(config, proc_swaps, paths=None, systemd_root="/", reuse_pm2_list=Fals
         paths=paths,
         reuse_pm2_list=reuse_pm2_list,
     )
-    facts.systemd_root = systemd_root  # read by _utils/serverfix_pm2boot (the boot unit)
     return facts, errors
 
 
@@ -407,8 +406,13 @@ def diagnose(
         salt '*' serverfix.diagnose --out=json
     """
     start = time.perf_counter()
-    paths = {"meminfo": meminfo, "cgroup_root": cgroup_root, "thp_enabled": thp_enabled}
-    facts, pillar_errors = _facts(config, proc_swaps, paths, systemd_root)
+    paths = {
+        "meminfo": meminfo,
+        "cgroup_root": cgroup_root,
+        "thp_enabled": thp_enabled,
+        "systemd_root": systemd_root,
+    }
+    facts, pillar_errors = _facts(config, proc_swaps, paths)
     findings = __utils__["serverfix_findings.diagnose"](facts, pillar_errors)
     return _report("diagnose", findings, ("critical", "warning", "info"), facts, start)
 
@@ -478,8 +482,13 @@ def verify(
         salt '*' serverfix.verify --out=json
     """
     start = time.perf_counter()
-    paths = {"meminfo": meminfo, "cgroup_root": cgroup_root, "thp_enabled": thp_enabled}
-    facts, _ = _facts(config, proc_swaps, paths, systemd_root, reuse_pm2_list)
+    paths = {
+        "meminfo": meminfo,
+        "cgroup_root": cgroup_root,
+        "thp_enabled": thp_enabled,
+        "systemd_root": systemd_root,
+    }
+    facts, _ = _facts(config, proc_swaps, paths, reuse_pm2_list)
     checks = __utils__["serverfix_checks.verify"](facts)
     result = _report("verify", checks, ("fail", "warn", "pass", "skip", "info"), facts, start)
     if set_retcode and not result["ok"]:

@@ -24,10 +24,12 @@ SYSCTL_KEYS = {
     "vm.overcommit_memory": "overcommit_memory",  # '' or null in the pillar: left alone
 }
 # where the Redis memory facts read the host (serverfix_redisreport); tests pass their own
-MEMORY_PATHS = {
+# the host files diagnose/verify read besides the settings' own; tests point them at copies
+HOST_PATHS = {
     "meminfo": "/proc/meminfo",
     "cgroup_root": "/sys/fs/cgroup",
     "thp_enabled": "/sys/kernel/mm/transparent_hugepage/enabled",
+    "systemd_root": "/",  # where systemd's unit files are read (pm2's boot unit)
 }
 
 # The runbook's troubleshooting symptoms as the backend logs them, the findings that cause them
@@ -60,7 +62,7 @@ def gather(  # pylint: disable=too-many-arguments
 ):
     """The :class:`Facts` of this host for the merged settings ``cfg``, read lazily; ``salt`` and
     ``utils`` are the calling module's ``__salt__``/``__utils__`` (the loader hands out functions,
-    not classes); ``paths`` overrides :data:`MEMORY_PATHS`; ``reuse_pm2_list``: take the pm2 list
+    not classes); ``paths`` overrides :data:`HOST_PATHS`; ``reuse_pm2_list``: take the pm2 list
     this state run has read already."""
     return Facts(
         cfg,
@@ -171,7 +173,7 @@ class Facts:
         reuse_pm2_list=False,
     ):
         self.cfg = cfg
-        self.paths = dict(MEMORY_PATHS, **{k: v for k, v in (paths or {}).items() if v})
+        self.paths = dict(HOST_PATHS, **{k: v for k, v in (paths or {}).items() if v})
         self.reuse_pm2_list = reuse_pm2_list
         # the calling module's __salt__ and __utils__ (utils get none of their own)
         self.salt = salt

@@ -18,7 +18,7 @@ BOOT_CHECKS = ("pm2-boot", "pm2-saved")
 def _boot(facts):
     """``(status, error)`` of the boot unit for the configured pm2 user and PM2_HOME."""
     pm2 = facts.cfg["pm2"]
-    root = getattr(facts, "systemd_root", "/")  # set by serverfix.diagnose/verify
+    root = facts.paths["systemd_root"]
     return facts.call("pm2_startup.status", pm2["user"], pm2["home"], root=root)
 
 
