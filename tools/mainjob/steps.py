@@ -286,7 +286,7 @@ def verify(job):
     check(not [c for c in report["checks"] if c["status"] in ("fail", "warn")], report["checks"])
     # Redis started in Phase 1, before Phase 4 set vm.overcommit_memory: its warning stays in the
     # log (verify passes it as fixed since) until the next start; the reboot step counts again
-    entry["redis_warnings"] = len(redis_warnings_since_start(replica))
+    entry["redis_warnings"] = len(redis_warnings(report)[0])
     entry["lines"].append(f"Redis startup warnings since its start: {entry['redis_warnings']}")
     job.say(f"timing {job.requests} POST /reservations in queue mode")
     job.shared["latency_after"] = timing = replica.latency(job.requests)
@@ -386,14 +386,11 @@ def swap_from_fstab_at_boot(replica, swap_file="/swapfile"):
     return bool(out) and out[0] == "active" and f"swapon {swap_file}" in out[1:]
 
 
-def redis_warnings_since_start(replica, log="/var/log/redis/redis-server.log"):
-    """The WARNING lines Redis logged since its last start (Debian's logfile)."""
-    out = replica.ssh(
-        f"awk '/Redis is starting/ {{n = 0; delete w}} /WARNING/ {{w[++n] = $0}} "
-        f"END {{for (i = 1; i <= n; i++) print w[i]}}' {log} 2>/dev/null; true",
-        timeout=30,
-    ).stdout
-    return [line for line in out.splitlines() if line.strip()]
+def redis_warnings(report):
+    """The startup WARNING lines of Redis that ``serverfix.verify`` read (its own parser, since
+    Redis's last start), and how many of them are not fixed since."""
+    check_ = next(c for c in report["checks"] if c["id"] == "redis-warnings")
+    return check_["evidence"].get("lines") or [], check_["status"] == "warn"
 
 
 def reboot(job):
@@ -422,9 +419,12 @@ def reboot(job):
         "sysctl file present": snap["files"][SYSCTL_FILE] is not None,
         "sysctls hold their persisted values": all(key in sysctls for key in RUNBOOK_SYSCTLS)
         and all(f == r for f, r in sysctls.values()),
-        # overcommit_memory 1 and Debian's disable-thp from the first boot on: Redis starts clean
-        "Redis logged no startup warning": not redis_warnings_since_start(replica),
     }
+    # the runbook's checks again after the boot; Redis starts with overcommit_memory 1 now
+    rc, report, _ = job.salt_ssh.call("serverfix.verify", config=job.salt_ssh.settings())
+    lines, open_ = redis_warnings(report) if isinstance(report, dict) else (["no report"], True)
+    checks["serverfix.verify passes"] = rc == 0 and isinstance(report, dict) and report["ok"]
+    checks["Redis logged no startup warning"] = not lines and not open_
     entry["lines"].append(
         f"back in {seconds:.1f} s: "
         + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
@@ -436,7 +436,7 @@ def reboot(job):
         " does; the replica undid the swap and sysctls between the boots)"
     )
     entry["checks"] = checks
-    entry["redis_warnings"] = len(redis_warnings_since_start(replica))
+    entry["redis_warnings"] = len(lines)
     check(all(checks.values()), (checks, sysctls, snap))
 
 
