@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 IS_ROOT = os.geteuid() == 0
 
@@ -44,3 +45,19 @@ def wait_for(predicate, timeout=10.0, interval=0.5, what=None):
     if not value and what is not None:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
     return value
+
+
+@contextmanager
+def immutable_dir(path):
+    """``path`` made (a directory) with the immutable attribute (chattr +i): nothing can be created
+    in it, not even by root; the attribute goes again afterwards. Skips where chattr cannot."""
+    import pytest  # pylint: disable=import-outside-toplevel
+
+    path.mkdir()
+    done = subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True)
+    if done.returncode:
+        pytest.skip(f"chattr +i not supported here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -3,11 +3,10 @@ Preflight through the real loader: valid defaults pass, every kind of bad pillar
 follow Salt's contract: one ``CommandExecutionError`` with every message in ``exc.info["errors"]``.
 """
 
-import subprocess
-
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from tests.support.host import immutable_dir
 from tests.support.loader import DEFAULTS
 from tests.support.redis import RedisServer, fake_info_server
 
@@ -305,18 +304,11 @@ def test_preflight_refuses_a_backup_dir_it_cannot_make(modules, tmp_path):
 
 @pytest.mark.destructive_test  # sets the immutable attribute (chattr +i) on a temp dir
 def test_preflight_refuses_a_backup_dir_it_cannot_write(modules, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    done = subprocess.run(["chattr", "+i", str(locked)], check=False, capture_output=True)
-    if done.returncode:
-        pytest.skip(f"chattr +i not supported here: {done.stderr.decode().strip()}")
-    try:
+    with immutable_dir(tmp_path / "locked") as locked:
         for wanted in (str(locked), str(locked / "serverfix")):
             config, pillar = _with_backup_dir(wanted), {"backups": {"dir": wanted}}
             [error] = problems(modules.serverfix.preflight, config, pillar, ["redis"])
             assert error.startswith(f"serverfix:backups:dir: {wanted} cannot be "), error
-    finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
 
 
 def test_preflight_refuses_a_backup_dir_in_the_app_directory(modules):

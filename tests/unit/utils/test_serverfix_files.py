@@ -13,6 +13,7 @@ import subprocess
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from tests.support.host import immutable_dir
 from tests.support.loader import import_salt_module
 from tests.support.paths import UTILS_DIR
 
@@ -268,18 +269,11 @@ def test_backup_dir_problems(tmp_path):
 
 
 def test_backup_dir_problems_unwritable(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    done = subprocess.run(["chattr", "+i", str(locked)], check=False, capture_output=True)
-    if done.returncode:
-        pytest.skip(f"chattr +i not supported here: {done.stderr.decode().strip()}")
-    try:
+    with immutable_dir(tmp_path / "locked") as locked:
         (problem,) = files.backup_dir_problems(str(locked / "serverfix"))
         assert f"{locked}/serverfix cannot be created (in {locked})" in problem
         (problem,) = files.backup_dir_problems(str(locked))
         assert f"{locked} cannot be written" in problem
-    finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
 
 
 @pytest.mark.parametrize("bad", ["backups", "./b", 5, None, "/b\nc"])
