@@ -40,11 +40,11 @@ def _measure(modules, directory, method):
 def test_2g_is_made_with_fallocate(modules, swap_dir):
     # the figure is printed (a benchmark, not an assertion: CI machines are busy); what is
     # asserted is what makes it fast: fallocate, not 2 GiB of zeros written
-    assert _measure(modules, swap_dir, "fallocate") > 0
+    _measure(modules, swap_dir, "fallocate")  # asserts fallocate was used and the swap is active
 
 
 @pytest.mark.skipif(
     not os.environ.get("SERVERFIX_MEASURE"), reason="writes 2 GiB: set SERVERFIX_MEASURE=1"
 )
 def test_2g_with_zero_fill(modules, swap_dir):
-    assert _measure(modules, swap_dir, "zero") > 0
+    _measure(modules, swap_dir, "zero")
