@@ -61,18 +61,27 @@ def run_command(argv, timeout, check=True, **kwargs):
 
 
 class Replica:
-    """One replica host, driven through scripts/replica.sh."""
+    """One replica host, driven through scripts/replica.sh; ``name``: one of several side by side
+    (REPLICA_NAME, e.g. a fleet member ``hetzner-2``), else the default replica."""
 
-    def __init__(self):
+    def __init__(self, name=None):
+        self.name = name
+        self.env = {**os.environ, "REPLICA_NAME": name} if name else None
         self.facts = {}
 
-    def script(self, *args, timeout=900, check=True):
-        return run_command(["bash", str(REPLICA_SH), *args], timeout=timeout, check=check)
+    def script(self, *args, timeout=900, check=True, stdin=None):
+        return run_command(
+            ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env, input=stdin
+        )
+
+    def read_facts(self):
+        self.facts = dict(line.split("=", 1) for line in self.script("env").stdout.split())
+        return self.facts
 
     def up(self):
         started = time.monotonic()
         self.script("up")
-        self.facts = dict(line.split("=", 1) for line in self.script("env").stdout.split())
+        self.read_facts()
         return time.monotonic() - started
 
     def down(self):
@@ -83,9 +92,7 @@ class Replica:
         return self.facts["REPLICA_IP"]
 
     def ssh(self, command, timeout=300, check=True, stdin=None):
-        return run_command(
-            ["bash", str(REPLICA_SH), "ssh", command], timeout=timeout, check=check, input=stdin
-        )
+        return self.script("ssh", command, timeout=timeout, check=check, stdin=stdin)
 
     def reboot(self):
         started = time.monotonic()
