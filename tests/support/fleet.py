@@ -86,8 +86,8 @@ def start_minion(member, config):
     )
     # the minion writes its key pair at its first start
     return member.ssh(
-        "for _ in $(seq 150); do test -s /etc/salt/pki/minion/minion.pub && break; sleep 0.2; done; "
-        "cat /etc/salt/pki/minion/minion.pub",
+        "k=/etc/salt/pki/minion/minion.pub; "
+        "for _ in $(seq 150); do test -s $k && break; sleep 0.2; done; cat $k",
         timeout=60,
     ).stdout
 
@@ -142,7 +142,7 @@ class Fleet:
         installed = {first.name: install_minion(first, self.say)}  # fills the cache for the rest
         if rest:
             with concurrent.futures.ThreadPoolExecutor(max_workers=len(rest)) as pool:
-                for member, result in zip(rest, pool.map(install_minion, rest)):
+                for member, result in zip(rest, pool.map(install_minion, rest), strict=True):
                     installed[member.name] = result
         keys = self.each(lambda member: start_minion(member, master.minion_config(member.name)))
         master.accept(keys)

@@ -71,7 +71,11 @@ class Replica:
 
     def script(self, *args, timeout=900, check=True, stdin=None):
         return run_command(
-            ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env, input=stdin
+            ["bash", str(REPLICA_SH), *args],
+            timeout=timeout,
+            check=check,
+            env=self.env,
+            input=stdin,
         )
 
     def read_facts(self):
