@@ -34,7 +34,7 @@ class HostMaster:
     ``pillar_by_id``: ``{minion_id: {"serverfix": {...}}}``; each id gets its own pillar SLS (what
     an admin's pillar top file does for per-host settings such as a Redis password)."""
 
-    def __init__(self, workdir, address, pillar_by_id):
+    def __init__(self, workdir, address, pillar_by_id, extra_roots=()):
         self.conf = Path(workdir)
         self.address = address
         self.ports = {"ret_port": free_port(address), "publish_port": free_port(address)}
@@ -53,7 +53,7 @@ class HostMaster:
                     "pidfile": "master.pid",
                     "log_file": "master.log",
                     "key_logfile": "key.log",
-                    "file_roots": {"base": [str(FORMULA_ROOT)]},
+                    "file_roots": {"base": [str(FORMULA_ROOT), *map(str, extra_roots)]},
                     "pillar_roots": {"base": [str(self.conf / "pillar")]},
                     "user": "root",
                 }
