@@ -11,6 +11,9 @@ salt-minion inside it.
   run (tools/mainjob/summary.py, as the main job prints it) and written to
   <replica dir>/last-run.json (or $SERVERFIX_E2E_REPORT).
 - ``proof_lab``: the proof tool's lab (tools/proof) for tests/e2e/test_proof_*.py.
+- ``fleet`` / ``fleet_master``: ``FLEET_SIZE`` replicas side by side (``hetzner-1`` …) with a
+  salt-minion each, joined to a salt-master on the host whose pillar gives each id the module's
+  ``host_pillar(minion_id)``; for tests/e2e/test_fleet_*.py.
 """
 
 import os
@@ -18,7 +21,9 @@ import time
 
 import pytest
 
+from tests.support.fleet import Fleet
 from tests.support.replica import Replica
+from tests.support.salt_master import HostMaster
 from tools.mainjob.summary import REPORT_FILE, summary_lines, write_report
 from tools.proof.lab import ARTIFACTS, Lab
 from tools.proof.render import table
@@ -120,3 +125,41 @@ def proof_lab(request, tmp_path_factory, progress, pytestconfig):
         finish(lab)
         path = write(lab.report, ARTIFACTS / f"proof-tests-{name}.json")
         write_lines(pytestconfig, [""] + table(lab.report) + [f"(figures: {path})"])
+
+
+@pytest.fixture(scope="module")
+def fleet(request, progress, e2e_report):
+    """``FLEET_SIZE`` fresh replicas side by side, in the "before" state."""
+    if os.geteuid() != 0:
+        pytest.skip("the replicas need root (systemd-nspawn, loop mounts, nftables)")
+    size = getattr(request.module, "FLEET_SIZE", 3)
+    group = Fleet(size, progress)
+    progress(f"booting {size} replicas side by side (scripts/replica.sh fleet up {size})")
+    try:
+        seconds = group.up()
+        e2e_report.setdefault("fleet", {})["up_seconds"] = round(seconds, 1)
+        progress(f"fleet up in {seconds:.1f} s: {', '.join(group.ids)}")
+        yield group
+    finally:
+        if KEEP:
+            progress("kept running (--keep): ./scripts/replica.sh fleet down")
+        else:
+            group.down()
+
+
+@pytest.fixture(scope="module")
+def fleet_master(request, fleet, tmp_path_factory, progress):
+    """A salt-master on the fleet's master address with a minion in every member, keys accepted
+    after comparison, custom modules synced to the minions and the master (its outputters)."""
+    pillar = {minion_id: request.module.host_pillar(minion_id) for minion_id in fleet.ids}
+    master = HostMaster(tmp_path_factory.mktemp("fleet-master"), fleet.master_ip, pillar)
+    with master:
+        installed = fleet.join(master)
+        progress(
+            "minions: "
+            + "; ".join(f"{i} {s:.1f} s ({how})" for i, (s, how) in sorted(installed.items()))
+        )
+        rc, synced = master.salt("*", "saltutil.sync_all")
+        assert rc == 0 and all("modules.serverfix" in v["modules"] for v in synced.values()), synced
+        master.run("saltutil.sync_all")
+        yield master

@@ -11,12 +11,14 @@ the host side, so N guests need no N pip runs and no index of their own.
 """
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import shlex
 import time
 from pathlib import Path
 
+from tests.support.paths import FORMULA_ROOT
 from tests.support.replica import REPLICA_SH, Replica, run_command, salt_pin, venv_tool
 
 REPLICA_DIR = Path(os.environ.get("REPLICA_DIR", "/var/cache/serverfix/replica"))
@@ -147,3 +149,46 @@ class Fleet:
         keys = self.each(lambda member: start_minion(member, master.minion_config(member.name)))
         master.accept(keys)
         return installed
+
+
+ROLLOUT_SLS = "serverfix.orch.rollout"
+
+
+def rollout(master, timeout=1800, **settings):
+    """``salt-run state.orchestrate serverfix.orch.rollout pillar='{"serverfix": {"rollout":
+    {...}}}'`` as an admin types it: (returncode, the orchestrate's JSON, seconds)."""
+    started = time.monotonic()
+    rc, data, _ = master.run(
+        "state.orchestrate",
+        ROLLOUT_SLS,
+        "pillar=" + json.dumps({"serverfix": {"rollout": settings}}),
+        timeout=timeout,
+    )
+    return rc, data, time.monotonic() - started
+
+
+def _summary_module():
+    """The formula's summary outputter (formula/_output/serverfix_rollout.py), as plain Python."""
+    spec = importlib.util.spec_from_file_location(
+        "serverfix_rollout_output", FORMULA_ROOT / "_output" / "serverfix_rollout.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rollout_summary(master, data):
+    """(per-host summary, its text lines) of a rollout's orchestrate return, as the outputter
+    builds them (masked as it prints them: the master's synced utils)."""
+    output = _summary_module()
+    summary = output.summarize(output.running_of(data))
+    return summary, output.render(summary)
+
+
+# what a rollout may change on a host; the sysctls are left out: every guest shares one kernel
+HOST_STATE = ("files", "redis_installed", "swap_active", "pm2", "pm2_saved")
+
+
+def untouched(before, after):
+    """Nothing the formula touches on one host changed between two snapshots."""
+    return all(before[key] == after[key] for key in HOST_STATE)
