@@ -41,16 +41,14 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$REPO/scripts/replica.sh"
 W=${REPLICA_DIR:-/var/cache/serverfix/replica}
 NAME=${REPLICA_NAME:-replica}
-SUBNET=${REPLICA_SUBNET:-7}
 LOCK_WAIT=${REPLICA_LOCK_WAIT:-0}
 RUN=$W/run-$NAME
 R=$RUN/rootfs
 KEY=$W/id_ed25519
-LOCK=${REPLICA_LOCK:-/run/lock/serverfix-replica.lock}   # machine-wide: swap and vm.* are kernel-global
+LOCK=${REPLICA_LOCK:-/run/lock/serverfix-replica-$NAME.lock}   # per name: another name runs side by side
+HOST_DIR=${REPLICA_HOST_DIR:-/run/serverfix-replica}   # one kernel: what every replica of this host shares
+SYSCTL_ORIG=$HOST_DIR/sysctl.orig                      # the host's sysctls, as the first replica found them
 IMG_SIZE=${REPLICA_IMG_SIZE:-6G}
-IP=10.231.$SUBNET.2
-HOST_IP=10.231.$SUBNET.1
-VETH=sfrep$SUBNET
 NFT_TABLE=serverfix-$NAME
 APP=/var/www/intranet/backend                          # where the server keeps the backend
 SUITE=bookworm
@@ -60,9 +58,21 @@ BASE_PACKAGES=systemd,systemd-sysv,dbus,openssh-server,python3,iproute2,sudo,ca-
 EXTRA_PACKAGES="nodejs npm python3-venv"               # python3-venv: a salt-minion venv for the master/minion test
 SYSCTL_KEYS="vm.swappiness vm.vfs_cache_pressure vm.overcommit_memory net.ipv4.ip_forward"   # knobs we or the formula touch
 MEMORY=${REPLICA_MEMORY:-4G}                           # the server's RAM (the runbook's 4 GB VM); off: this host's
+FLEET=${REPLICA_FLEET:-hetzner}                        # fleet members: $FLEET-1 ... $FLEET-N
+FLEET_SUBNET_BASE=${REPLICA_FLEET_SUBNET_BASE:-20}     # member i gets subnet base + i
+FLEET_MASTER_IP=${REPLICA_FLEET_MASTER_IP:-10.231.0.1} # the salt-master's address on the host
+FLEET_MASTER_IF=${REPLICA_FLEET_MASTER_IF:-sfmaster0}  # the dummy interface that carries it
 
-SSH=(ssh -i "$KEY" -o BatchMode=yes -o ConnectTimeout=3 -o StrictHostKeyChecking=yes
-     -o "UserKnownHostsFile=$RUN/known_hosts" -o LogLevel=ERROR "root@$IP")
+set_subnet() {  # $1: the guest's subnet n (10.231.<n>.0/30): addresses, veth and ssh follow from it
+  SUBNET=$1
+  IP=10.231.$SUBNET.2
+  HOST_IP=10.231.$SUBNET.1
+  VETH=sfrep$SUBNET
+  SSH=(ssh -i "$KEY" -o BatchMode=yes -o ConnectTimeout=3 -o StrictHostKeyChecking=yes
+       -o "UserKnownHostsFile=$RUN/known_hosts" -o LogLevel=ERROR "root@$IP")
+}
+# a running replica's own subnet (recorded by `up`) wins: `env`, `ssh`, `down` need no REPLICA_SUBNET
+set_subnet "$(cat "$RUN/subnet" 2>/dev/null || echo "${REPLICA_SUBNET:-7}")"
 NSPAWN=(systemd-nspawn -q --register=no --keep-unit --link-journal=no --resolv-conf=copy-host)
 export SYSTEMD_NSPAWN_API_VFS_WRITABLE=yes   # /proc/sys writable, else `sysctl -w` fails in the guest
 
@@ -79,6 +89,10 @@ die() { say "ERROR: $*"; exit 1; }
 . "$REPO/scripts/replica/lxcfs.sh"
 # shellcheck source=replica/sysctl.sh
 . "$REPO/scripts/replica/sysctl.sh"
+# shellcheck source=replica/host.sh
+. "$REPO/scripts/replica/host.sh"
+# shellcheck source=replica/fleet.sh
+. "$REPO/scripts/replica/fleet.sh"
 # shellcheck source=replica/boot.sh
 . "$REPO/scripts/replica/boot.sh"
 
@@ -94,6 +108,7 @@ case ${1:-} in
   ssh) shift; exec "${SSH[@]}" "$@" ;;
   env) env_facts ;;
   status) if [ -f "$RUN/nspawn.pid" ]; then say "$NAME is up: root@$IP"; exit 0; fi; say "$NAME is down"; exit 3 ;;
+  fleet) shift; fleet "$@" ;;
   clean) down; rm -f "$W"/base-*.tar.zst "$W"/golden-*.img ;;
-  *) echo "usage: $0 build|golden|image|up|down|reboot|ssh CMD...|env|status|clean" >&2; exit 2 ;;
+  *) echo "usage: $0 build|golden|image|up|down|reboot|ssh CMD...|env|status|clean|fleet up N|down|env|status" >&2; exit 2 ;;
 esac
