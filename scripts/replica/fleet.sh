@@ -3,8 +3,9 @@
 # $FLEET-N (REPLICA_FLEET, default hetzner) in parallel, member i on subnet
 # REPLICA_FLEET_SUBNET_BASE + i (default 20 + i: 10.231.21.2, 10.231.22.2, ...), and puts one host
 # address for a salt-master on a dummy interface (REPLICA_FLEET_MASTER_IP on REPLICA_FLEET_MASTER_IF,
-# default 10.231.0.1/32 on sfmaster0): every guest reaches it through its default route (the host
-# end of its veth), as the servers reach their master. Each member is an ordinary replica (its own
+# default 10.231.0.1/32 on sfmaster0; a bridge without ports where the kernel lacks the dummy
+# driver): every guest reaches it through its default route (the host end of its veth), as the
+# servers reach their master. It is a local address of the host: no forwarding, no NAT. Each member is an ordinary replica (its own
 # run dir, lock, cgroups, lxcfs, veth and NAT table; `REPLICA_NAME=hetzner-2 replica.sh ssh ...`);
 # `down` of one leaves the others, the interface and the host's sysctls as they are, `fleet down`
 # stops them all and removes the interface.
@@ -28,9 +29,10 @@ fleet_names() {  # the members: what `fleet up` recorded, and any $FLEET-<n> wit
   } | sort -V -u
 }
 
-master_if_up() {
+master_if_up() {  # a dummy interface; a bridge without ports where the kernel has no dummy driver
   if ! ip link show "$FLEET_MASTER_IF" >/dev/null 2>&1; then
-    ip link add "$FLEET_MASTER_IF" type dummy || die "cannot add the dummy interface $FLEET_MASTER_IF"
+    ip link add "$FLEET_MASTER_IF" type dummy 2>/dev/null || ip link add "$FLEET_MASTER_IF" type bridge ||
+      die "cannot add the interface $FLEET_MASTER_IF (neither type dummy nor bridge)"
   fi
   { ip addr replace "$FLEET_MASTER_IP/32" dev "$FLEET_MASTER_IF" && ip link set "$FLEET_MASTER_IF" up; } ||
     die "cannot put $FLEET_MASTER_IP on $FLEET_MASTER_IF"

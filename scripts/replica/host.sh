@@ -43,7 +43,10 @@ prune_members() {  # (under host_lock) drop members whose boot loop is gone
   local f
   for f in "$HOST_DIR"/members/*; do
     [ -f "$f" ] || continue
-    if ! member_alive "$f"; then say "host: ${f##*/} is gone (pid $(cut -d' ' -f1 "$f")): no longer a member"; rm -f "$f"; fi
+    member_alive "$f" && continue
+    # (a `down` of it in progress removes its own file: say nothing then)
+    [ -e "$W/run-${f##*/}/stop" ] || say "host: ${f##*/} is gone (pid $(cut -d' ' -f1 "$f")): no longer a member"
+    rm -f "$f"
   done
   if [ -z "$(ls -A "$HOST_DIR/members")" ] && [ -f "$SYSCTL_ORIG" ]; then
     restore_host_sysctls; rm -f "$SYSCTL_ORIG"   # what the killed runs left set
