@@ -71,6 +71,14 @@ class Member(Replica):
         )
 
 
+def app_mode(member, timeout=60):
+    """The app's mode once it answers (pm2 starts it at boot: slower with three booting at once)."""
+    deadline = time.monotonic() + timeout
+    while (mode := member.app_mode()) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return mode
+
+
 def host_sysctls():
     return {
         key: Path("/proc/sys", key.replace(".", "/")).read_text(encoding="ascii").strip()
@@ -133,7 +141,7 @@ def test_each_member_answers_with_its_own_ip_and_hostname(fleet):
         out = member.ssh("hostname; ip -4 -o addr show host0; systemctl is-system-running", 60)
         lines = out.stdout.splitlines()
         assert lines[0] == name and f"{ip}/30" in lines[1] and lines[2] == "running", lines
-        assert member.app_mode() == "fallback"  # its app, over its own veth
+        assert app_mode(member) == "fallback"  # its app (pm2 at boot), over its own veth
 
 
 def test_each_member_has_its_own_4g_cgroup_and_lxcfs(fleet):
