@@ -32,8 +32,13 @@ up() {
   memory_bytes >/dev/null   # a bad REPLICA_MEMORY stops here, not in the detached boot loop
   [[ ${REPLICA_SUBNET:-7} =~ ^[1-9][0-9]?$|^1[0-9][0-9]$|^2[0-4][0-9]$|^25[0-4]$ ]] ||
     die "REPLICA_SUBNET=${REPLICA_SUBNET:-} is not a subnet number: give 1-254 (the guest is 10.231.<n>.2)"
-  if [ ! -f "$golden" ]; then golden; fi
   mkdir -p "$W" "$(dirname "$LOCK")"
+  if [ ! -f "$golden" ]; then   # one build at a time: `up`s of other names may run at once
+    exec 8>"$W/image.lock"
+    flock -w 900 8 || die "another process builds the image for more than 15 min ($W/image.lock)"
+    if [ ! -f "$golden" ]; then golden; fi
+    exec 8>&-
+  fi
   exec 9>"$LOCK"   # held by the boot loop (and lxcfs) as long as this replica runs
   if ! flock -n 9; then
     # `up` of a replica that is up starts it fresh (as always); one whose `up` still runs is busy

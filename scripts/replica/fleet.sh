@@ -43,7 +43,10 @@ fleet_up() {  # $1: N
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "fleet up N: N is the number of replicas (1-99), not '${n}'"
   { [[ $FLEET_SUBNET_BASE =~ ^[0-9]+$ ]] && [ $((FLEET_SUBNET_BASE + n)) -le 254 ]; } ||
     die "REPLICA_FLEET_SUBNET_BASE=$FLEET_SUBNET_BASE + $n is past subnet 254"
-  if [ ! -f "$(GOLDEN)" ]; then golden; fi   # once, before the parallel `up`s (each would build it)
+  if [ ! -f "$(GOLDEN)" ]; then REPLICA_NAME=$FLEET-1 bash "$SELF" image; fi   # once, before the parallel `up`s
+  for name in $(fleet_names); do   # a bigger fleet before: the members past N go
+    if [ "${name##*-}" -gt "$n" ]; then fleet_member "$name" bash "$SELF" down; fi
+  done
   master_if_up
   for i in $(seq "$n"); do names+=("$FLEET-$i"); done
   mkdir -p "$HOST_DIR"
