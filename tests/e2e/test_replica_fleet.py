@@ -13,6 +13,7 @@ The steps build on each other (STEPS_IN_ORDER): one fleet of three for the modul
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -114,13 +115,13 @@ def fleet(progress):
         pytest.skip("the replicas need root (systemd-nspawn, loop mounts, nftables)")
     before = {"sysctl": host_sysctls(), "run_lxcfs": os.path.exists("/run/lxcfs")}
     started = time.monotonic()
-    replica_sh("fleet", "up", str(SIZE), timeout=900)
-    seconds = time.monotonic() - started
-    progress(f"fleet up {SIZE} in {seconds:.1f} s")
-    info = parse_env(replica_sh("fleet", "env").stdout)
-    members = {name: Member(name) for name in NAMES}
-    try:
-        yield {"before": before, "env": info, "members": members, "traces": {}}
+    try:  # a member that failed to boot: the others go down too
+        replica_sh("fleet", "up", str(SIZE), timeout=900)
+        seconds = time.monotonic() - started
+        progress(f"fleet up {SIZE} in {seconds:.1f} s")
+        info = parse_env(replica_sh("fleet", "env").stdout)
+        members = {name: Member(name) for name in NAMES}
+        yield {"before": before, "env": info, "members": members}
     finally:
         replica_sh("fleet", "down", timeout=600, check=False)
 
@@ -188,6 +189,31 @@ def test_a_subnet_in_use_is_refused_naming_its_replica(fleet):
     assert f"subnet {SUBNET_BASE + 2} " in out.stderr and f"replica {NAMES[1]}" in out.stderr
     assert not os.path.exists(parse_env(replica_sh("env", env=env).stdout)["REPLICA_RUN"])
     assert fleet["members"][NAMES[1]].ssh("hostname", timeout=30).stdout.strip() == NAMES[1]
+
+
+def test_a_second_up_of_the_same_name_is_refused_while_the_first_runs(fleet):
+    """Per-name lock: a replica of another name boots beside the fleet; a second ``up`` of that
+    name while its first ``up`` still runs is refused (REPLICA_LOCK_WAIT=0)."""
+    env = script_env(REPLICA_NAME="sffleet-solo", REPLICA_SUBNET="49", REPLICA_LOCK_WAIT="0")
+    run = Path(parse_env(replica_sh("env", env=env).stdout)["REPLICA_RUN"])
+    with subprocess.Popen(
+        ["bash", str(REPLICA_SH), "up"], env=env, stderr=subprocess.PIPE, text=True
+    ) as first:
+        try:
+            deadline = time.monotonic() + 60
+            while not (run / "up.pid").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            second = replica_sh("up", env=env, check=False, timeout=120)
+            assert second.returncode == 1, second
+            assert "replica sffleet-solo is being started" in second.stderr, second.stderr
+            assert first.wait(timeout=120) == 0, first.stderr.read()
+            out = replica_sh("ssh", "hostname", env=env, timeout=30).stdout.strip()
+            assert out == "sffleet-solo"
+        finally:
+            replica_sh("down", env=env, timeout=300, check=False)
+    assert not run.exists()
+    for name in NAMES:  # the fleet untouched
+        assert fleet["members"][name].ssh("hostname", timeout=30).stdout.strip() == name
 
 
 def test_the_host_sysctls_come_back_only_with_the_last_member(fleet, progress):
