@@ -96,6 +96,8 @@ down() {
     for _ in $(seq 50); do kill -0 "$b" 2>/dev/null || break; sleep 0.1; done
   fi
   swapoff_guest   # its own swap files only (under $R): another replica's stay on
+  # a run the one-at-a-time replica.sh started kept the host's sysctls in its run dir
+  if [ ! -f "$SYSCTL_ORIG" ] && [ -f "$RUN/host-sysctl.orig" ]; then mkdir -p "$HOST_DIR"; cp "$RUN/host-sysctl.orig" "$SYSCTL_ORIG"; fi
   if host_leave; then last=1; fi   # the last member restores the host's sysctls (the guests' hit the host kernel)
   net_down
   drop_cgroup "$NAME"
