@@ -48,12 +48,13 @@ up() {
   fi
   down   # what a killed run of this name left
   set_subnet "${REPLICA_SUBNET:-7}"
-  host_join   # refuses a subnet another running replica has
+  host_check_subnet   # refuses a subnet another running replica has
   echo "$NAME (subnet $SUBNET, up pid $$)" > "$LOCK.owner"
   mkdir -p "$R"
   echo $$ > "$RUN/up.pid"
   echo "$SUBNET" > "$RUN/subnet"   # for `env`, `ssh` and `down` run later without REPLICA_SUBNET
   { cp --sparse=always "$golden" "$RUN/root.img" && mount -o loop "$RUN/root.img" "$R"; } || die "mounting $RUN/root.img failed"
+  host_join   # after the mount: the first member records the keys the guest's sysctl.d sets too
   echo "$NAME" > "$R/etc/hostname"   # each replica its own (the golden image has its builder's name)
   printf '127.0.0.1 localhost\n127.0.1.1 %s\n::1 localhost ip6-localhost ip6-loopback\n' "$NAME" > "$R/etc/hosts"
   echo "$MEMORY" > "$RUN/memory"   # for `env` and `down` run later, maybe without REPLICA_MEMORY

@@ -31,7 +31,7 @@ member_set() {  # $1: the pid that keeps this replica's membership alive (`up`, 
   echo "$1 $(proc_start "$1") $SUBNET" > "$HOST_DIR/members/$NAME"
 }
 
-other_members() {  # names of the live members other than this one
+other_members() {  # names in members/ other than this one (the live ones, after prune_members)
   local f
   for f in "$HOST_DIR"/members/*; do
     [ -f "$f" ] && [ "${f##*/}" != "$NAME" ] && echo "${f##*/}"
@@ -53,16 +53,32 @@ prune_members() {  # (under host_lock) drop members whose boot loop is gone
   fi
 }
 
-host_join() {  # `up`: refuse a subnet in use, record the host's sysctls if first, become a member
+subnet_owner() {  # the running replica other than this one that has $SUBNET (nothing: none)
   local m
-  host_lock
-  prune_members
   for m in $(other_members); do
-    if [ "$(cut -d' ' -f3 "$HOST_DIR/members/$m")" = "$SUBNET" ]; then
-      die "subnet $SUBNET (10.231.$SUBNET.2) is used by the running replica $m: give this one another REPLICA_SUBNET, or stop it first: REPLICA_NAME=$m $SELF down"
+    if [ "$(cut -d' ' -f3 "$HOST_DIR/members/$m")" = "$SUBNET" ] && member_alive "$HOST_DIR/members/$m"; then
+      echo "$m"; return 0
     fi
   done
-  if [ -z "$(other_members)" ]; then save_host_sysctls; fi   # first member: the host's own values
+}
+
+subnet_free() {  # (under host_lock) die when another running replica has $SUBNET
+  local m
+  m=$(subnet_owner)
+  [ -z "$m" ] ||
+    die "subnet $SUBNET (10.231.$SUBNET.2) is used by the running replica $m: give this one another REPLICA_SUBNET, or stop it first: REPLICA_NAME=$m $SELF down"
+}
+
+host_check_subnet() {  # `up`, before any work: refuse a subnet in use
+  host_lock; prune_members; subnet_free; host_unlock
+}
+
+host_join() {  # `up`, the guest's rootfs mounted: record the host's sysctls if first, become a member
+  host_lock
+  prune_members
+  subnet_free
+  # the first member: the host's own values (and the keys the guest's sysctl.d sets, read in $R)
+  if [ -z "$(other_members)" ]; then save_host_sysctls; fi
   member_set "$$"
   host_unlock
 }
