@@ -25,8 +25,9 @@ lxcfs_up() {
   local p
   [ "$MEMORY" = off ] && return 0
   command -v lxcfs >/dev/null || die "lxcfs not found: apt-get install lxcfs (scripts/lib/setup.sh does), or REPLICA_MEMORY=off"
-  # lxcfs makes /run/lxcfs for its own mount namespace; `down` removes it only if we made it
-  if [ ! -e /run/lxcfs ]; then touch "$RUN/lxcfs.made-run-dir"; fi
+  # lxcfs makes /run/lxcfs for its own mount namespace; the last `down` removes it only if a
+  # replica made it (the other replicas' lxcfs use it: an rmdir here would unmount theirs)
+  if [ ! -e /run/lxcfs ]; then mkdir -p "$HOST_DIR" && touch "$HOST_DIR/lxcfs.made-run-dir"; fi
   mkdir -p "$LXCFS_DIR"
   setsid lxcfs -f -p "$RUN/lxcfs.pid" "$LXCFS_DIR" </dev/null >"$RUN/lxcfs.log" 2>&1 &
   p=$!
@@ -40,7 +41,7 @@ lxcfs_up() {
   die "lxcfs did not mount $LXCFS_DIR (log $RUN/lxcfs.log)"
 }
 
-lxcfs_down() {
+lxcfs_down() {  # $1: 1 when this is the last replica of the host (host_leave)
   local p
   if p=$(cat "$RUN/lxcfs.launched" 2>/dev/null) && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = lxcfs ]; then
     kill -TERM "$p" 2>/dev/null || true
@@ -49,7 +50,8 @@ lxcfs_down() {
   fi
   # /proc/mounts, not mountpoint(1): a dead FUSE mount fails stat()
   if awk -v d="$LXCFS_DIR" '$2 == d { found = 1 } END { exit !found }' /proc/mounts; then umount "$LXCFS_DIR" 2>/dev/null || umount -l "$LXCFS_DIR" || true; fi
-  if [ -f "$RUN/lxcfs.made-run-dir" ]; then
+  if [ "${1:-0}" = 1 ] && [ -f "$HOST_DIR/lxcfs.made-run-dir" ]; then
     rmdir /run/lxcfs/controllers /run/lxcfs/root /run/lxcfs 2>/dev/null || true
+    rm -f "$HOST_DIR/lxcfs.made-run-dir"
   fi
 }

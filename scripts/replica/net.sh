@@ -25,7 +25,8 @@ guest_net_unit() {  # static guest address: systemd-networkd would wait forever 
 net_down() {
   nft delete table ip "$NFT_TABLE" 2>/dev/null || true
   # the kernel drops the veth with the guest's network namespace, but asynchronously: do it now,
-  # or the next `up` finds the name taken
+  # or the next `up` finds the name taken (unless another running replica has this subnet: its veth)
+  [ -z "$(subnet_owner)" ] || return 0
   ip link delete "$VETH" 2>/dev/null || true
   for _ in $(seq 50); do ip link show "$VETH" >/dev/null 2>&1 || break; sleep 0.1; done
 }
