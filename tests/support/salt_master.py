@@ -79,6 +79,9 @@ class HostMaster:
             "master_port": self.ports["ret_port"],
             "publish_port": self.ports["publish_port"],
             "id": minion_id,
+            # retry the key exchange every second, not every 10 s, once the key is accepted
+            "acceptance_wait_time": 1,
+            "acceptance_wait_time_max": 1,
         }
 
     def __enter__(self):
