@@ -4,8 +4,9 @@ systemd-nspawn in its own network namespace, in the runbook's "before" state; th
 applied to it over salt-ssh (roster entry ``hetzner``) and once through a real salt-master and a
 salt-minion inside it.
 
-- One replica at a time (replica.sh holds a lock); each test module boots its own and tears it
-  down, unless SERVERFIX_REPLICA_KEEP=1 (``./scripts/run-replica.sh --keep``).
+- Each test module boots its own replica (or fleet) and tears it down, unless
+  SERVERFIX_REPLICA_KEEP=1 (``./scripts/run-replica.sh --keep``); the modules run one after the
+  other (replicas share the host's kernel: swap, vm.* sysctls).
 - Steps in a module build on each other: after a failed step the later ones are skipped.
 - What the steps measure goes into ``e2e_report`` and is printed as a summary at the end of the
   run (tools/mainjob/summary.py, as the main job prints it) and written to

@@ -21,9 +21,9 @@ measured on the replica host (scripts/replica.sh) over salt-ssh with the roster 
 
 Used by ``scripts/proof-report.sh`` (``python -m tools.proof``: everything, a table on the
 terminal and a JSON file) and by ``tests/e2e/test_proof_*.py`` (the same measurements, asserted).
-Its replica is named ``proof`` (its own run dir, veth and NAT table), so it never tears down
-someone else's; the machine-wide lock of scripts/replica.sh still allows one replica at a time,
-and this waits for it.
+Its replica is named ``proof`` (its own run dir, veth, NAT table and lock), so it never tears
+down someone else's. Run it alone on the machine: its figures are wall times, and a replica beside
+it with the same ``/swapfile`` path would show in its /proc/swaps (one kernel).
 
 How calls are counted (calls.py): ``ProofReplica.instrument()`` puts small wrapper scripts in the
 guest's ``/usr/local/sbin`` (first on root's PATH) for apt-get, apt, apt-cache, dpkg, dpkg-query,

@@ -83,12 +83,6 @@ class ProofReplica(Replica):
         super().__init__()
         self.env = dict(os.environ, **REPLICA_ENV)
 
-    def script(self, *args, timeout=900, check=True):
-        """``replica.sh`` with this replica's name and subnet."""
-        return run_command(
-            ["bash", str(REPLICA_SH), *args], timeout=timeout, check=check, env=self.env
-        )
-
     def down(self):
         """Tear it down; once more after a pause when the first try fails (the rootfs can stay
         busy for a moment while the guest's last processes exit)."""
@@ -266,7 +260,7 @@ def first_error(data, output=""):
 
 
 # --------------------------------------------------------------------------------------------------
-# the lab: one replica at a time, fresh when asked
+# the lab: its own replica, fresh when asked
 
 
 class Lab:
