@@ -12,7 +12,7 @@ serverfix-preflight:
     - changes: false
     - allow_test_mode_failure: true
     - result: {{ 'test' not in faults }}
-    - comment: {{ ('preflight refused: serverfix:redis:password=hunter2secret is not accepted by ' ~ grains.id) if 'test' in faults else 'preflight passed' }}
+    - comment: {{ (('preflight refused: serverfix:redis:password=hunter2secret is not accepted by ' ~ grains.id) if 'test' in faults else 'preflight passed') | json }}
 
 serverfix-applied:
   file.managed:
@@ -24,8 +24,8 @@ serverfix-applied:
 serverfix-backend:
   test.configurable_test_state:
     - changes: false
-    - allow_test_mode_failure: true
+    - allow_test_mode_failure: false  # an apply fault only: test=True passes
     - result: {{ 'apply' not in faults }}
-    - comment: {{ 'backend not ready after restart: REDIS_PASSWORD=hunter2secret rejected' if 'apply' in faults else 'backend ready' }}
+    - comment: {{ ('backend not ready after restart: REDIS_PASSWORD=hunter2secret rejected' if 'apply' in faults else 'backend ready') | json }}
     - require:
       - file: serverfix-applied
