@@ -64,10 +64,13 @@ def started_fleet(salt_factories, file_root, stub_dir, count=3):
             yield master, minions
 
 
-def run_rollout(master, rollout, *args, sls=ROLLOUT):
+def run_rollout(master, rollout, *args, sls=ROLLOUT, extra=None):
     """``salt-run state.orchestrate <sls> pillar='{"serverfix": {"rollout": rollout}}'`` with
-    salt's usual 10 s for a minion to answer (``--timeout``: a down minion costs that much)."""
-    pillar = json.dumps({"serverfix": {"rollout": rollout}, "ids": rollout.get("ids", [])})
+    salt's usual 10 s for a minion to answer (``--timeout``: a down minion costs that much);
+    ``extra``: more top-level pillar keys."""
+    pillar = json.dumps(
+        {"serverfix": {"rollout": rollout}, "ids": rollout.get("ids", [])} | (extra or {})
+    )
     cli = master.salt_run_cli()
     return cli.run(
         "state.orchestrate", sls, f"pillar={pillar}", "--timeout=10", *args, _timeout=400

@@ -17,7 +17,18 @@ def test_failhard_with_batch_stops_after_the_second(orch_fleet, stub):
     (stub / "fail-second").write_text("yes\n", encoding="utf-8")
     result = run_rollout(master, {"ids": ids}, sls="failhard_batch")
     (step,) = steps(result).values()
-    print(step)
     assert step["result"] is False
     ran = sorted(p.name for p in stub.glob("applied-*"))
     assert len(ran) == 2, f"the third minion ran after the second failed: {ran}"
+
+
+def test_without_failhard_the_batch_runs_on(orch_fleet, stub):
+    """The control: the same run without ``failhard`` applies the third minion too, so the test
+    above would see a batch that does not stop."""
+    master, minions = orch_fleet
+    ids = sorted(minion.id for minion in minions)
+    (stub / "fail-second").write_text("yes\n", encoding="utf-8")
+    result = run_rollout(master, {"ids": ids}, sls="failhard_batch", extra={"failhard": False})
+    (step,) = steps(result).values()
+    assert step["result"] is False
+    assert len(list(stub.glob("applied-*"))) == 3
