@@ -88,6 +88,13 @@ _DEFAULTS_JSON = r"""
       "url": "",
       "requests": 10,
       "limit_ms": 100
+    },
+    "rollout": {
+      "target": "",
+      "tgt_type": "glob",
+      "canary": "",
+      "batch": 1,
+      "restart": false
     }
   },
   "managed_env": {

@@ -22,6 +22,19 @@ INT_STR_RE = re.compile(r"(?:0|[1-9][0-9]*)", re.ASCII)
 # npm dotenv assigns parsed keys to a plain object: `__proto__` sets its prototype, not a key
 ENV_KEYS_IGNORED = ("__proto__",)
 REDIS_WILDCARDS = ("*", "::*")
+# how serverfix:rollout:target may be matched (salt's tgt_type values that need no extra options)
+ROLLOUT_TGT_TYPES = (
+    "glob",
+    "pcre",
+    "list",
+    "grain",
+    "grain_pcre",
+    "pillar",
+    "pillar_pcre",
+    "nodegroup",
+    "compound",
+    "ipcidr",
+)
 PM2_NAME_RE = re.compile(r"^[A-Za-z0-9_.@:+-][A-Za-z0-9_.@:+ -]*$")
 
 
@@ -311,6 +324,17 @@ def pillar_schema(parse_size, managed):
             ),
             "requests": _int_rule(1, 1000, 10),
             "limit_ms": _int_rule(1, 600000, 100),
+        },
+        # read by the orchestration on the master (orch/rollout.sls); a minion ignores it
+        "rollout": {
+            "target": _str_rule("a salt target on one line (e.g. 'hetzner-*')"),
+            "tgt_type": _choice_rule(*ROLLOUT_TGT_TYPES),
+            "canary": _str_rule(
+                "'' (the first sorted minion id) or one minion id of the target",
+                pattern=r"^[A-Za-z0-9_.-]+$",
+            ),
+            "batch": _int_rule(1, 10000, 1),
+            "restart": BOOL,
         },
     }
 
