@@ -31,15 +31,15 @@ def test_a_crash_on_the_canary_stops_the_rollout(fleet, fleet_master, e2e_report
     before = {m.name: m.snapshot(swap[m.name]) for m in fleet.members}
     progress("rollout with a canary whose backend crashes after the restart")
     rc, data, seconds = rollout(fleet_master, target="hetzner-*", batch=1, restart=True)
-    summary, text = rollout_summary(fleet_master, data)
+    summary, text = rollout_summary(data)
     assert rc != 0, text
     canary = summary[CANARY]
-    assert canary["status"] == "failed", text
+    assert canary["result"] == "failed", text
     assert (
         canary["state"] == "serverfix-backend-restarted" and "did NOT come up" in canary["comment"]
     ), text
     others = [i for i in fleet.ids if i != CANARY]
-    assert all(summary[i]["status"] == "skipped" for i in others), text
+    assert all(summary[i]["result"] == "skipped" for i in others), text
     for name in others:
         assert untouched(before[name], fleet.by_id(name).snapshot(swap[name])), name
     assert fleet.by_id(CANARY).app_mode() == "fallback"  # rolled back: its old .env, restarted

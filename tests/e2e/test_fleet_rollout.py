@@ -62,13 +62,13 @@ def test_a_refusal_in_one_preview_stops_before_anything_changes(fleet, fleet_mas
     finally:
         fleet_master.write_pillar({i: host_pillar(i) for i in fleet.ids})
         fleet_master.salt("*", "saltutil.refresh_pillar")
-    summary, text = rollout_summary(fleet_master, data)
+    summary, text = rollout_summary(data)
     assert rc != 0, text
     assert (
-        summary["hetzner-3"]["status"] == "failed"
+        summary["hetzner-3"]["result"] == "failed"
         and "serverfix:redis:port" in summary["hetzner-3"]["comment"]
     ), text
-    assert all(summary[i]["status"] == "skipped" for i in ("hetzner-1", "hetzner-2")), text
+    assert all(summary[i]["result"] == "skipped" for i in ("hetzner-1", "hetzner-2")), text
     for member in fleet.members:
         assert untouched(
             before[member.name],
@@ -82,9 +82,9 @@ def test_a_refusal_in_one_preview_stops_before_anything_changes(fleet, fleet_mas
 def test_the_rollout_from_before_fixes_every_host(fleet, fleet_master, entry, progress):
     progress(f"salt-run state.orchestrate {ROLLOUT} (target {TARGET}, batch 1, restart)")
     rc, data, seconds = rollout(fleet_master, target=TARGET, batch=1, restart=True)
-    summary, text = rollout_summary(fleet_master, data)
+    summary, text = rollout_summary(data)
     assert rc == 0, text
-    assert {i: s["status"] for i, s in summary.items()} == {i: "fixed" for i in fleet.ids}, text
+    assert {i: s["result"] for i, s in summary.items()} == {i: "fixed" for i in fleet.ids}, text
     for member in fleet.members:
         assert member.app_mode() == "queue", member.name
         rc, report = fleet_master.salt(member.name, "serverfix.verify")
@@ -99,8 +99,14 @@ def test_the_rollout_from_before_fixes_every_host(fleet, fleet_master, entry, pr
 
 
 def test_the_rollout_again_changes_nothing(fleet, fleet_master, entry):
-    rc, data, seconds = rollout(fleet_master, target=TARGET, batch=1, restart=True)
-    summary, text = rollout_summary(fleet_master, data)
-    assert rc == 0, text
-    assert all(s["status"] == "fixed" and not s["changes"] for s in summary.values()), text
-    entry["lines"].append(f"re-run: 0 changes on {len(summary)} hosts in {seconds:.0f} s")
+    """The re-run as the admin sees it (``--out=serverfix_rollout``): all fixed, 0 changes."""
+    rc, text, seconds = rollout(
+        fleet_master, out="serverfix_rollout", target=TARGET, batch=1, restart=True
+    )
+    summary = text[text.index("serverfix rollout:") :].splitlines()
+    assert rc == 0 and summary[0] == f"serverfix rollout: OK ({FLEET_SIZE} fixed)", text[-3000:]
+    rows = {line.split()[0]: line.split()[1:3] for line in summary[2:] if line.strip()}
+    assert rows == {i: ["fixed", "0"] for i in fleet.ids}, summary
+    assert REDIS_PASSWORD not in text
+    entry["lines"].append(f"re-run: 0 changes on {len(rows)} hosts in {seconds:.0f} s")
+    entry["lines"] += ["  " + line for line in summary]

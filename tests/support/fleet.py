@@ -154,16 +154,21 @@ class Fleet:
 ROLLOUT_SLS = "serverfix.orch.rollout"
 
 
-def rollout(master, timeout=1800, **settings):
+def rollout(master, timeout=1800, out="json", **settings):
     """``salt-run state.orchestrate serverfix.orch.rollout pillar='{"serverfix": {"rollout":
-    {...}}}'`` as an admin types it: (returncode, the orchestrate's JSON, seconds)."""
+    {...}}}'`` as an admin types it: (returncode, the orchestrate's JSON (``out="json"``) or its
+    text (e.g. ``out="serverfix_rollout"``), seconds)."""
     started = time.monotonic()
-    rc, data, _ = master.run(
+    args = (
         "state.orchestrate",
         ROLLOUT_SLS,
         "pillar=" + json.dumps({"serverfix": {"rollout": settings}}),
-        timeout=timeout,
     )
+    if out == "json":
+        rc, data, _ = master.run(*args, timeout=timeout)
+    else:
+        proc = master.text("salt-run", f"--out={out}", *args, timeout=timeout)
+        rc, data = proc.returncode, proc.stdout
     return rc, data, time.monotonic() - started
 
 
@@ -177,12 +182,13 @@ def _summary_module():
     return module
 
 
-def rollout_summary(master, data):
-    """(per-host summary, its text lines) of a rollout's orchestrate return, as the outputter
-    builds them (masked as it prints them: the master's synced utils)."""
+def rollout_summary(data):
+    """(``{host: its summary entry}``, the summary as text lines) of a rollout's orchestrate
+    return, as the formula's outputter builds them (``result``: fixed / failed / skipped /
+    unverified, ``step``, ``changes``, ``state``, ``comment``; unmasked: for assertions)."""
     output = _summary_module()
     summary = output.summarize(output.running_of(data))
-    return summary, output.render(summary)
+    return {entry["host"]: entry for entry in summary["hosts"]}, output.render(summary, str)
 
 
 # what a rollout may change on a host; the sysctls are left out: every guest shares one kernel

@@ -137,6 +137,14 @@ class HostMaster:
             )
         return proc.returncode, data, proc.stdout
 
+    def text(self, tool, *args, timeout=900):
+        """``<tool> -c <conf> --no-color <args>`` as the admin sees it (the process)."""
+        return run_command(
+            [str(venv_tool(tool)), "-c", str(self.conf), "--no-color", *args],
+            timeout=timeout + 60,
+            check=False,
+        )
+
     def salt(self, target, *args, tgt_type="glob", timeout=900):
         """``salt <target> <args>``: (returncode, {minion id: its data})."""
         flag = {"glob": [], "list": ["-L"], "compound": ["-C"]}[tgt_type]

@@ -65,12 +65,12 @@ def scaling_row(size, batch, say):
                 rc, data, seconds = rollout(
                     master, target="hetzner-*", batch=size if batch == "all" else 1, restart=True
                 )
-                summary, text = rollout_summary(master, data)
+                summary, text = rollout_summary(data)
             finally:
                 master.stop()
         finally:
             fleet.down()
-    fixed = sum(s["status"] == "fixed" for s in summary.values())
+    fixed = sum(s["result"] == "fixed" for s in summary.values())
     say(f"N={size} batch={batch}: {seconds:.1f} s, {fixed}/{size} fixed (rc {rc})")
     return {
         "n": size,
