@@ -12,6 +12,8 @@ REPORT_FILE = Path(
 )
 TITLES = {key: title for key, title, _ in STEPS}
 TITLES["master_minion"] = "salt-master + salt-minion (salt hetzner state.apply serverfix)"
+TITLES["fleet_rollout"] = "rollout over a fleet (salt-run state.orchestrate serverfix.orch.rollout)"
+TITLES["fleet_canary_fault"] = "rollout with a fault on the canary"
 
 
 def summary_lines(report):
@@ -20,6 +22,8 @@ def summary_lines(report):
     lines = []
     if "replica" in report:
         lines.append(f"replica: booted in {report['replica'].get('up_seconds')} s")
+    if "fleet" in report:
+        lines.append(f"fleet: booted side by side in {report['fleet'].get('up_seconds')} s")
     for key, title in TITLES.items():
         if key not in steps:
             continue
