@@ -94,7 +94,7 @@ def test_without_consent_no_restart_is_passed(master, ids, stub):
     verify_steps = [f"rollout/canary-verify/{ids[0]}"]
     verify_steps += [f"rollout/batch-{n}-verify/{ids[n]}" for n in (1, 2)]
     assert [row.split() for row in summary[2:5]] == [
-        [host, "fixed", "1", step] for host, step in zip(ids, verify_steps)
+        [host, "fixed", "1", step] for host, step in zip(ids, verify_steps, strict=True)
     ]
 
 
