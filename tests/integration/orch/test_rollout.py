@@ -86,9 +86,16 @@ def test_all_pass_then_rerun_has_no_changes(master, ids, stub):
 
 
 def test_without_consent_no_restart_is_passed(master, ids, stub):
-    result = run_rollout(master, {"target": glob(ids)})
+    result = run_rollout(master, {"target": glob(ids)}, "--out=serverfix_rollout")
     assert result.returncode == 0, result.stdout
     assert applied(stub) == {i: f"name=app-{i} restart=False" for i in ids}
+    summary = result.stdout[result.stdout.index("serverfix rollout:") :].splitlines()
+    assert summary[0] == "serverfix rollout: OK (3 fixed)"
+    verify_steps = [f"rollout/canary-verify/{ids[0]}"]
+    verify_steps += [f"rollout/batch-{n}-verify/{ids[n]}" for n in (1, 2)]
+    assert [row.split() for row in summary[2:5]] == [
+        [host, "fixed", "1", step] for host, step in zip(ids, verify_steps, strict=True)
+    ]
 
 
 def test_canary_and_batch_size_from_the_pillar(master, ids, stub):
