@@ -49,27 +49,13 @@ def parse_env(text):
     return {k: v.strip('"') for k, _, v in (line.partition("=") for line in text.splitlines())}
 
 
-class Member(Replica):
-    """One fleet member: tests/support/replica.Replica with REPLICA_NAME set (and nothing else:
-    its subnet comes from its run dir)."""
-
-    def __init__(self, name):
-        super().__init__()
-        self.name = name
-        self.env = script_env(REPLICA_NAME=name)
-        self.facts = parse_env(self.script("env").stdout)
-
-    def script(self, *args, timeout=900, check=True):
-        return replica_sh(*args, env=self.env, timeout=timeout, check=check)
-
-    def ssh(self, command, timeout=300, check=True, stdin=None):
-        return run_command(
-            ["bash", str(REPLICA_SH), "ssh", command],
-            timeout=timeout,
-            check=check,
-            input=stdin,
-            env=self.env,
-        )
+def Member(name):  # pylint: disable=invalid-name
+    """One fleet member: tests/support/replica.Replica with REPLICA_NAME set and no other
+    replica's knobs (its subnet comes from its run dir)."""
+    member = Replica(name)
+    member.env = script_env(REPLICA_NAME=name)
+    member.read_facts()
+    return member
 
 
 def app_mode(member, timeout=60):
