@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.host import processes_naming
 from tests.support.replica import REPLICA_SH, Replica, run_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
@@ -80,18 +81,6 @@ def host_swaps():
 
 def meminfo_kb(text):
     return {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines() if line.strip()}
-
-
-def processes_naming(path):
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if any(arg.startswith(path) for arg in argv):
-            found.append(" ".join(argv).strip())
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.host import processes_naming
+
 pytestmark = [pytest.mark.e2e, pytest.mark.destructive_test]
 
 SYSCTLS = (
@@ -54,19 +56,6 @@ def host_traces(facts):
         "processes": processes_naming(run),
         "run_dir": os.path.exists(run),
     }
-
-
-def processes_naming(path):
-    """Commands of the host's processes whose command line names ``path`` (nspawn, lxcfs)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue  # gone meanwhile
-        if any(arg.startswith(path) for arg in argv):
-            found.append(" ".join(argv).strip())
-    return found
 
 
 def meminfo_kb(text):

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
 
@@ -61,3 +62,16 @@ def immutable_dir(path):
         yield path
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def processes_naming(path):
+    """Commands of the host's processes whose command line names ``path`` (nspawn, lxcfs)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        if any(arg.startswith(path) for arg in argv):
+            found.append(" ".join(argv).strip())
+    return found
