@@ -85,6 +85,17 @@ def test_all_pass_then_rerun_has_no_changes(master, ids, stub):
             assert step["changes"] == {}, step_id  # salt.state: no minion changed anything
 
 
+def test_the_rollout_in_test_mode_changes_nothing_anywhere(master, ids, stub):
+    """``salt-run state.orchestrate serverfix.orch.rollout test=True``: every step previews, no
+    host applies anything and no verify runs; the exit status says whether it would pass."""
+    result = run_rollout(master, {"target": glob(ids), "restart": True}, "test=True")
+    assert result.returncode == 0, result.stdout
+    assert in_order(result) == expected_steps(ids)
+    assert all(step["result"] is not False for step in steps(result).values()), result.stdout
+    assert applied(stub) == {}
+    assert verified(stub) == []
+
+
 def test_without_consent_no_restart_is_passed(master, ids, stub):
     result = run_rollout(master, {"target": glob(ids)}, "--out=serverfix_rollout")
     assert result.returncode == 0, result.stdout
