@@ -8,11 +8,11 @@ runs, and root doing so in a user's ``PM2_HOME`` locks the user out. So read-onl
 no daemon read the saved ``dump.pm2`` instead, and mutating calls refuse.
 
 ``pm2 jlist`` carries the whole start-time environment of every app (secrets included): it is
-parsed once per run (cached in ``__context__``), values are dropped, only key names are kept.
-Everything comes in as arguments (no pillar); errors raise ``CommandExecutionError``. The pure
-parts (parsing, the per-run cache) are in ``_utils/serverfix_pm2.py``, the masking rule in
-``_utils/serverfix_mask.py``; restarting with
-a readiness check and the ``.env`` rollback are in ``_modules/pm2_app.py``.
+read once per run (over the daemon's socket, ``_utils/serverfix_pm2rpc.py``; cached in
+``__context__``), values are dropped, only key names are kept. Everything comes in as arguments
+(no pillar); errors raise ``CommandExecutionError``. The pure parts (parsing, the per-run
+cache) are in ``_utils/serverfix_pm2.py``, the masking rule in ``_utils/serverfix_mask.py``;
+restarting with a readiness check and the ``.env`` rollback are in ``_modules/pm2_app.py``.
 Standard library and salt only.
 """
 
@@ -252,8 +252,8 @@ def _check_home_owner(user, pm2_home):
 
 def calls(reset=False):
     """
-    The pm2 CLI invocations made so far in this run (``__context__``): total and one entry
-    per call (``jlist``, ``stop``...). ``reset=True`` starts counting afresh.
+    The pm2 calls made so far in this run (``__context__``): total and one entry per call
+    (``jlist``, ``stop``..., ``rpc:getMonitorData``). ``reset=True`` starts counting afresh.
 
     CLI Example:
 
@@ -330,7 +330,8 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
     and ``source`` (``jlist``, or ``dump`` when no daemon runs: then nothing runs and the saved
     list is shown as ``stopped``, without starting a daemon).
 
-    One ``pm2 jlist`` per run: the result is cached in ``__context__``; a stop or restart makes
+    One ``pm2 jlist`` per run (its RPC call to the daemon, else the CLI): the result is cached
+    in ``__context__``; a stop or restart makes
     the next read ask pm2 again, a delete just drops that app from the cached list.
     ``refresh=True`` always asks pm2; ``refresh="after_change"`` only when this run changed
     something in pm2 (a final check after the changes).
@@ -346,13 +347,20 @@ def list_(user="root", pm2_home="/root/.pm2", pm2_bin="", refresh=False):
     if procs is not None:
         return procs
     _check_home_owner(user, pm2_home)
-    if daemon_pid(user, pm2_home) is None:
+    pid = daemon_pid(user, pm2_home)
+    if pid is None:
         raws, source = _u("dump_entries")(pm2_home)[1], "dump"
     else:
-        ret = _run(["jlist"], user, pm2_home, pm2_bin)
-        if ret["retcode"] != 0:
-            _fail("jlist", ret, user, pm2_home)
-        raws, source = _u("parse_jlist")(ret["stdout"]), "jlist"
+        # jlist's own call over the daemon's socket (no node start), else the pm2 CLI
+        rpc = __utils__["serverfix_pm2rpc.monitor_data"]
+        raws, source = rpc(pm2_home, _user_entry(user).pw_uid, pid), "jlist"
+        if raws is not None:
+            _u("count")(__context__, "rpc:getMonitorData")
+        else:
+            ret = _run(["jlist"], user, pm2_home, pm2_bin)
+            if ret["retcode"] != 0:
+                _fail("jlist", ret, user, pm2_home)
+            raws = _u("parse_jlist")(ret["stdout"])
     secrets = set()
     for env in _u("app_envs")(raws):
         secrets |= __utils__["serverfix_mask.env_secrets"](env)

@@ -57,10 +57,11 @@ def _when(epoch):
 
 
 def _log_calls():
-    # the cost the runbook cares about: a no-op run of Phases 3 + 5 is one `pm2 jlist`
+    # the cost the runbook cares about: a no-op run of Phases 3 + 5 is one list read (over the
+    # daemon's socket: rpc:getMonitorData; `jlist` when the CLI had to do it)
     made = __salt__["pm2.calls"]()
     log.info(
-        "pm2: %d CLI call(s) so far in this run: %s",
+        "pm2: %d call(s) so far in this run: %s",
         made["total"],
         " ".join(made["commands"]) or "-",
     )

@@ -19,6 +19,9 @@ from pathlib import Path
 from tests.support.host import wait_for
 from tests.support.paths import APPS, NODE_MODULES, backup_mirror, node_tool
 
+# a list read in pm2.calls: jlist's own call, asked over the daemon's socket (not a CLI call)
+LIST_CALL = "rpc:getMonitorData"
+
 
 def workdir(prefix="sf-pm2-"):
     """A temp dir any user can traverse (pytest's tmp is 0700 root: a test user can't run there)."""

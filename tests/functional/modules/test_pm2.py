@@ -14,7 +14,7 @@ from salt.exceptions import CommandExecutionError
 from tests.support.backend import ENV_AFTER_VALUES, ENV_BEFORE, READY, env_after, write_env
 from tests.support.host import free_port
 from tests.support.paths import node_tool
-from tests.support.pm2 import alive, sandbox, system_user
+from tests.support.pm2 import LIST_CALL, alive, sandbox, system_user
 from tests.support.redis import RedisServer
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
@@ -56,13 +56,13 @@ def test_list_one_cached_jlist_names_only(modules, box):
     assert modules.pm2.status("worker", **_kw(box))["status"] == "online"
     assert modules.pm2.calls() == {
         "total": 1,
-        "commands": ["jlist"],
+        "commands": [LIST_CALL],
     }  # the second read came from the cache
     modules.pm2.stop("worker", **_kw(box))
     assert (
         modules.pm2.status("worker", **_kw(box))["status"] == "stopped"
     )  # a change drops the cache
-    assert modules.pm2.calls()["commands"] == ["jlist", "stop", "jlist"]
+    assert modules.pm2.calls()["commands"] == [LIST_CALL, "stop", LIST_CALL]
 
 
 def test_after_change_refresh_asks_pm2_only_when_the_run_changed_something(modules, box):
@@ -72,11 +72,11 @@ def test_after_change_refresh_asks_pm2_only_when_the_run_changed_something(modul
     modules.pm2.calls(reset=True)
     modules.pm2.list(**_kw(box))
     modules.pm2.list(refresh="after_change", **_kw(box))
-    assert modules.pm2.calls()["commands"] == ["jlist"]
+    assert modules.pm2.calls()["commands"] == [LIST_CALL]
     modules.pm2.delete("prisma-studio", **_kw(box))  # a change: the final read asks pm2 again
     procs = modules.pm2.list(refresh="after_change", **_kw(box))
     assert [p["name"] for p in procs] == ["worker"]
-    assert modules.pm2.calls()["commands"] == ["jlist", "delete", "jlist"]
+    assert modules.pm2.calls()["commands"] == [LIST_CALL, "delete", LIST_CALL]
 
 
 def test_no_daemon_read_from_dump_and_none_started(modules, box):
@@ -160,9 +160,8 @@ def test_log_tail_reads_files_and_masks(modules, box, tmp_path):
     assert f"auth failed with {PILLAR_PASSWORD} (plain)" in modules.pm2.log_tail(
         "intranet-backend", lines=5, **_kw(box)
     )
-    assert modules.pm2.calls()["commands"] == [
-        "jlist"
-    ]  # the lines come from the files, not `pm2 logs`
+    # the lines come from the files, not `pm2 logs`
+    assert modules.pm2.calls()["commands"] == [LIST_CALL]
 
 
 def test_banner_noise_before_json(modules, box):
@@ -303,7 +302,7 @@ def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
     assert outcome["pids"] and outcome["pids"] == sorted(
         p["pid"] for p in box.procs("intranet-backend")
     )
-    assert modules.pm2.calls()["commands"][:2] == ["jlist", "restart"]
+    assert modules.pm2.calls()["commands"][:2] == [LIST_CALL, "restart"]
     # restarted again with the same .env: the old ready lines are in the log, but must not count
     write_env(env_file, ENV_BEFORE)
     outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 3, **_kw(box))

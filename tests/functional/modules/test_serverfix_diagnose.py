@@ -17,6 +17,7 @@ from salt.exceptions import SaltInvocationError
 from tests.support.backend import BACKEND_APP, IDLE_APP, QUEUE_KEYS, READY, write_env
 from tests.support.diagnose import fake_proc_swaps, problems, settings
 from tests.support.host import free_port
+from tests.support.pm2 import LIST_CALL
 from tests.support.redis import RedisServer
 
 PASSWORD = "Xq7-diag-secret-4711"
@@ -366,11 +367,11 @@ def test_report_shape_is_stable(modules, before, swaps):
 
 
 def test_one_pm2_call_per_run(modules, before, swaps):
-    """pm2 costs ~0.3 s per CLI call: diagnose and verify make exactly one (``jlist``)."""
+    """pm2 costs ~0.3 s per CLI call: diagnose and verify read the list once (over its socket)."""
     for function in (modules.serverfix.diagnose, modules.serverfix.verify):
         modules.pm2.calls(reset=True)
         function(config=before, proc_swaps=swaps["none"])
-        assert modules.pm2.calls()["commands"] == ["jlist"], function
+        assert modules.pm2.calls()["commands"] == [LIST_CALL], function
 
 
 def test_the_verify_state_reuses_the_pm2_list_of_a_run_that_changed_nothing(modules, before, swaps):
@@ -382,7 +383,7 @@ def test_the_verify_state_reuses_the_pm2_list_of_a_run_that_changed_nothing(modu
     modules.serverfix.verify(config=before, proc_swaps=swaps["none"], reuse_pm2_list=True)
     assert modules.pm2.calls()["total"] == 0
     modules.serverfix.verify(config=before, proc_swaps=swaps["none"])
-    assert modules.pm2.calls()["commands"] == ["jlist"]
+    assert modules.pm2.calls()["commands"] == [LIST_CALL]
 
 
 def test_backups_left_next_to_the_env_are_a_finding(modules, tmp_path):

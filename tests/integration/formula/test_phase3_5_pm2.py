@@ -4,9 +4,10 @@ run by a non-root owner (a user created for this test, with its own PM2_HOME), w
 stand-in prisma-studio and intranet-backend. Phase 2 (the .env) runs too: backend.sls needs it.
 
 The story the operator lives: preview, apply without consent (prisma-studio gone for good, .env
-edited, "RESTART PENDING"), apply again (still pending, nothing changes, one ``pm2 jlist``),
-apply with consent (restart, ready lines), apply again (nothing to do, one ``pm2 jlist``).
-pm2 runs through a wrapper that logs each invocation: the call counts are measured from outside.
+edited, "RESTART PENDING"), apply again (still pending, nothing changes, one list read),
+apply with consent (restart, ready lines), apply again (nothing to do, one list read). pm2 runs
+through a wrapper that logs each CLI invocation: the call counts are measured from outside (the
+list is read over the daemon's socket, no CLI call; the module's own count names it).
 """
 
 import json
@@ -19,7 +20,7 @@ from saltfactories.utils import random_string
 from tests.support.backend import ENV_BEFORE, READY, write_env
 from tests.support.host import sha256
 from tests.support.paths import FILE_ROOTS
-from tests.support.pm2 import owner_name, sandbox, system_user
+from tests.support.pm2 import LIST_CALL, owner_name, sandbox, system_user
 from tests.support.returns import by_id, changed_ids
 
 pytestmark = [pytest.mark.destructive_test, pytest.mark.skip_if_not_root]
@@ -100,7 +101,7 @@ def test_preview_changes_nothing(salt_call, box):
     # the watched Phase 2 would change the .env: the preview already says a restart will be pending
     assert restart["result"] is True and restart["comment"].startswith("RESTART PENDING"), restart
     assert "Phase 1/2 changed something in this run" in restart["comment"]
-    assert calls == ["jlist"] and _snapshot(box) == before
+    assert calls == [] and _snapshot(box) == before  # the list: over the daemon's socket
 
 
 def test_apply_without_consent(salt_call, box):
@@ -122,7 +123,7 @@ def test_apply_without_consent(salt_call, box):
         box.daemon_pid() and owner_name(box.daemon_pid()) == box.user
     )  # root never took over the daemon
     print(f"\npm2 calls, real run of Phases 3+5 without consent: {len(calls)} {calls}")
-    assert calls == ["jlist", "stop", "delete", "save"]  # Phase 5 reads the list Phase 3 left
+    assert calls == ["stop", "delete", "save"]  # Phase 5 reads the list Phase 3 left
 
 
 def test_rerun_is_a_noop_with_one_jlist(salt_call, box):
@@ -131,8 +132,8 @@ def test_rerun_is_a_noop_with_one_jlist(salt_call, box):
     assert states["serverfix-backend-restarted"]["comment"].startswith(
         "RESTART PENDING"
     )  # still pending
-    print(f"\npm2 calls, no-op run of Phases 3+5 (restart pending): {len(calls)} {calls}")
-    assert calls == ["jlist"]
+    print(f"\npm2 CLI calls, no-op run of Phases 3+5 (restart pending): {len(calls)} {calls}")
+    assert calls == []  # the one list read asks the daemon's socket
 
 
 def test_apply_with_consent_restarts_and_waits_for_ready_lines(salt_call, box):
@@ -147,17 +148,17 @@ def test_apply_with_consent_restarts_and_waits_for_ready_lines(salt_call, box):
     assert all(line in restart["comment"] for line in READY)
     assert box.procs(APP)[0]["pm2_env"]["status"] == "online"
     print(f"\npm2 calls, real run of Phases 3+5 with consent: {len(calls)} {calls}")
-    assert calls[:2] == ["jlist", "restart"] and set(calls[2:]) == {"jlist"}
+    assert calls == ["restart"]
 
 
 def test_rerun_after_restart_is_a_noop_with_one_jlist(salt_call, box):
     ret, states, calls = _apply(salt_call, box, CONSENT, "--log-level=info")
     assert ret.returncode == 0 and changed_ids(ret.data) == [], ret
     # the module counts its own calls too, and says so in the minion log
-    assert "pm2: 1 CLI call(s) so far in this run: jlist" in ret.stderr, ret.stderr[-3000:]
+    assert f"pm2: 1 call(s) so far in this run: {LIST_CALL}" in ret.stderr, ret.stderr[-3000:]
     assert "up to date" in states["serverfix-backend-restarted"]["comment"]
-    print(f"\npm2 calls, no-op run of Phases 3+5: {len(calls)} {calls}")
-    assert calls == ["jlist"]
+    print(f"\npm2 CLI calls, no-op run of Phases 3+5: {len(calls)} {calls}")
+    assert calls == []
     # nothing of the app's environment or the .env leaks into the output or the log
     for secret in ("hunter2-redis-pw", "jwt-s3cr3t-value"):
         assert secret not in json.dumps(ret.data) and secret not in ret.stderr
