@@ -181,11 +181,14 @@ def _masked_tail(text, secrets, env_file, secret_keys, user, pm2_home):
 def _failure(procs, before):
     if not procs:
         return "it left pm2's list"
-    if any(p["status"] in DOWN_STATUSES for p in procs):
-        return "it is " + ", ".join(sorted({p["status"] for p in procs}))
+    down = any(p["status"] in DOWN_STATUSES for p in procs)
+    status = "it is " + ", ".join(sorted({p["status"] for p in procs}))
+    # pm2 restarted it more than our one restart: it crashed, whatever status pm2 shows now
     if any(p["restart_time"] > before.get(p["pm_id"], p["restart_time"]) + 1 for p in procs):
-        return "it crashed after the restart (pm2 restarted it again)"
-    return ""
+        return "it crashed after the restart (pm2 restarted it again)" + (
+            f"; {status}" if down else ""
+        )
+    return status if down else ""
 
 
 def restart_and_wait(

@@ -380,6 +380,11 @@ def test_redis_started_without_a_redis_module_or_host():
         ([{"status": "errored", "restart_time": 1, "pm_id": 0}], "it is errored"),
         ([{"status": "online", "restart_time": 3, "pm_id": 0}], "it crashed after the restart"),
         ([{"status": "online", "restart_time": 2, "pm_id": 0}], ""),
+        # caught between two of pm2's restarts of a crash loop: still a crash (CI saw "stopped")
+        (
+            [{"status": "stopped", "restart_time": 4, "pm_id": 0}],
+            "it crashed after the restart (pm2 restarted it again); it is stopped",
+        ),
     ],
 )
 def test_what_counts_as_down_after_a_restart(procs, why):
