@@ -160,9 +160,10 @@ class HostMaster:
     def key(self, *args):
         return self.command("salt-key", *args, timeout=60)[1]
 
-    def accept(self, public_keys, timeout=120):
+    def accept(self, public_keys, timeout=120, wait=True):
         """Accept each minion's key once it is pending and equal to the minion's own public key
-        (``{minion_id: PEM}``, read from the minion itself: no trust on first use)."""
+        (``{minion_id: PEM}``, read from the minion itself: no trust on first use); ``wait``:
+        until each answers a ping."""
         end = time.monotonic() + timeout
         while True:
             pending = self.key("--list=pre").get("minions_pre", [])
@@ -179,13 +180,16 @@ class HostMaster:
                 [str(venv_tool("salt-key")), "-c", str(self.conf), "-y", "-a", minion_id],
                 timeout=60,
             )
-        self.wait_answering(sorted(public_keys), timeout=timeout)
+        if wait:
+            missing = self.not_answering(sorted(public_keys), timeout=timeout)
+            assert not missing, f"minions not answering: {missing}"
 
-    def wait_answering(self, minion_ids, timeout=120):
+    def not_answering(self, minion_ids, timeout=120):
+        """The ids of ``minion_ids`` that still do not answer ``test.ping`` after ``timeout``."""
         end = time.monotonic() + timeout
         while True:
-            rc, data = self.salt(",".join(minion_ids), "test.ping", tgt_type="list", timeout=10)
-            if rc == 0 and all(data.get(minion_id) is True for minion_id in minion_ids):
-                return
-            assert time.monotonic() < end, f"minions not answering: {data}"
+            _, data = self.salt(",".join(minion_ids), "test.ping", tgt_type="list", timeout=10)
+            missing = [minion_id for minion_id in minion_ids if data.get(minion_id) is not True]
+            if not missing or time.monotonic() > end:
+                return missing
             time.sleep(1)
