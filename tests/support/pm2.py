@@ -51,6 +51,12 @@ class Pm2Sandbox:
         self.app_pids = set()
         self.calls_log = None  # the outside count of pm2 calls (counting_bin)
 
+    def module_kwargs(self):
+        """``user``, ``pm2_home`` and ``pm2_bin`` (the counting wrapper once made) for the pm2
+        module's functions and states."""
+        pm2_bin = str(self.root / "bin" / "pm2") if self.calls_log else self.bin
+        return {"user": self.user, "pm2_home": str(self.home), "pm2_bin": pm2_bin}
+
     def counting_bin(self):
         """A pm2 wrapper that logs each call's command, then runs the real pm2: an outside count."""
         wrapper = self.root / "bin" / "pm2"
@@ -203,12 +209,16 @@ def _pids_of_uid(uid):
 
 
 @contextmanager
-def sandbox(user="root"):
+def sandbox(user="root", counting=False):
+    """A :class:`Pm2Sandbox` removed afterwards, its daemon and apps killed; ``counting``: its
+    pm2 goes through :meth:`Pm2Sandbox.counting_bin`."""
     root = workdir()
     if user != "root":
         shutil.chown(root, user, user)
     box = Pm2Sandbox(root, user)
     try:
+        if counting:
+            box.counting_bin()
         yield box
     finally:
         box.kill()

@@ -38,29 +38,25 @@ def box():
         yield pm2box
 
 
-def _kw(box):
-    return {"user": box.user, "pm2_home": str(box.home), "pm2_bin": box.bin}
-
-
 def test_list_one_cached_jlist_names_only(modules, box):
     box.start("prisma-studio", env={"API_TOKEN": SECRET})
     box.start("worker", env={"API_TOKEN": SECRET})
     modules.pm2.calls(reset=True)
-    procs = modules.pm2.list(**_kw(box))
+    procs = modules.pm2.list(**box.module_kwargs())
     assert {p["name"] for p in procs} == {"prisma-studio", "worker"}
     studio = next(p for p in procs if p["name"] == "prisma-studio")
     assert studio["status"] == "online" and studio["pid"] > 0 and studio["memory"] > 0
     assert studio["pm_uptime"] > 1e12 and studio["out_log"].endswith("prisma-studio-out.log")
     assert "API_TOKEN" in studio["env_keys"] and "PM2_HOME" in studio["env_keys"]
     assert SECRET not in json.dumps(procs)  # names only, never values
-    assert modules.pm2.status("worker", **_kw(box))["status"] == "online"
+    assert modules.pm2.status("worker", **box.module_kwargs())["status"] == "online"
     assert modules.pm2.calls() == {
         "total": 1,
         "commands": [LIST_CALL],
     }  # the second read came from the cache
-    modules.pm2.stop("worker", **_kw(box))
+    modules.pm2.stop("worker", **box.module_kwargs())
     assert (
-        modules.pm2.status("worker", **_kw(box))["status"] == "stopped"
+        modules.pm2.status("worker", **box.module_kwargs())["status"] == "stopped"
     )  # a change drops the cache
     assert modules.pm2.calls()["commands"] == [LIST_CALL, "stop", LIST_CALL]
 
@@ -70,11 +66,13 @@ def test_after_change_refresh_asks_pm2_only_when_the_run_changed_something(modul
     box.start("prisma-studio")
     box.start("worker")
     modules.pm2.calls(reset=True)
-    modules.pm2.list(**_kw(box))
-    modules.pm2.list(refresh="after_change", **_kw(box))
+    modules.pm2.list(**box.module_kwargs())
+    modules.pm2.list(refresh="after_change", **box.module_kwargs())
     assert modules.pm2.calls()["commands"] == [LIST_CALL]
-    modules.pm2.delete("prisma-studio", **_kw(box))  # a change: the final read asks pm2 again
-    procs = modules.pm2.list(refresh="after_change", **_kw(box))
+    modules.pm2.delete(
+        "prisma-studio", **box.module_kwargs()
+    )  # a change: the final read asks pm2 again
+    procs = modules.pm2.list(refresh="after_change", **box.module_kwargs())
     assert [p["name"] for p in procs] == ["worker"]
     assert modules.pm2.calls()["commands"] == [LIST_CALL, "delete", LIST_CALL]
 
@@ -84,7 +82,7 @@ def test_no_daemon_read_from_dump_and_none_started(modules, box):
     box.pm2("save")
     box.kill()
     modules.pm2.calls(reset=True)
-    procs = modules.pm2.list(**_kw(box))
+    procs = modules.pm2.list(**box.module_kwargs())
     assert [(p["name"], p["status"], p["source"]) for p in procs] == [
         ("prisma-studio", "stopped", "dump")
     ]
@@ -93,7 +91,7 @@ def test_no_daemon_read_from_dump_and_none_started(modules, box):
     with pytest.raises(
         CommandExecutionError, match="no pm2 daemon runs .* serverfix never starts one"
     ):
-        modules.pm2.restart("prisma-studio", **_kw(box))
+        modules.pm2.restart("prisma-studio", **box.module_kwargs())
     assert box.daemon_pid() is None
 
 
@@ -126,10 +124,10 @@ def test_namespace_name_refused(modules, box):
     box.start("api-1", namespace="intranet")
     box.start("api-2", namespace="intranet")
     with pytest.raises(CommandExecutionError) as err:
-        modules.pm2.check_name("intranet", **_kw(box))
+        modules.pm2.check_name("intranet", **box.module_kwargs())
     assert "namespace" in err.value.info["errors"][0]
     with pytest.raises(CommandExecutionError, match="pm2 namespace"):
-        modules.pm2.delete("intranet", **_kw(box))
+        modules.pm2.delete("intranet", **box.module_kwargs())
     assert {p["name"] for p in box.jlist()} == {"api-1", "api-2"}  # nothing was touched
 
 
@@ -142,7 +140,7 @@ def test_log_tail_reads_files_and_masks(modules, box, tmp_path):
     )
     box.start_backend("intranet-backend", env_file, env={"SESSION_SECRET": "sess-0123456789"})
     modules.pm2.calls(reset=True)
-    lines = modules.pm2.log_tail("intranet-backend", lines=20, **_kw(box))
+    lines = modules.pm2.log_tail("intranet-backend", lines=20, **box.module_kwargs())
     text = "\n".join(lines)
     assert "Redis connection failed" in text and "intranet stand-in started" in text
     assert "hunter2-redis-pw" not in text and "redis://:<secret>@127.0.0.1:6390" in text
@@ -152,13 +150,15 @@ def test_log_tail_reads_files_and_masks(modules, box, tmp_path):
     )
     # the Redis password the caller passes, however the app prints it (the pillar is not read)
     with open(
-        modules.pm2.log_paths("intranet-backend", **_kw(box))[0], "a", encoding="utf-8"
+        modules.pm2.log_paths("intranet-backend", **box.module_kwargs())[0], "a", encoding="utf-8"
     ) as log:
         log.write(f"auth failed with {PILLAR_PASSWORD} (plain)\n")
-    tail = modules.pm2.log_tail("intranet-backend", lines=5, secrets=[PILLAR_PASSWORD], **_kw(box))
+    tail = modules.pm2.log_tail(
+        "intranet-backend", lines=5, secrets=[PILLAR_PASSWORD], **box.module_kwargs()
+    )
     assert "auth failed with <secret> (plain)" in tail and PILLAR_PASSWORD not in "\n".join(tail)
     assert f"auth failed with {PILLAR_PASSWORD} (plain)" in modules.pm2.log_tail(
-        "intranet-backend", lines=5, **_kw(box)
+        "intranet-backend", lines=5, **box.module_kwargs()
     )
     # the lines come from the files, not `pm2 logs`
     assert modules.pm2.calls()["commands"] == [LIST_CALL]
@@ -168,7 +168,7 @@ def test_banner_noise_before_json(modules, box):
     # a first call in a fresh PM2_HOME prints the banner and the daemon-spawn lines before the JSON
     out = box.pm2("jlist").stdout
     assert "Spawning PM2 daemon" in out and len(out.splitlines()) > 5
-    assert modules.pm2.list(**_kw(box)) == []
+    assert modules.pm2.list(**box.module_kwargs()) == []
 
 
 def test_version_without_calling_pm2(modules, box):
@@ -206,12 +206,12 @@ def test_missing_pm2_names_the_argument(modules, box):
             '(ps -o user= -p "$(cat ~/.pm2/pm2.pid)")',
         )
     ]
-    assert modules.pm2.preflight(**_kw(box)) is True
+    assert modules.pm2.preflight(**box.module_kwargs()) is True
 
 
 def test_non_root_owner_and_no_root_takeover(modules):
     with system_user() as user, sandbox(user) as box:
-        kw = _kw(box)
+        kw = box.module_kwargs()
         box.start("prisma-studio")
         box.pm2("save")
         owner_daemon = box.daemon_pid()
@@ -239,12 +239,12 @@ def test_root_daemon_in_user_home_is_named(modules):
         box.pm2("jlist", as_user="root")
         rogue = box.daemon_pid()
         assert rogue and alive(rogue)
-        errors = _preflight_errors(modules, **_kw(box))
+        errors = _preflight_errors(modules, **box.module_kwargs())
         assert any(
             a == "user" and "runs as root, not as user" in e and "pm2 kill" in e for a, e in errors
         ), errors
         with pytest.raises(CommandExecutionError, match="runs as root"):
-            modules.pm2.list(**_kw(box))
+            modules.pm2.list(**box.module_kwargs())
 
 
 def test_restart_update_env_brings_nothing_of_the_minion(modules, box, monkeypatch):
@@ -252,7 +252,7 @@ def test_restart_update_env_brings_nothing_of_the_minion(modules, box, monkeypat
     monkeypatch.setenv("MINION_ONLY_SECRET", "leak-me-not")
     box.start("prisma-studio", env={"LANG": "de_DE.UTF-8"})
     before = box.procs("prisma-studio")[0]["pm2_env"]["env"]
-    modules.pm2.restart("prisma-studio", **_kw(box))
+    modules.pm2.restart("prisma-studio", **box.module_kwargs())
     after = box.procs("prisma-studio")[0]["pm2_env"]["env"]
     assert "MINION_ONLY_SECRET" not in after and after["LANG"] == "de_DE.UTF-8"
     assert set(after) == set(before)
@@ -278,7 +278,7 @@ def _phase2(modules, env_file):
 
 def test_restart_reasons_from_the_env_file_and_the_status(modules, box):
     env_file, _ = _backend(box)
-    kw = _kw(box)
+    kw = box.module_kwargs()
     assert modules.pm2_app.restart_reasons("intranet-backend", str(env_file), **kw) == []
     assert modules.pm2_app.restart_reasons("not-there", str(env_file), **kw) == []
     _phase2(modules, env_file)
@@ -297,7 +297,7 @@ def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
     env_file, _ = _backend(box)
     write_env(env_file, env_after())  # queue on: the stand-in logs the ready lines after a restart
     modules.pm2.calls(reset=True)
-    outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, **_kw(box))
+    outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, **box.module_kwargs())
     assert outcome["ok"] is True and outcome["missing"] == [] and outcome["log"] == "", outcome
     assert outcome["pids"] and outcome["pids"] == sorted(
         p["pid"] for p in box.procs("intranet-backend")
@@ -305,7 +305,7 @@ def test_restart_and_wait_sees_only_new_ready_lines(modules, box):
     assert modules.pm2.calls()["commands"][:2] == [LIST_CALL, "restart"]
     # restarted again with the same .env: the old ready lines are in the log, but must not count
     write_env(env_file, ENV_BEFORE)
-    outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 3, **_kw(box))
+    outcome = modules.pm2_app.restart_and_wait("intranet-backend", READY, 3, **box.module_kwargs())
     assert outcome["ok"] is False and outcome["why"].startswith("ready lines not seen within 3s")
 
 
@@ -313,7 +313,12 @@ def test_restart_and_wait_reports_a_crash_masked(modules, box):
     env_file, _ = _backend(box, crash_on_queue=True)
     write_env(env_file, env_after())
     outcome = modules.pm2_app.restart_and_wait(
-        "intranet-backend", READY, 15, secrets=["x-extra-pw"], env_file=str(env_file), **_kw(box)
+        "intranet-backend",
+        READY,
+        15,
+        secrets=["x-extra-pw"],
+        env_file=str(env_file),
+        **box.module_kwargs(),
     )
     # pm2 shows the crashing app as errored, or stopped between its restarts: never ready
     assert outcome["ok"] is False and any(
@@ -326,9 +331,11 @@ def test_restart_and_wait_reports_a_crash_masked(modules, box):
 def test_rollback_restores_the_env_the_app_ran_with(modules, box):
     env_file, started = _backend(box, crash_on_queue=True)
     _phase2(modules, env_file)
-    failed = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, **_kw(box))
+    failed = modules.pm2_app.restart_and_wait("intranet-backend", READY, 15, **box.module_kwargs())
     assert failed["ok"] is False, failed
-    report = modules.pm2_app.rollback("intranet-backend", str(env_file), started, 15, 5, **_kw(box))
+    report = modules.pm2_app.rollback(
+        "intranet-backend", str(env_file), started, 15, 5, **box.module_kwargs()
+    )
     assert report["recovered"] is True, report
     assert env_file.read_text(encoding="utf-8") == ENV_BEFORE
     assert ".env.failed-" in report["failed_env_saved_as"] and report["seconds_to_recover"] < 10
@@ -336,7 +343,7 @@ def test_rollback_restores_the_env_the_app_ran_with(modules, box):
     # nothing newer to restore: no restart at all
     modules.pm2.calls(reset=True)
     assert modules.pm2_app.rollback(
-        "intranet-backend", str(env_file), time.time() + 60, **_kw(box)
+        "intranet-backend", str(env_file), time.time() + 60, **box.module_kwargs()
     ) == {"recovered": False, "env_restored_from": None}
     assert modules.pm2.calls()["total"] == 0
 

@@ -28,13 +28,8 @@ MOVING = ("memory", "cpu")
 
 @pytest.fixture
 def box():
-    with sandbox() as pm2box:
-        pm2box.counting_bin()
+    with sandbox(counting=True) as pm2box:
         yield pm2box
-
-
-def _kw(box):
-    return {"user": box.user, "pm2_home": str(box.home), "pm2_bin": str(box.root / "bin" / "pm2")}
 
 
 def _steady(procs):
@@ -49,7 +44,7 @@ def _cli_list(modules, box, **kw):
     sock.rename(real)
     sock.symlink_to(real.name)
     try:
-        return modules.pm2.list(refresh=True, **(kw or _kw(box)))
+        return modules.pm2.list(refresh=True, **(kw or box.module_kwargs()))
     finally:
         sock.unlink()
         real.rename(sock)
@@ -64,7 +59,7 @@ def test_rpc_list_equals_the_jlist_list(modules, box):
     modules.pm2.calls(reset=True)
 
     started = time.monotonic()
-    rpc = modules.pm2.list(**_kw(box))
+    rpc = modules.pm2.list(**box.module_kwargs())
     rpc_seconds = time.monotonic() - started
     assert modules.pm2.calls()["commands"] == [LIST_CALL] and box.calls() == []  # no CLI started
 
@@ -89,7 +84,7 @@ def test_rpc_list_equals_the_jlist_list(modules, box):
 def test_masking_is_unchanged(modules, box):
     box.start("prisma-studio", env={"API_TOKEN": SECRET, "SESSION_SECRET": "sess-9z8y7x6w"})
     modules.pm2.calls(reset=True)
-    procs = modules.pm2.list(**_kw(box))
+    procs = modules.pm2.list(**box.module_kwargs())
     assert modules.pm2.calls()["commands"] == [LIST_CALL]
     assert SECRET not in json.dumps(procs) and "sess-9z8y7x6w" not in json.dumps(procs)
     assert {"API_TOKEN", "SESSION_SECRET"} <= set(procs[0]["env_keys"])
@@ -98,7 +93,9 @@ def test_masking_is_unchanged(modules, box):
     assert modules.pm2.mask(f"a {SECRET} b sess-9z8y7x6w", **kw) == "a <secret> b <secret>"
     with open(procs[0]["out_log"], "a", encoding="utf-8") as log:
         log.write(f"token is {SECRET}\n")
-    assert "token is <secret>" in modules.pm2.log_tail("prisma-studio", lines=5, **_kw(box))
+    assert "token is <secret>" in modules.pm2.log_tail(
+        "prisma-studio", lines=5, **box.module_kwargs()
+    )
 
 
 def test_a_users_daemon_is_read_as_root(modules):
@@ -118,9 +115,9 @@ def test_after_a_change_the_socket_is_asked_again(modules, box):
     box.start("prisma-studio")
     box.start("worker")
     modules.pm2.calls(reset=True)
-    modules.pm2.list(**_kw(box))
-    modules.pm2.stop("worker", **_kw(box))
-    assert modules.pm2.status("worker", **_kw(box))["status"] == "stopped"
+    modules.pm2.list(**box.module_kwargs())
+    modules.pm2.stop("worker", **box.module_kwargs())
+    assert modules.pm2.status("worker", **box.module_kwargs())["status"] == "stopped"
     assert modules.pm2.calls()["commands"] == [LIST_CALL, "stop", LIST_CALL]
 
 

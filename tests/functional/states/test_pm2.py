@@ -27,13 +27,8 @@ def pillar_root(make_pillar):
 
 @pytest.fixture
 def box():
-    with sandbox() as pm2box:
-        pm2box.counting_bin()
+    with sandbox(counting=True) as pm2box:
         yield pm2box
-
-
-def _kw(box):
-    return {"user": box.user, "pm2_home": str(box.home), "pm2_bin": str(box.root / "bin" / "pm2")}
 
 
 def _names(box):
@@ -49,13 +44,13 @@ def test_absent_for_good_test_mode_first(states, box):
     box.pm2("save")
     box.calls(reset=True)
 
-    ret = states.pm2.absent("prisma-studio", test=True, **_kw(box))
+    ret = states.pm2.absent("prisma-studio", test=True, **box.module_kwargs())
     assert ret.result is None and set(ret.changes) == {"process", "dump.pm2"}, ret
     assert box.calls() == []  # test mode: no pm2 CLI call at all (the list: over the socket)
     assert _names(box) == ["other-app", "prisma-studio"] and "prisma-studio" in box.saved()
 
     box.calls(reset=True)
-    ret = states.pm2.absent("prisma-studio", **_kw(box))
+    ret = states.pm2.absent("prisma-studio", **box.module_kwargs())
     assert ret.result is True and set(ret.changes) == {"process", "dump.pm2"}, ret
     assert box.calls() == ["stop", "delete", "save"]
     assert _names(box) == ["other-app"] and box.saved() == ["other-app"]
@@ -67,7 +62,7 @@ def test_absent_for_good_test_mode_first(states, box):
     assert _names(box) == ["other-app"]
 
     box.calls(reset=True)
-    ret = states.pm2.absent("prisma-studio", **_kw(box))
+    ret = states.pm2.absent("prisma-studio", **box.module_kwargs())
     assert ret.result is True and ret.changes == {} and "already absent" in ret.comment
     assert box.calls() == []
 
@@ -75,7 +70,7 @@ def test_absent_for_good_test_mode_first(states, box):
 def test_absent_last_app_saves_the_empty_list(states, box):
     box.start("prisma-studio")
     box.pm2("save")
-    ret = states.pm2.absent("prisma-studio", **_kw(box))
+    ret = states.pm2.absent("prisma-studio", **box.module_kwargs())
     assert ret.result is True, ret
     assert (
         box.saved() == []
@@ -93,9 +88,9 @@ def test_absent_without_daemon_edits_only_the_dump(states, box):
     mode = (box.home / "dump.pm2").stat().st_mode & 0o777
     box.calls(reset=True)
 
-    ret = states.pm2.absent("prisma-studio", test=True, **_kw(box))
+    ret = states.pm2.absent("prisma-studio", test=True, **box.module_kwargs())
     assert ret.result is None and set(ret.changes) == {"dump.pm2"}
-    ret = states.pm2.absent("prisma-studio", **_kw(box))
+    ret = states.pm2.absent("prisma-studio", **box.module_kwargs())
     assert ret.result is True and set(ret.changes) == {"dump.pm2"}, ret
     assert box.calls() == [] and box.daemon_pid() is None  # no pm2 call, no daemon started
     assert box.saved() == ["other-app"] and (box.home / "dump.pm2").stat().st_mode & 0o777 == mode
@@ -112,7 +107,7 @@ def test_absent_never_changes_other_apps_saved_state(states, box):
     box.pm2("save")
     box.pm2("delete", "other-app")  # saved but not running: `pm2 save` would drop it from the dump
     box.calls(reset=True)
-    ret = states.pm2.absent("prisma-studio", **_kw(box))
+    ret = states.pm2.absent("prisma-studio", **box.module_kwargs())
     assert ret.result is True and "dump.pm2 only" in ret.comment, ret
     assert box.calls() == ["stop", "delete"]
     assert box.saved() == ["other-app"]
@@ -121,7 +116,7 @@ def test_absent_never_changes_other_apps_saved_state(states, box):
 def test_absent_refuses_a_namespace(states, box):
     box.start("studio", namespace="tools")
     box.calls(reset=True)
-    ret = states.pm2.absent("tools", **_kw(box))
+    ret = states.pm2.absent("tools", **box.module_kwargs())
     assert ret.result is False and "namespace" in ret.comment
     assert box.calls() == [] and _names(box) == ["studio"]
 
@@ -146,7 +141,7 @@ def _start(box, env_file, **kwargs):
 def _rkw(box, env_file, ready=None, env=None, **extra):
     """The arguments backend.sls passes: pm2's, and the ready/env/redis groups."""
     kw = dict(
-        _kw(box),
+        box.module_kwargs(),
         ready=dict({"patterns": READY, "timeout": 15}, **(ready or {})),
         env=dict({"file": str(env_file), "managed_keys": list(ENV_AFTER_VALUES)}, **(env or {})),
     )
@@ -274,8 +269,8 @@ def test_shadowed_env_fails_or_warns(states, modules, box, backend):
 
 def test_app_not_managed(states, box):
     box.start("other-app")
-    assert states.pm2.restarted_ready(APP, **_kw(box)).result is True
-    ret = states.pm2.restarted_ready(APP, allowed=True, **_kw(box))
+    assert states.pm2.restarted_ready(APP, **box.module_kwargs()).result is True
+    ret = states.pm2.restarted_ready(APP, allowed=True, **box.module_kwargs())
     assert ret.result is False and "not managed" in ret.comment
 
 
