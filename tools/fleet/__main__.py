@@ -44,11 +44,15 @@ def fleet_master(workdir, fleet, say):
         extra_roots=[baseline_root(workdir)],
     )
     master.start()
-    fleet.join(master)
-    rc, synced = master.salt("*", "saltutil.sync_all")
-    if rc != 0:
-        raise RuntimeError(f"saltutil.sync_all failed: {synced}")
-    master.run("saltutil.sync_all")
+    try:
+        fleet.join(master)
+        rc, synced = master.salt("*", "saltutil.sync_all")
+        if rc != 0:
+            raise RuntimeError(f"saltutil.sync_all failed: {synced}")
+        master.run("saltutil.sync_all")
+    except BaseException:
+        master.stop()  # the caller stops it only once this returned
+        raise
     say(f"master on {fleet.master_ip}, minions {', '.join(fleet.ids)} joined")
     return master
 
