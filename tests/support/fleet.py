@@ -11,13 +11,13 @@ the host side, so N guests need no N pip runs and no index of their own.
 """
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import shlex
 import time
 from pathlib import Path
 
+from tests.support.loader import import_salt_module
 from tests.support.paths import FORMULA_ROOT
 from tests.support.replica import REPLICA_SH, Replica, run_command, salt_pin, venv_tool
 
@@ -186,21 +186,13 @@ def rollout(master, timeout=1800, out="json", **settings):
     return rc, data, time.monotonic() - started
 
 
-def _summary_module():
-    """The formula's summary outputter (formula/_output/serverfix_rollout.py), as plain Python."""
-    spec = importlib.util.spec_from_file_location(
-        "serverfix_rollout_output", FORMULA_ROOT / "_output" / "serverfix_rollout.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def rollout_summary(data):
     """(``{host: its summary entry}``, the summary as text lines) of a rollout's orchestrate
     return, as the formula's outputter builds them (``result``: fixed / failed / skipped /
     unverified, ``step``, ``changes``, ``state``, ``comment``; unmasked: for assertions)."""
-    output = _summary_module()
+    output = import_salt_module(
+        FORMULA_ROOT / "_output" / "serverfix_rollout.py", "serverfix_rollout_fleet"
+    )
     summary = output.summarize(output.running_of(data))
     return {entry["host"]: entry for entry in summary["hosts"]}, output.render(summary, str)
 
