@@ -11,7 +11,7 @@ import tools.fleet
 from tests.support.fleet import Fleet, rollout, rollout_summary
 from tests.support.replica import HEALTH_URL_IN_GUEST
 from tests.support.salt_master import HostMaster
-from tools.proof.lab import ARTIFACTS, BASELINE_SLS, ProofSaltSsh
+from tools.proof.lab import ARTIFACTS, BASELINE_SLS, ProofSaltSsh, baseline_root
 from tools.proof.stats import median
 
 
@@ -23,16 +23,6 @@ def host_pillar(minion_id):
             "swap": {"file": f"/swapfile-{minion_id}"},
         }
     }
-
-
-def baseline_root(workdir):
-    """A file root with the one-state SLS the no-op runs are compared with."""
-    root = Path(workdir) / "baseline-root"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{BASELINE_SLS}.sls").write_text(
-        "proof-baseline-one-state:\n  test.succeed_without_changes: []\n", encoding="utf-8"
-    )
-    return root
 
 
 def fleet_master(workdir, fleet, say):

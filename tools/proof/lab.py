@@ -168,6 +168,19 @@ class ProofReplica(Replica):
 # salt-ssh with a second file root for the one-state baseline
 
 
+def baseline_root(directory):
+    """``<directory>/baseline-root``: a file root with the one-state SLS ``BASELINE_SLS`` that
+    the no-op runs are compared with (the same for every transport)."""
+    root = Path(directory) / "baseline-root"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{BASELINE_SLS}.sls").write_text(
+        "# the cheapest possible state run over the same transport: one state, no change\n"
+        "proof-baseline-one-state:\n  test.succeed_without_changes: []\n",
+        encoding="utf-8",
+    )
+    return root
+
+
 class ProofSaltSsh(SaltSsh):
     """``SaltSsh`` (config dir, roster ``hetzner``, pillar) plus the baseline SLS and a scan of
     its outputs."""
@@ -175,13 +188,7 @@ class ProofSaltSsh(SaltSsh):
     def __init__(self, workdir, replica, pillar, secret_values=(), cachedir=None):
         super().__init__(workdir, replica, pillar)
         self.secret_values = [s for s in secret_values if s]
-        extra_root = self.dir / "baseline-root"
-        extra_root.mkdir(exist_ok=True)
-        (extra_root / f"{BASELINE_SLS}.sls").write_text(
-            "# the cheapest possible state run over the same transport: one state, no change\n"
-            "proof-baseline-one-state:\n  test.succeed_without_changes: []\n",
-            encoding="utf-8",
-        )
+        extra_root = baseline_root(self.dir)
         master = yaml.safe_load((self.dir / "master").read_text(encoding="utf-8"))
         master["file_roots"]["base"].append(str(extra_root))
         if (
