@@ -108,15 +108,19 @@ def noop_ratios(reps, say):
                         started = time.monotonic()
                         if transport == "master":
                             rc, data = master.salt(member.name, "state.apply", *args)
-                            changed = [s for s in data[member.name].values() if s.get("changes")]
+                            states = data[member.name]
                         else:
-                            rc, data, _, _ = ssh.attempt("state.apply", *args)
-                            changed = [s for s in (data or {}).values() if s.get("changes")]
+                            rc, states, _, _ = ssh.attempt("state.apply", *args)
                         seconds = time.monotonic() - started
+                        changed = [s for s in (states or {}).values() if s.get("changes")]
                         if rc != 0 or changed:
                             raise RuntimeError(f"{kind}: rc {rc}, changed {changed}")
                         if rep:
                             samples.setdefault(kind, []).append(round(seconds, 2))
+                            # the states' own time (Salt's `duration`): the rest is rendering
+                            # and transport
+                            own = sum(float(s.get("duration") or 0) for s in states.values())
+                            samples.setdefault(kind + "_states", []).append(round(own / 1000, 2))
             finally:
                 master.stop()
         finally:
@@ -158,6 +162,11 @@ def table_lines(report):
                 f"  {name:<14} no-op {noop_s:.2f} s vs {base_s:.2f} s = {ratio[t + '_noop']}x; "
                 f"test=True {prev_s:.2f} s vs {base_prev_s:.2f} s = {ratio[t + '_preview']}x"
             )
+            if t + "_noop_states" in med:
+                lines.append(
+                    f"  {'':<14} states' own time in the no-op {med[t + '_noop_states']:.2f} s, "
+                    f"in the one-state SLS {med[t + '_baseline_states']:.2f} s"
+                )
     return lines
 
 
@@ -167,14 +176,16 @@ def main(argv=None):
         prog="python -m tools.fleet", description=tools.fleet.__doc__.split("\n\n")[1]
     )
     parser.add_argument(
-        "--sizes", default="1,2,3", help="fleet sizes, comma-separated (default 1,2,3)"
+        "--sizes",
+        default="1,2,3",
+        help="fleet sizes, comma-separated (default 1,2,3; '': the no-op part only)",
     )
     parser.add_argument(
         "--reps", type=int, default=5, help="no-op repetitions (0: skip the no-op part)"
     )
     parser.add_argument("--out", default=str(ARTIFACTS / "fleet-report.json"))
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]  # "": the no-op part only
 
     def say(text):
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
