@@ -160,7 +160,4 @@ def fleet_master(request, fleet, tmp_path_factory, progress):
             "minions: "
             + "; ".join(f"{i} {s:.1f} s ({how})" for i, (s, how) in sorted(installed.items()))
         )
-        rc, synced = master.salt("*", "saltutil.sync_all")
-        assert rc == 0 and all("modules.serverfix" in v["modules"] for v in synced.values()), synced
-        master.run("saltutil.sync_all")
         yield master

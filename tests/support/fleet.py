@@ -140,7 +140,8 @@ class Fleet:
 
     def join(self, master):
         """A salt-minion in every member, its key accepted by ``master`` after comparing it with
-        the minion's own. Returns {id: (seconds, how it was installed)}."""
+        the minion's own, the formula's modules synced to the minions and the master. Returns
+        {id: (seconds, how it was installed)}."""
         first, *rest = self.members
         installed = {first.name: install_minion(first, self.say)}  # fills the cache for the rest
         if rest:
@@ -162,6 +163,7 @@ class Fleet:
                 start_minion(member, master.minion_config(minion_id))
             missing = master.not_answering(self.ids, timeout=60)
         assert not missing, f"minions not answering: {missing}"
+        master.sync_all()
         return installed
 
 

@@ -157,6 +157,14 @@ class HostMaster:
         """``salt-run <args>`` (e.g. state.orchestrate): (returncode, its data, stdout)."""
         return self.command("salt-run", *args, timeout=timeout)
 
+    def sync_all(self, target="*"):
+        """The formula's custom modules to the minions (``salt <target> saltutil.sync_all``) and
+        to the master itself (``salt-run saltutil.sync_all``: the outputters, utils)."""
+        rc, synced = self.salt(target, "saltutil.sync_all")
+        assert rc == 0 and synced and all(isinstance(v, dict) for v in synced.values()), synced
+        rc, ran, _ = self.run("saltutil.sync_all")
+        assert rc == 0, ran
+
     def key(self, *args):
         return self.command("salt-key", *args, timeout=60)[1]
 

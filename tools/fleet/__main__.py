@@ -36,10 +36,6 @@ def fleet_master(workdir, fleet, say):
     master.start()
     try:
         fleet.join(master)
-        rc, synced = master.salt("*", "saltutil.sync_all")
-        if rc != 0:
-            raise RuntimeError(f"saltutil.sync_all failed: {synced}")
-        master.run("saltutil.sync_all")
     except BaseException:
         master.stop()  # the caller stops it only once this returned
         raise
